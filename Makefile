@@ -1,0 +1,56 @@
+# ept: `make run` runs the whole pipeline locally, `make test` runs every test.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EPT := $(VENV)/bin/ept
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup system-deps test test-unit test-integration lint run stop bench bench-sdk bench-sink bench-processors soak clean
+
+# Everything a fresh machine needs: system packages, the virtualenv, the Kafka jars.
+setup: system-deps $(VENV)/.installed
+	@$(PY) -c "from deploy.broker import resolve_jars; print('Kafka jars:', resolve_jars())"
+
+system-deps:
+	@bash deploy/local/install-system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,registry]"
+	@touch $@
+
+# pytest's exit code 5 means no test was collected: a broken selection, so a failure.
+test: setup
+	@$(PYTEST) -v; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: no tests collected" >&2; fi; exit $$status
+
+test-unit: $(VENV)/.installed
+	$(PYTEST) -m unit -q
+
+test-integration: setup
+	$(PYTEST) -m integration -v
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check producers processors schemas deploy tests bench
+	$(VENV)/bin/mypy
+
+run: setup
+	$(EPT) run --demo
+
+bench: bench-sdk bench-sink bench-processors
+
+bench-sdk: setup
+	$(PY) -m bench.sdk
+
+bench-sink: setup
+	$(PY) -m bench.sink
+
+bench-processors: setup
+	$(PY) -m bench.processors
+
+soak: setup
+	EPT_SOAK_EVENTS=$${EPT_SOAK_EVENTS:-1000000} $(PYTEST) -v -s -m slow tests/integration/test_chaos.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,70 @@
+"""Process-local statistics of tracking (the specification's counters plus delivery state)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ErrorPerformanceStats:
+    renders_failed: int = 0
+    api_errors: int = 0
+    slow_renders: int = 0
+    total_errors: int = 0
+    total_performance_issues: int = 0
+    delivered: int = 0   # acknowledged by Kafka
+    queued: int = 0      # waiting in the producer's memory queue
+    spooled: int = 0     # written to the on-disk spool while Kafka was unreachable or full
+    dropped: int = 0     # lost because memory queue and spool were both full
+    rejected: int = 0    # invalid arguments (lenient mode)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def as_spec_dict(self) -> dict[str, int]:
+        """The specification's five counters under its camelCase names."""
+        return {
+            "rendersFailed": self.renders_failed,
+            "apiErrors": self.api_errors,
+            "slowRenders": self.slow_renders,
+            "totalErrors": self.total_errors,
+            "totalPerformanceIssues": self.total_performance_issues,
+        }
+
+
+_COUNTERS = tuple(ErrorPerformanceStats.__dataclass_fields__)
+
+
+class StatsRecorder:
+    """Thread-safe counters. ``add`` never blocks for longer than a lock hand-off."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(_COUNTERS, 0)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._values[name] += amount
+
+    def record_event(self, event_name: str) -> None:
+        """Count one tracked event under the specification's counters."""
+        with self._lock:
+            values = self._values
+            if event_name == "render_failed":
+                values["renders_failed"] += 1
+                values["total_errors"] += 1
+            elif event_name == "api_error":
+                values["api_errors"] += 1
+                values["total_errors"] += 1
+            elif event_name == "slow_render":
+                values["slow_renders"] += 1
+                values["total_performance_issues"] += 1
+
+    def snapshot(self, queued: int = 0) -> ErrorPerformanceStats:
+        with self._lock:
+            return ErrorPerformanceStats(**{**self._values, "queued": queued})
+
+    def reset(self) -> None:
+        with self._lock:
+            self._values = dict.fromkeys(_COUNTERS, 0)

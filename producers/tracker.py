@@ -1,0 +1,290 @@
+"""The Tracker: validates, sanitizes, encodes and hands events to delivery.
+
+Every ``track_*`` method returns in microseconds and never waits on the network. In
+lenient mode (the default) it never raises: invalid arguments are logged (rate-limited)
+and counted as ``rejected``. In strict mode (``EPT_STRICT=true``, on in tests) invalid
+arguments raise ValueError or TypeError naming the argument.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from deploy.connections import kafka_config
+from deploy.settings import Settings, load_settings
+from producers.classification import FAILURE_REASONS
+from producers.delivery import KafkaDelivery, RateLimitedLog
+from producers.sanitization import sanitize
+from producers.spool import Spool, default_spool_root
+from producers.stats import ErrorPerformanceStats, StatsRecorder
+from producers.thresholds import RENDER_TYPES, Thresholds
+from schemas.codec import Encoder, encoder_for
+from schemas.registry import EVENT_NAMES
+from schemas.validation import MAX_TEXT, field_problems
+
+SDK_VERSION = "0.1.0"
+log = logging.getLogger("ept.producers")
+
+ConsentCheck = Callable[[str | None, str | None], bool]
+"""``consent(user_id, account_id)``: True when the user is logged in and has not opted out."""
+
+Dimensions = dict[str, int] | tuple[int, int] | None
+
+
+def _event_id() -> str:
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _dimensions(value: Dimensions) -> tuple[int | None, int | None]:
+    if value is None:
+        return None, None
+    if isinstance(value, dict):
+        return value.get("width"), value.get("height")
+    if isinstance(value, tuple) and len(value) == 2:
+        return value[0], value[1]
+    raise TypeError(f"dimensions: expected {{'width': w, 'height': h}} or (w, h), got {value!r}")
+
+
+class Tracker:
+    """Publishes tracking events to Kafka. Thread-safe; one per process is typical.
+
+    ``delivery`` may be given to share a producer; otherwise one is created from
+    ``settings`` (read from the environment when omitted). Creating a Tracker does
+    not contact Kafka.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        service: str | None = None,
+        environment: str | None = None,
+        strict: bool | None = None,
+        consent: ConsentCheck | None = None,
+        thresholds: Thresholds | None = None,
+        encoder: Encoder | None = None,
+        delivery: KafkaDelivery | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.service = service or self.settings.service
+        self.environment = environment or self.settings.environment
+        self.strict = self.settings.strict if strict is None else strict
+        self.consent = consent
+        self.thresholds = thresholds or Thresholds.from_environment()
+        self.debug = os.environ.get("DEBUG_TRACKING", "").lower() in ("1", "true", "yes")
+        self.stats = StatsRecorder()
+        self._topics = {name: self.settings.topic(name) for name in EVENT_NAMES}
+        self._encoder = encoder or encoder_for(self.settings.schema_registry_url, self._topics)
+        self._envelope = {
+            "service": self.service,
+            "environment": self.environment,
+            "sdk_version": SDK_VERSION,
+        }
+        self._warn = RateLimitedLog()
+        if delivery is None:
+            spool = None
+            if self.settings.spool_max_bytes > 0:
+                spool = Spool(default_spool_root(self.settings.state_dir),
+                              self.settings.spool_max_bytes)
+            delivery = KafkaDelivery(kafka_config(self.settings), spool, self.stats,
+                                     self.settings.producer_queue_max)
+        self._delivery = delivery
+        self._closed = False
+        _live_trackers.add(self)
+
+    # -- the specification's track functions ------------------------------------------
+
+    def track_render_failed(
+        self, render_id: str, reason: str, error_message: str, template_id: str,
+        duration_ms: float, retry_attempt: int = 0, *, render_type: str | None = None,
+        user_id: str | None = None, account_id: str | None = None,
+    ) -> None:
+        """A render failed. ``reason`` is one of the classification reasons."""
+        if reason not in FAILURE_REASONS:
+            self._invalid(ValueError(
+                f"reason: must be one of {', '.join(FAILURE_REASONS)}, got {reason!r}"))
+            return
+        if render_type is not None and render_type not in RENDER_TYPES:
+            self._invalid(ValueError(
+                f"render_type: must be one of {', '.join(RENDER_TYPES)}, got {render_type!r}"))
+            return
+        self._emit("render_failed", template_id, {
+            "render_id": render_id, "template_id": template_id, "reason": reason,
+            "error_message": error_message, "duration_ms": duration_ms,
+            "retry_attempt": retry_attempt, "render_type": render_type,
+        }, user_id, account_id)
+
+    def track_render_completed(
+        self, render_id: str, template_id: str, render_type: str, duration_ms: float,
+        dimensions: Dimensions = None, *, user_id: str | None = None,
+        account_id: str | None = None,
+    ) -> None:
+        """A render succeeded (the denominator of error rates)."""
+        if render_type not in RENDER_TYPES:
+            self._invalid(ValueError(
+                f"render_type: must be one of {', '.join(RENDER_TYPES)}, got {render_type!r}"))
+            return
+        try:
+            width, height = _dimensions(dimensions)
+        except TypeError as exc:
+            self._invalid(exc)
+            return
+        self._emit("render_completed", template_id, {
+            "render_id": render_id, "template_id": template_id, "render_type": render_type,
+            "duration_ms": duration_ms, "width": width, "height": height,
+        }, user_id, account_id)
+
+    def track_slow_render(
+        self, render_id: str, render_type: str, duration_ms: float, threshold_ms: float,
+        template_id: str, dimensions: Dimensions = None, *, user_id: str | None = None,
+        account_id: str | None = None,
+    ) -> None:
+        """A render exceeded ``threshold_ms``; the slowness factor is computed here."""
+        if render_type not in RENDER_TYPES:
+            self._invalid(ValueError(
+                f"render_type: must be one of {', '.join(RENDER_TYPES)}, got {render_type!r}"))
+            return
+        try:
+            width, height = _dimensions(dimensions)
+            factor = float(duration_ms) / float(threshold_ms)
+        except (TypeError, ValueError, ZeroDivisionError) as exc:
+            self._invalid(TypeError(f"duration_ms/threshold_ms: {exc}")
+                          if not isinstance(exc, ZeroDivisionError)
+                          else ValueError("threshold_ms: must be > 0"))
+            return
+        self._emit("slow_render", template_id, {
+            "render_id": render_id, "template_id": template_id, "render_type": render_type,
+            "duration_ms": duration_ms, "threshold_ms": threshold_ms,
+            "slowness_factor": factor, "width": width, "height": height,
+        }, user_id, account_id)
+
+    def track_api_error(
+        self, endpoint: str, status_code: int | None, error_message: str,
+        request_id: str | None = None, duration_ms: float = 0.0, retry_attempt: int = 0, *,
+        method: str | None = None, rate_limited: bool | None = None,
+        retry_after_s: float | None = None, user_id: str | None = None,
+        account_id: str | None = None,
+    ) -> None:
+        """An API call failed. ``status_code`` is None when no response came back.
+
+        ``rate_limited`` defaults to True for 429 and for 503 with ``retry_after_s``.
+        """
+        if rate_limited is None:
+            rate_limited = status_code == 429 or (status_code == 503 and retry_after_s is not None)
+        self._emit("api_error", endpoint, {
+            "endpoint": endpoint, "method": method, "status_code": status_code,
+            "error_message": error_message, "request_id": request_id or _event_id(),
+            "duration_ms": duration_ms, "retry_attempt": retry_attempt,
+            "rate_limited": bool(rate_limited),
+            "retry_after_s": None if retry_after_s is None else float(retry_after_s),
+        }, user_id, account_id)
+
+    def track_api_request_completed(
+        self, endpoint: str, method: str, status_code: int, duration_ms: float,
+        request_id: str | None = None, *, user_id: str | None = None,
+        account_id: str | None = None,
+    ) -> None:
+        """An API call was answered (the denominator of API error rates)."""
+        self._emit("api_request_completed", endpoint, {
+            "endpoint": endpoint, "method": method, "status_code": status_code,
+            "duration_ms": duration_ms, "request_id": request_id or _event_id(),
+        }, user_id, account_id)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _emit(self, event_name: str, key: str, fields: dict[str, Any],
+              user_id: str | None, account_id: str | None) -> None:
+        try:
+            message = fields.get("error_message")
+            if isinstance(message, str):
+                fields["error_message"] = sanitize(message[:MAX_TEXT])
+            found = field_problems(event_name, fields)
+            if found:
+                kind = TypeError if any(problem.wrong_type for problem in found) else ValueError
+                self._invalid(kind(f"{event_name}: " + "; ".join(map(str, found))))
+                return
+            if user_id is not None or account_id is not None:
+                user_id, account_id = self._consented(user_id, account_id)
+            record = {
+                "event_id": _event_id(),
+                "event_time": time.time_ns() // 1_000_000,
+                **self._envelope,
+                "user_id": user_id,
+                "account_id": account_id,
+                **fields,
+            }
+            payload = self._encoder.encode(event_name, record)
+        except (TypeError, ValueError) as exc:
+            if self.strict:
+                raise
+            self._reject(exc)
+            return
+        except Exception as exc:  # tracking must never break the caller
+            self._reject(exc)
+            return
+        self._delivery.send(self._topics[event_name], key.encode(), payload)
+        self.stats.record_event(event_name)
+        if self.debug:
+            log.debug("ept: tracked %s %s", event_name, record)
+
+    def _consented(self, user_id: str | None, account_id: str | None
+                   ) -> tuple[str | None, str | None]:
+        if self.consent is None:
+            return None, None
+        try:
+            allowed = bool(self.consent(user_id, account_id))
+        except Exception as exc:
+            self._warn.warning("consent", "ept: consent callback raised %r; user dropped", exc)
+            return None, None
+        return (user_id, account_id) if allowed else (None, None)
+
+    def _invalid(self, error: Exception) -> None:
+        if self.strict:
+            raise error
+        self._reject(error)
+
+    def _reject(self, error: Exception) -> None:
+        self.stats.add("rejected")
+        self._warn.warning("rejected", "ept: tracking call rejected: %s", error)
+
+    # -- statistics and lifecycle -----------------------------------------------------
+
+    def get_error_performance_stats(self) -> ErrorPerformanceStats:
+        return self.stats.snapshot(queued=self._delivery.pending())
+
+    def reset_error_performance_stats(self) -> None:
+        self.stats.reset()
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until queued events are delivered (up to ``timeout`` s); returns the rest."""
+        return self._delivery.flush(self.settings.flush_timeout_s if timeout is None else timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush within ``timeout`` s, spool what remains, stop the delivery thread."""
+        if self._closed:
+            return
+        self._closed = True
+        _live_trackers.discard(self)
+        self._delivery.close(self.settings.flush_timeout_s if timeout is None else timeout)
+
+
+_live_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    for tracker in list(_live_trackers):
+        try:
+            tracker.close()
+        except Exception:  # pragma: no cover - exit must go on
+            log.exception("ept: closing tracker at exit failed")

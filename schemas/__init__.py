@@ -1,0 +1,31 @@
+"""The wire contract of ept: event schemas (``*.avsc``), their encoders and the shared decoder."""
+
+from schemas.codec import (
+    ConfluentEncoder,
+    CorruptPayloadError,
+    DecodedEvent,
+    DecodeError,
+    Decoder,
+    Encoder,
+    SingleObjectEncoder,
+    UnknownFramingError,
+    UnknownSchemaError,
+    encoder_for,
+)
+from schemas.registry import ENVELOPE_FIELDS, EVENT_NAMES, current_schemas
+
+__all__ = [
+    "ENVELOPE_FIELDS",
+    "EVENT_NAMES",
+    "ConfluentEncoder",
+    "CorruptPayloadError",
+    "DecodeError",
+    "DecodedEvent",
+    "Decoder",
+    "Encoder",
+    "SingleObjectEncoder",
+    "UnknownFramingError",
+    "UnknownSchemaError",
+    "current_schemas",
+    "encoder_for",
+]

@@ -1,0 +1,209 @@
+"""Encoding and decoding of ept events on the wire.
+
+Two framings are recognised (see docs/wire-format.md):
+
+* Avro single-object encoding (the default, registry-free):
+  ``0xC3 0x01`` + 8-byte little-endian CRC-64-AVRO fingerprint + Avro binary body.
+* Confluent Schema Registry framing: ``0x00`` + 4-byte big-endian schema id + Avro body.
+
+:class:`Decoder` is the one decoder every consumer of the project uses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from schemas.registry import (
+    NAMESPACE,
+    EventSchema,
+    current_schemas,
+    writer_schemas_by_fingerprint,
+)
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+_SINGLE_OBJECT_HEADER = 10
+_CONFLUENT_HEADER = 5
+
+
+class DecodeError(ValueError):
+    """A payload could not be decoded. Subclasses say why; the message gives details."""
+
+
+class UnknownFramingError(DecodeError):
+    """The payload starts with neither the single-object nor the Confluent magic bytes."""
+
+
+class UnknownSchemaError(DecodeError):
+    """The payload names a schema fingerprint or registry id that is not known."""
+
+
+class CorruptPayloadError(DecodeError):
+    """The framing is right but the Avro body is truncated, corrupt or has trailing bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedEvent:
+    name: str
+    record: dict[str, Any]
+
+
+class Encoder(Protocol):
+    def encode(self, event_name: str, record: dict[str, Any]) -> bytes:
+        """Encode ``record`` as event ``event_name``. Raises ValueError on invalid records."""
+        ...
+
+
+class SingleObjectEncoder:
+    """Avro single-object encoding with the schemas of ``schemas/``. Never blocks."""
+
+    def __init__(self) -> None:
+        self._schemas = {
+            name: (SINGLE_OBJECT_MAGIC + schema.fingerprint, schema.parsed)
+            for name, schema in current_schemas().items()
+        }
+
+    def encode(self, event_name: str, record: dict[str, Any]) -> bytes:
+        header, parsed = self._schemas[event_name]
+        buffer = io.BytesIO()
+        buffer.write(header)
+        schemaless_writer(buffer, parsed, record)
+        return buffer.getvalue()
+
+
+_registry_lock = threading.Lock()
+
+
+@cache
+def registry_client(url: str) -> Any:
+    """The Schema Registry client for ``url`` (one per process, so ``mock://`` is shared)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    with _registry_lock:
+        return SchemaRegistryClient.new_client({"url": url})
+
+
+class ConfluentEncoder:
+    """Confluent wire format; registers the schemas of ``schemas/`` under ``{topic}-value``.
+
+    The first ``encode`` of each event talks to the registry (blocks on HTTP); later calls
+    use the cached schema id and never block.
+    """
+
+    def __init__(self, registry_url: str, topic_for: dict[str, str]) -> None:
+        from confluent_kafka.schema_registry import Schema
+
+        client = registry_client(registry_url)
+        self._headers: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        for name, schema in current_schemas().items():
+            schema_id = client.register_schema(
+                f"{topic_for[name]}-value", Schema(json.dumps(schema.definition), "AVRO")
+            )
+            header = bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
+            self._headers[name] = (header, schema.parsed)
+
+    def encode(self, event_name: str, record: dict[str, Any]) -> bytes:
+        header, parsed = self._headers[event_name]
+        buffer = io.BytesIO()
+        buffer.write(header)
+        schemaless_writer(buffer, parsed, record)
+        return buffer.getvalue()
+
+
+class Decoder:
+    """Decodes any ept event payload into the current schema's shape.
+
+    Data written with an older released schema is resolved to the current one. A
+    registry URL enables the Confluent framing; the first payload of each schema id
+    fetches the schema (blocks on HTTP), later ones use the cache.
+
+    ``decode`` raises only :class:`DecodeError` subclasses, whatever the bytes.
+    """
+
+    def __init__(self, registry_url: str | None = None) -> None:
+        self._registry_url = registry_url
+        self._by_fingerprint = writer_schemas_by_fingerprint()
+        self._readers = {name: schema.parsed for name, schema in current_schemas().items()}
+        self._by_registry_id: dict[int, tuple[str, dict[str, Any]]] = {}
+
+    def decode(self, payload: bytes) -> DecodedEvent:
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise CorruptPayloadError(f"payload must be bytes, got {type(payload).__name__}")
+        payload = bytes(payload)
+        if payload[:2] == SINGLE_OBJECT_MAGIC:
+            if len(payload) < _SINGLE_OBJECT_HEADER:
+                raise CorruptPayloadError(
+                    f"truncated single-object header: {len(payload)} bytes, need 10"
+                )
+            writer = self._by_fingerprint.get(payload[2:10])
+            if writer is None:
+                raise UnknownSchemaError(
+                    f"unknown schema fingerprint {payload[2:10].hex()} (not in schemas/)"
+                )
+            return self._read(writer.name, writer.parsed, payload, _SINGLE_OBJECT_HEADER)
+        if payload[:1] == bytes([CONFLUENT_MAGIC]) and len(payload) >= _CONFLUENT_HEADER:
+            name, parsed = self._registry_schema(int.from_bytes(payload[1:5], "big"))
+            return self._read(name, parsed, payload, _CONFLUENT_HEADER)
+        raise UnknownFramingError(
+            f"unknown framing: first bytes {payload[:4].hex() or '(empty)'}; expected c301 "
+            "(single-object) or 00 (Schema Registry)"
+        )
+
+    def _registry_schema(self, schema_id: int) -> tuple[str, dict[str, Any]]:
+        cached = self._by_registry_id.get(schema_id)
+        if cached is not None:
+            return cached
+        if self._registry_url is None:
+            raise UnknownSchemaError(
+                f"Schema Registry framing (schema id {schema_id}) but no registry is configured "
+                "(EPT_SCHEMA_REGISTRY_URL)"
+            )
+        try:
+            text = registry_client(self._registry_url).get_schema(schema_id).schema_str
+            definition = json.loads(text)
+            parsed = parse_schema(definition)
+        except Exception as exc:
+            raise UnknownSchemaError(f"schema id {schema_id} not found in the registry: {exc}"
+                                     ) from exc
+        name = str(definition.get("name", "")).rpartition(".")[2]
+        if name not in self._readers or definition.get("namespace", NAMESPACE) != NAMESPACE:
+            raise UnknownSchemaError(f"schema id {schema_id} is not an ept event ({name!r})")
+        self._by_registry_id[schema_id] = (name, parsed)
+        return name, parsed
+
+    def _read(self, name: str, writer: dict[str, Any], payload: bytes, offset: int
+              ) -> DecodedEvent:
+        body = io.BytesIO(payload)
+        body.seek(offset)
+        try:
+            record = schemaless_reader(body, writer, self._readers[name])
+        except Exception as exc:  # fastavro raises many types on bad bytes
+            raise CorruptPayloadError(
+                f"corrupt or truncated {name} body ({len(payload) - offset} bytes): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if body.tell() != len(payload):
+            raise CorruptPayloadError(
+                f"{len(payload) - body.tell()} trailing bytes after the {name} record"
+            )
+        if not isinstance(record, dict):
+            raise CorruptPayloadError(f"{name} body did not decode to a record")
+        return DecodedEvent(name, record)
+
+
+def encoder_for(registry_url: str | None, topic_for: dict[str, str]) -> Encoder:
+    """The encoder of the configured framing: Confluent with a registry, else single-object."""
+    if registry_url:
+        return ConfluentEncoder(registry_url, topic_for)
+    return SingleObjectEncoder()
+
+
+def schema_of(event_name: str) -> EventSchema:
+    return current_schemas()[event_name]
