@@ -13,12 +13,12 @@ import functools
 import logging
 import threading
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from producers.spool import Spool
+from producers.spool import Spool, SpooledMessage
 from producers.stats import StatsRecorder
 
 log = logging.getLogger("ept.producers")
@@ -63,6 +63,7 @@ class KafkaDelivery:
         self._warn = RateLimitedLog()
         self._broker_ok_at = 0.0
         self._closing = threading.Event()
+        self._draining: _Draining | None = None
         config = {
             "enable.idempotence": True,
             "acks": "all",
@@ -75,7 +76,7 @@ class KafkaDelivery:
             "queue.buffering.max.kbytes": 262_144,
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
-            "log_level": 3,
+            "logger": logging.getLogger("ept.librdkafka"),
             **producer_config,
         }
         self._producer = Producer(config)
@@ -129,8 +130,8 @@ class KafkaDelivery:
                 if now - last_flush > 0.5:
                     self._spool.flush_to_os()
                     last_flush = now
-                if self._spool and self._broker_reachable(now):
-                    self._drain_one_segment()
+                if (self._draining or self._spool) and self._broker_reachable(now):
+                    self._drain_spool()
 
     def _broker_reachable(self, now: float) -> bool:
         if now - self._broker_ok_at < 5.0:
@@ -142,26 +143,37 @@ class KafkaDelivery:
         self._broker_ok_at = now
         return True
 
-    def _drain_one_segment(self) -> None:
-        """Move the oldest spool segment into the producer when it has room for it."""
+    def _drain_spool(self) -> None:
+        """Move spooled messages into the producer while it has room, oldest first.
+
+        A segment leaves the disk only when every one of its messages was delivered or
+        spooled again (see ``_Outstanding``), so a crash mid-way loses nothing.
+        """
         assert self._spool is not None
-        if len(self._producer) > self._queue_max // 2:
-            return
-        taken = self._spool.take_segment()
-        if taken is None:
-            return
-        path, messages = taken
-        if len(self._producer) + len(messages) > self._queue_max:
-            return  # retried on a later round, when the queue has drained
-        outstanding = _Outstanding(len(messages), functools.partial(self._spool.release, path))
-        for message in messages:
-            self._producer.produce(
-                message.topic, message.value, message.key,
-                on_delivery=functools.partial(self._on_spooled_delivery, outstanding),
-            )
-        self._stats.add("spooled", -len(messages))
-        if not messages:
-            self._spool.release(path)
+        if self._draining is None:
+            taken = self._spool.take_segment()
+            if taken is None:
+                return
+            path, messages = taken
+            if not messages:
+                self._spool.release(path)
+                return
+            release = functools.partial(self._spool.release, path)
+            self._draining = _Draining(messages, _Outstanding(len(messages), release))
+        draining = self._draining
+        while draining.next < len(draining.messages):
+            message = draining.messages[draining.next]
+            try:
+                self._producer.produce(
+                    message.topic, message.value, message.key,
+                    on_delivery=functools.partial(self._on_spooled_delivery,
+                                                  draining.outstanding),
+                )
+            except BufferError:
+                return  # the queue is full again: continue on a later round
+            draining.next += 1
+            self._stats.add("spooled", -1)
+        self._draining = None
 
     def _on_spooled_delivery(self, outstanding: _Outstanding, error: KafkaError | None,
                              message: Message) -> None:
@@ -190,9 +202,14 @@ class KafkaDelivery:
         if self._spool is not None:
             self._spool.close()
 
-    @property
-    def spool_dir(self) -> Path | None:
-        return None if self._spool is None else self._spool._dir
+
+@dataclass
+class _Draining:
+    """The spool segment being moved into the producer, and how far it got."""
+
+    messages: list[SpooledMessage]
+    outstanding: _Outstanding
+    next: int = 0
 
 
 class _Outstanding:

@@ -13,11 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-_SECRET_KEY = re.compile(
-    r"passw|pwd|secret|token|api[_-]?key|apikey|auth|session[_-]?id|private[_-]?key|"
-    r"signature|\bsig\b|credential",
-    re.IGNORECASE,
-)
+_SECRET_KEYS = ("passw", "pwd", "secret", "token", "key", "auth", "session", "sig",
+                "credential")
 _DIGITS = str.maketrans("", "", "0123456789")
 
 
@@ -48,8 +45,6 @@ def _url_credentials(match: re.Match[str]) -> str:
 
 
 def _key_value(match: re.Match[str]) -> str:
-    if _SECRET_KEY.search(match.group("key")) is None:
-        return match.group(0)
     return f"{match.group('key')}{match.group('sep')}[REDACTED]"
 
 
@@ -69,8 +64,9 @@ _REDACTORS: tuple[tuple[_Redactor, Callable[[re.Match[str]], str]], ...] = tuple
             r"github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[A-Za-z0-9_-]{30,}"),
             ("sk-", "pk-", "rk-", "gh", "xox", "aiza")), _marker("api_key")),
         (_Redactor("key_value", re.compile(
-            r"(?P<key>[A-Za-z][A-Za-z0-9_-]{1,40})(?P<sep>\s*[=:](?!//)\s*|\"\s*:\s*\")"
-            r"(?:\"[^\"]*\"|'[^']*'|[^\s&,;?#\"']+)"), ("=", ":")), _key_value),
+            r"(?P<key>(?i:passw(?:or)?d|pwd|secret|token|api[_-]?key|apikey|auth(?:orization)?"
+            r"|session[_-]?id|private[_-]?key|signature|sig|credentials?)[A-Za-z0-9_-]{0,20})(?P<sep>\s*[=:](?!//)\s*|\"\s*:\s*\")"
+            r"(?:\"[^\"]*\"|'[^']*'|[^\s&,;?#\"']+)"), _SECRET_KEYS), _key_value),
         (_Redactor("email", re.compile(
             r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), ("@",)),
          _marker("email")),

@@ -1,0 +1,71 @@
+import pytest
+
+from deploy.connections import kafka_config
+from deploy.settings import SettingsError, load_settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("EPT_KAFKA_BOOTSTRAP", "EPT_TOPIC_PREFIX", "EPT_CLICKHOUSE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.topic("render_failed") == "ept.render_failed"
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert not settings.kafka_bootstrap_is_explicit
+    assert settings.clickhouse_server is None
+    assert settings.clickhouse_data_dir == settings.state_dir / "clickhouse"
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("EPT_TOPIC_PREFIX", "bad prefix!", "EPT_TOPIC_PREFIX: may contain only"),
+    ("EPT_KAFKA_BOOTSTRAP", "localhost", "EPT_KAFKA_BOOTSTRAP: expected host:port"),
+    ("EPT_CLICKHOUSE_URL", "ftp://x/y", "EPT_CLICKHOUSE_URL: scheme must be http or https"),
+    ("EPT_SINK_BATCH_ROWS", "0", "EPT_SINK_BATCH_ROWS"),
+    ("EPT_WORKER_PORT", "99999", "EPT_WORKER_PORT"),
+    ("EPT_STRICT", "maybe", "EPT_STRICT"),
+    ("EPT_KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "needs EPT_KAFKA_SASL_MECHANISM"),
+])
+def test_invalid_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                            value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_clickhouse_url_is_parsed_and_password_never_shown(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.setenv("EPT_CLICKHOUSE_URL", "https://writer:s3cr%40t@ch.example:8443/analytics")
+    settings = load_settings()
+    server = settings.clickhouse_server
+    assert server is not None
+    assert (server.host, server.port, server.username, server.password, server.database,
+            server.secure) == ("ch.example", 8443, "writer", "s3cr@t", "analytics", True)
+    assert "s3cr" not in repr(server) and "s3cr" not in repr(settings)
+
+
+def test_sasl_passes_through_to_librdkafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EPT_KAFKA_BOOTSTRAP", "k1:9093,k2:9093")
+    monkeypatch.setenv("EPT_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("EPT_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("EPT_KAFKA_SASL_USERNAME", "ept")
+    monkeypatch.setenv("EPT_KAFKA_SASL_PASSWORD", "hunter2")
+    settings = load_settings()
+    assert settings.kafka_bootstrap_is_explicit
+    config = kafka_config(settings, **{"group.id": "g"})
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl.password"] == "hunter2"
+    assert config["bootstrap.servers"] == "k1:9093,k2:9093"
+    assert "hunter2" not in repr(settings)
+
+
+def test_config_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "ept.env"
+    path.write_text("# comment\nEPT_TOPIC_PREFIX=file.\nEPT_SERVICE=from-file\n")
+    monkeypatch.setenv("EPT_CONFIG_FILE", str(path))
+    monkeypatch.setenv("EPT_SERVICE", "from-env")
+    settings = load_settings()
+    assert settings.topic_prefix == "file."
+    assert settings.service == "from-env"
+    path.write_text("not a setting\n")
+    with pytest.raises(SettingsError, match="ept.env:1"):
+        load_settings()
