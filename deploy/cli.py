@@ -78,5 +78,96 @@ def broker_status(port: int, data_dir: Path | None) -> None:
         sys.exit(1)
 
 
+# -- ClickHouse ---------------------------------------------------------------------------
+
+def _logging(verbose: bool = False) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def clickhouse() -> None:
+    """Manage the ClickHouse tables."""
+
+
+@clickhouse.command("migrate")
+def clickhouse_migrate() -> None:
+    """Apply the table migrations (idempotent) and the configured retention."""
+    from deploy.connections import clickhouse_client
+    from processors.storage.tables import migrate
+
+    settings = _settings()
+    applied = migrate(clickhouse_client(settings), settings)
+    click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
+
+
+@main.command()
+@click.option("--group", default="ept-sink", show_default=True, help="consumer group")
+@click.option("-v", "--verbose", is_flag=True)
+def sink(group: str, verbose: bool) -> None:
+    """Consume the event topics into ClickHouse (and serve the query API)."""
+    from processors.sink.service import run_sink
+
+    _logging(verbose)
+    finished = run_sink(_settings(), group=group)
+    click.echo(f"sink stopped: {finished.counters}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--since", help="ISO date/time or relative (-2h, -7d)")
+@click.option("--until", help="ISO date/time or relative")
+@click.option("--template", help="only this template id")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+def query(name: str | None, since: str | None, until: str | None, template: str | None,
+          fmt: str) -> None:
+    """Run a named analytics query (no NAME: list them)."""
+    from processors.storage import queries
+    from processors.storage.client import run_query
+
+    if name is None:
+        for named in queries.QUERIES.values():
+            click.echo(f"{named.name:28} {named.description}")
+        return
+    try:
+        click.echo(run_query(_settings(), name, since, until, template, fmt))
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("delete-account")
+@click.argument("account_id")
+def delete_account_command(account_id: str) -> None:
+    """Delete every row of ACCOUNT_ID from raw and rollup tables."""
+    from deploy.connections import clickhouse_client
+    from processors.storage.deletion import delete_account
+
+    try:
+        removed = delete_account(clickhouse_client(_settings()), account_id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for table, rows in removed.items():
+        click.echo(f"{table}: {rows} rows removed")
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter topic."""
+
+
+@dlq.command("replay")
+@click.option("--dry-run", is_flag=True, help="count only; produce nothing")
+def dlq_replay(dry_run: bool) -> None:
+    """Re-feed dead letters that now decode to their original topics."""
+    from processors.sink.replay import replay_dead_letters
+
+    report = replay_dead_letters(_settings(), dry_run=dry_run)
+    click.echo(f"replayed {report.replayed}, still invalid {report.still_invalid}, "
+               f"without origin {report.no_origin}")
+
+
 if __name__ == "__main__":
     main()

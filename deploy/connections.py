@@ -6,6 +6,7 @@ looks at whether the cluster needs SASL or whether ClickHouse is embedded or a s
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 from deploy.settings import Settings
 
 _embedded_lock = threading.Lock()
+_opened_here: set[Path] = set()  # embedded data directories this process has open
 
 
 def kafka_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -104,18 +106,31 @@ def embedded_client(path: Path, database: str | None = None) -> Client:
     """A client of the embedded engine on ``path`` (created if missing)."""
     path.mkdir(parents=True, exist_ok=True)
     with _embedded_lock:
-        try:
-            return clickhouse_connect.get_client(
-                interface="chdb", path=str(path), database=database or "default"
+        if path not in _opened_here and _held_by_another_process(path):
+            raise RuntimeError(
+                f"the embedded ClickHouse data directory {path} is held by another process "
+                "(only one process may open it; query through the running sink's HTTP API "
+                "or set EPT_CLICKHOUSE_URL to a server)"
             )
-        except Exception as exc:
-            if "lock" in str(exc).lower():
-                raise RuntimeError(
-                    f"the embedded ClickHouse data directory {path} is held by another process "
-                    "(only one process may open it; query through the running sink's HTTP API "
-                    "or set EPT_CLICKHOUSE_URL to a server)"
-                ) from exc
-            raise
+        client = clickhouse_connect.get_client(
+            interface="chdb", path=str(path), database=database or "default"
+        )
+        _opened_here.add(path)
+        return client
+
+
+def _held_by_another_process(path: Path) -> bool:
+    """Whether another process has the engine open (it flocks ``<path>/status``)."""
+    status = path / "status"
+    if not status.exists():
+        return False
+    with open(status, "rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def default_database(settings: Settings) -> str:

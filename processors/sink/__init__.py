@@ -1,0 +1,1 @@
+"""The ClickHouse sink: Kafka event topics -> ``events`` table, exactly once."""

@@ -1,0 +1,267 @@
+"""The sink loop: consume event topics, batch, insert into ClickHouse, then commit.
+
+Exactly once, by two mechanisms that cover each other (docs/exactly-once.md):
+
+* Every row stores its source topic, partition and offset. When a partition is
+  assigned, the sink reads which offsets at or after the committed one are already in
+  ``events`` and skips them — this covers a sink killed between insert and commit.
+* Each insert carries a deduplication token derived from its exact offset ranges, so an
+  insert retried after an ambiguous failure (timeout after the server applied it) is
+  dropped by ClickHouse — this covers retries within one process.
+
+Offsets are committed only after ClickHouse acknowledged the insert and the dead letters
+of the batch were acknowledged by Kafka. While ClickHouse is unavailable the partitions
+are paused, the insert is retried with exponential backoff, and nothing is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from deploy.connections import kafka_config
+from deploy.settings import Settings
+from processors.sink.dlq import DeadLetters
+from processors.sink.rows import COLUMNS, Batch
+from processors.storage.tables import RAW_TABLE
+from schemas.codec import DecodeError, Decoder
+from schemas.registry import EVENT_NAMES
+from schemas.validation import problems
+
+log = logging.getLogger("ept.sink")
+
+DEFAULT_GROUP = "ept-sink"
+
+
+@dataclass
+class SinkCounters:
+    consumed: int = 0
+    inserted: int = 0
+    skipped_already_stored: int = 0
+    dead_lettered: int = 0
+    insert_failures: int = 0
+    batches: int = 0
+
+
+class Sink:
+    """One sink process's consumer. ``run`` blocks until ``stop`` is set.
+
+    ``client_lock`` serialises this sink's ClickHouse calls with other users of the same
+    client (the HTTP query API shares the embedded engine).
+    """
+
+    def __init__(self, settings: Settings, client: Client, *, group: str = DEFAULT_GROUP,
+                 client_lock: threading.Lock | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self.settings = settings
+        self.counters = SinkCounters()
+        self._client = client
+        self._client_lock = client_lock or threading.Lock()
+        self._on_batch = on_batch
+        self._decoder = Decoder(settings.schema_registry_url)
+        self._topics = [settings.topic(name) for name in EVENT_NAMES]
+        self._event_by_topic = {settings.topic(name): name for name in EVENT_NAMES}
+        base = kafka_config(settings)
+        self._consumer = Consumer({
+            **base,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "max.poll.interval.ms": 600_000,
+            "fetch.max.bytes": 52_428_800,
+            "topic.metadata.refresh.interval.ms": 5_000,
+        })
+        self._dead_letters = DeadLetters(base, settings.topic("dlq"))
+        self._batch = Batch()
+        self._batch_started = time.monotonic()
+        self._next_offsets: dict[tuple[str, int], int] = {}
+        self._already_stored: dict[tuple[str, int], set[int]] = {}
+        self._stop = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Consume until ``stop`` (or :meth:`stop`) is set; then flush what can be flushed."""
+        if stop is not None:
+            self._stop = stop
+        self._consumer.subscribe(self._topics, on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke)
+        try:
+            while not self._stop.is_set():
+                room = max(1, min(10_000, self.settings.sink_batch_rows - len(self._batch)))
+                for message in self._consumer.consume(room, timeout=0.1):
+                    self._accept(message)
+                if self._batch_due():
+                    self._flush()
+            if self._next_offsets:
+                self._flush(retry=False)
+        finally:
+            self._consumer.close()
+            self._dead_letters.flush(10)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- consuming ----------------------------------------------------------------------
+
+    def _accept(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("sink: consumer error: %s", error)
+            return
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        self.counters.consumed += 1
+        self._next_offsets[(topic, partition)] = offset + 1
+        stored = self._already_stored.get((topic, partition))
+        if stored and offset in stored:
+            stored.discard(offset)
+            self.counters.skipped_already_stored += 1
+            return
+        value = message.value()
+        try:
+            event = self._decoder.decode(value or b"")
+        except DecodeError as exc:
+            self._dead_letter(message, type(exc).__name__, str(exc))
+            return
+        expected = self._event_by_topic.get(topic)
+        if event.name != expected:
+            self._dead_letter(message, "WrongTopic",
+                              f"a {event.name} event on topic {topic} (expected {expected})")
+            return
+        found = problems(event.name, event.record)
+        if found:
+            self._dead_letter(message, "InvalidValues", "; ".join(found))
+            return
+        self._batch.add(event.name, event.record, topic, partition, offset)
+
+    def _dead_letter(self, message: Message, error_type: str, error: str) -> None:
+        self.counters.dead_lettered += 1
+        log.warning("sink: %s[%s]@%s to dead letters: %s: %s", message.topic(),
+                    message.partition(), message.offset(), error_type, error)
+        self._dead_letters.send(message, error_type, error)
+
+    def _batch_due(self) -> bool:
+        if not self._next_offsets:
+            self._batch_started = time.monotonic()
+            return False
+        return (len(self._batch) >= self.settings.sink_batch_rows
+                or time.monotonic() - self._batch_started >= self.settings.sink_batch_seconds)
+
+    # -- inserting and committing -------------------------------------------------------
+
+    def _flush(self, retry: bool = True) -> bool:
+        """Insert the batch, then commit its offsets. False when it could not (nothing lost:
+        the offsets stay uncommitted and the messages are read again)."""
+        batch = self._batch
+        if len(batch):
+            if not self._insert(batch, retry):
+                return False
+            self.counters.inserted += len(batch)
+        if not self._dead_letters.flush(30):
+            log.warning("sink: dead letters not acknowledged; offsets not committed")
+            return False
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next_offsets.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:  # rebalanced away: the rows are stored, skip sets cover it
+            log.warning("sink: commit failed (%s); the next owner skips the stored rows", exc)
+        self.counters.batches += 1
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        self._batch = Batch()
+        self._next_offsets.clear()
+        self._batch_started = time.monotonic()
+        return True
+
+    def _insert(self, batch: Batch, retry: bool) -> bool:
+        token = batch.deduplication_token()
+        delay = 0.5
+        paused: list[TopicPartition] = []
+        try:
+            while True:
+                try:
+                    with self._client_lock:
+                        self._client.insert(
+                            RAW_TABLE, batch.columns, column_names=list(COLUMNS),
+                            column_oriented=True,
+                            settings={"insert_deduplication_token": token,
+                                      "deduplicate_blocks_in_dependent_materialized_views": 1},
+                        )
+                    return True
+                except Exception as exc:
+                    self.counters.insert_failures += 1
+                    log.warning("sink: insert of %d rows failed (%s); retrying in %.1fs",
+                                len(batch), exc, delay)
+                    if not retry or self._stop.is_set():
+                        return False
+                    if not paused:
+                        paused = self._consumer.position(self._consumer.assignment())
+                        self._consumer.pause(paused)
+                    self._wait(delay)
+                    delay = min(delay * 2, 30.0)
+        finally:
+            if paused:
+                self._resume(paused)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep while staying in the consumer group (paused partitions fetch nothing)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop.is_set():
+            # Anything prefetched before the pause is read again after _resume's seek.
+            self._consumer.consume(100, timeout=0.2)
+
+    def _resume(self, positions: list[TopicPartition]) -> None:
+        """Resume where consumption stood when the partitions were paused."""
+        self._consumer.resume(positions)
+        for position in positions:
+            if position.offset >= 0:
+                self._consumer.seek(position)
+
+    # -- rebalancing --------------------------------------------------------------------
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._next_offsets and not self._flush(retry=False):
+            # Not stored: forget the batch; the next owner reads it again from the
+            # committed offsets (and skips whatever did get stored).
+            self._batch = Batch()
+            self._next_offsets.clear()
+        for partition in partitions:
+            self._already_stored.pop((partition.topic, partition.partition), None)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=30)
+        for partition in committed:
+            start = partition.offset if partition.offset >= 0 else 0
+            self._already_stored[(partition.topic, partition.partition)] = (
+                self._stored_offsets(partition.topic, partition.partition, start))
+            if partition.offset < 0:
+                partition.offset = OFFSET_BEGINNING
+        consumer.assign(committed)
+
+    def _stored_offsets(self, topic: str, partition: int, start: int) -> set[int]:
+        """Offsets >= ``start`` of this partition already in ClickHouse. Retries until it
+        can tell: guessing wrong would duplicate or lose rows."""
+        delay = 0.5
+        while True:
+            try:
+                with self._client_lock:
+                    result = self._client.query(
+                        f"SELECT source_offset FROM {RAW_TABLE} WHERE source_topic = {{t:String}}"
+                        " AND source_partition = {p:UInt32} AND source_offset >= {o:UInt64}",
+                        parameters={"t": topic, "p": partition, "o": start},
+                    )
+                return {row[0] for row in result.result_rows}
+            except Exception as exc:
+                log.warning("sink: cannot read stored offsets of %s[%d] (%s); retrying",
+                            topic, partition, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)

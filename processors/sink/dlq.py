@@ -1,0 +1,47 @@
+"""The dead-letter topic: undecodable or invalid messages, with why and where they came from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Message, Producer
+
+HEADER_TOPIC = "ept-original-topic"
+HEADER_PARTITION = "ept-original-partition"
+HEADER_OFFSET = "ept-original-offset"
+HEADER_ERROR = "ept-error"
+HEADER_ERROR_TYPE = "ept-error-type"
+
+
+class DeadLetters:
+    """Publishes poison messages to ``topic`` unchanged, with headers naming their origin.
+
+    ``send`` never blocks; ``flush`` blocks until the broker acknowledged them (call it
+    before committing the offsets of the poison messages).
+    """
+
+    def __init__(self, producer_config: dict[str, Any], topic: str) -> None:
+        self.topic = topic
+        self._producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all",
+                                   "linger.ms": 50})
+        self.sent = 0
+
+    def send(self, message: Message, error_type: str, error: str) -> None:
+        headers = [
+            (HEADER_TOPIC, (message.topic() or "").encode()),
+            (HEADER_PARTITION, str(message.partition()).encode()),
+            (HEADER_OFFSET, str(message.offset()).encode()),
+            (HEADER_ERROR_TYPE, error_type.encode()),
+            (HEADER_ERROR, error[:1000].encode()),
+        ]
+        self._producer.produce(self.topic, message.value(), message.key(), headers=headers)
+        self._producer.poll(0)
+        self.sent += 1
+
+    def flush(self, timeout: float) -> bool:
+        """True when every dead letter was acknowledged within ``timeout`` seconds."""
+        return self._producer.flush(timeout) == 0
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    return {key: (value or b"").decode(errors="replace") for key, value in message.headers() or []}

@@ -1,0 +1,1 @@
+"""ClickHouse storage: the tables (versioned migrations), named queries, account deletion."""

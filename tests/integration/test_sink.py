@@ -1,0 +1,351 @@
+"""The ClickHouse sink against the real broker and the real engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Producer
+
+from deploy.settings import Settings
+from deploy.topics import ensure_topics
+from processors.sink.consumer import Sink
+from processors.sink.dlq import HEADER_ERROR, HEADER_ERROR_TYPE, HEADER_OFFSET, headers_of
+from processors.sink.replay import replay_dead_letters
+from processors.storage import queries
+from processors.storage.deletion import delete_account
+from processors.storage.tables import migrate
+from producers import Tracker
+from schemas import SingleObjectEncoder
+from tests.conftest import free_port
+from tests.helpers import read_topics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class RunningSink:
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.stop = threading.Event()
+        self.sink = Sink(settings, client, group=f"{settings.topic_prefix}sink")
+        self.thread = threading.Thread(target=self.sink.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def storage(settings: Settings, clickhouse: Client) -> Client:
+    migrate(clickhouse, settings)
+    ensure_topics(settings)
+    return clickhouse
+
+
+@pytest.fixture
+def running_sink(settings: Settings, storage: Client) -> Iterator[RunningSink]:
+    sink = RunningSink(settings, storage)
+    yield sink
+    sink.close()
+
+
+def wait_for_rows(client: Client, expected: int, timeout: float = 120.0,
+                  where: str = "1") -> int:
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = int(client.query(f"SELECT count() FROM events WHERE {where}").result_rows[0][0])
+        if count >= expected:
+            return count
+        time.sleep(0.5)
+    return count
+
+
+def test_every_published_event_is_stored_exactly_once(settings: Settings, storage: Client,
+                                                      running_sink: RunningSink) -> None:
+    tracker = Tracker(settings)
+    for index in range(100_000):
+        if index % 4 == 0:
+            tracker.track_render_failed(f"r{index}", "timeout", "timed out", f"tpl{index % 40}",
+                                        float(index % 5000))
+        elif index % 4 == 1:
+            tracker.track_render_completed(f"r{index}", f"tpl{index % 40}", "video", 1500.0)
+        elif index % 4 == 2:
+            tracker.track_api_error("/api/render", 503, "unavailable", None, 20.0)
+        else:
+            tracker.track_api_request_completed("/api/render", "POST", 200, 12.0)
+    assert tracker.flush(60) == 0
+    tracker.close()
+
+    assert wait_for_rows(storage, 100_000) == 100_000
+    time.sleep(2)  # anything extra would be a duplicate
+    count, distinct = storage.query("SELECT count(), uniqExact(event_id) FROM events"
+                                    ).result_rows[0]
+    assert (count, distinct) == (100_000, 100_000)
+    hourly = storage.query("SELECT sum(events) FROM events_hourly").result_rows[0][0]
+    assert hourly == 100_000
+
+
+def publish_known_dataset(settings: Settings) -> None:
+    """A dataset whose answers are known (asserted in the test below)."""
+    tracker = Tracker(settings)
+    for template, failures, successes in (("tpl_a", 6, 14), ("tpl_b", 1, 19), ("tpl_c", 3, 5)):
+        for index in range(failures):
+            reason = "timeout" if index % 2 == 0 else "codec_error"
+            tracker.track_render_failed(f"{template}-f{index}", reason, "x", template,
+                                        1000.0 if reason == "timeout" else 3000.0)
+        for index in range(successes):
+            tracker.track_render_completed(f"{template}-s{index}", template, "video", 2000.0)
+    for _ in range(7):
+        tracker.track_api_error("/api/render", 500, "boom", None, 100.0)
+    for _ in range(3):
+        tracker.track_api_error("/api/render", 502, "bad gateway", None, 300.0)
+    tracker.track_api_error("api.openai.com/v1/images", 429, "slow down", None, 50.0,
+                            retry_after_s=20)
+    tracker.track_slow_render("s1", "still", 10_000, 5000, "tpl_a")
+    tracker.track_slow_render("s2", "still", 7_500, 5000, "tpl_a")
+    tracker.track_slow_render("s3", "video", 90_000, 30_000, "tpl_b")
+    assert tracker.flush(30) == 0
+    tracker.close()
+
+
+def test_specification_queries_verbatim_give_the_known_answers(
+        settings: Settings, storage: Client, running_sink: RunningSink) -> None:
+    publish_known_dataset(settings)
+    assert wait_for_rows(storage, 62) == 62
+
+    failure_rate = storage.query(queries.SPEC_RENDER_FAILURE_RATE).result_rows
+    today = dt.datetime.now(dt.UTC).date()
+    assert [(r[0], r[1], r[2], r[3]) for r in failure_rate] == [
+        (today, 6, "timeout", 1000.0), (today, 4, "codec_error", 3000.0)]
+
+    trends = storage.query(queries.SPEC_API_ERROR_TRENDS).result_rows
+    assert [tuple(r) for r in trends] == [
+        ("/api/render", 500, 7, 100.0), ("/api/render", 502, 3, 300.0),
+        ("api.openai.com/v1/images", 429, 1, 50.0)]
+
+    degradation = storage.query(queries.SPEC_PERFORMANCE_DEGRADATION).result_rows
+    assert [(r[0], r[1], r[2], r[3]) for r in degradation] == [
+        ("video", 3.0, 1, 90_000.0), ("still", 1.75, 2, 8_750.0)]
+
+    by_template = storage.query(queries.SPEC_ERROR_RATE_BY_TEMPLATE).result_rows
+    # tpl_c has only 8 renders: filtered out by HAVING COUNT(*) > 10.
+    assert [tuple(r) for r in by_template] == [("tpl_a", 6, 14, 30.0), ("tpl_b", 1, 19, 5.0)]
+
+    # The same four through `ept query`'s runner (bound parameters, filtered subquery).
+    result = queries.run(storage, "error-rate-by-template", template="tpl_b")
+    assert result.rows == [["tpl_b", 1, 19, 5.0]]
+    top = queries.run(storage, "top-failing-templates")
+    assert [row[:3] for row in top.rows] == [["tpl_a", 6, 14], ["tpl_c", 3, 5], ["tpl_b", 1, 19]]
+
+
+def test_ttl_is_declared_and_applied(settings: Settings, storage: Client) -> None:
+    raw = storage.command("SHOW CREATE TABLE events")
+    assert "TTL toDateTime(timestamp) + toIntervalDay(30)" in raw
+    assert "ttl_only_drop_parts = 1" in raw
+    for rollup in ("events_hourly", "events_daily"):
+        assert "TTL bucket + toIntervalDay(365)" in storage.command(f"SHOW CREATE TABLE {rollup}")
+
+    now = dt.datetime.now(dt.UTC)
+    encoder_rows = [(now - dt.timedelta(days=40), "old"), (now - dt.timedelta(days=400), "ancient"),
+                    (now, "new")]
+    for when, name in encoder_rows:
+        storage.command(
+            "INSERT INTO events (event_id, event, timestamp, template_id, duration) VALUES "
+            "(generateUUIDv4(), 'render_failed', {when:DateTime64(3, 'UTC')}, {name:String}, 1)",
+            parameters={"when": when, "name": name})
+    storage.command("OPTIMIZE TABLE events FINAL")
+    storage.command("OPTIMIZE TABLE events_daily FINAL")
+    raw_left = {r[0] for r in storage.query("SELECT template_id FROM events").result_rows}
+    rollup_left = {r[0] for r in storage.query("SELECT template_id FROM events_daily").result_rows}
+    assert raw_left == {"new"}
+    assert rollup_left == {"new", "old"}
+
+
+def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings, storage: Client,
+                                                     running_sink: RunningSink) -> None:
+    encoder = SingleObjectEncoder()
+    good = [_valid_record(i) for i in range(4)]
+    invalid_values = {**_valid_record(99), "duration_ms": -5.0, "render_id": ""}
+    unknown_fingerprint = b"\xc3\x01" + b"\x01" * 8 + b"\x00" * 20
+    truncated = encoder.encode("render_failed", _valid_record(98))[:-6]
+    payloads = [
+        encoder.encode("render_failed", good[0]), os.urandom(64),
+        encoder.encode("render_failed", good[1]), unknown_fingerprint,
+        encoder.encode("render_failed", good[2]), truncated,
+        encoder.encode("render_failed", invalid_values),
+        encoder.encode("render_failed", good[3]),
+    ]
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for payload in payloads:
+        producer.produce(settings.topic("render_failed"), payload, b"tpl")
+    assert producer.flush(30) == 0
+
+    assert wait_for_rows(storage, 4) == 4
+    stored = {str(r[0]) for r in storage.query("SELECT event_id FROM events").result_rows}
+    assert stored == {record["event_id"] for record in good}
+
+    letters = read_topics(settings.kafka_bootstrap, [settings.topic("dlq")], expected=4)
+    kinds = sorted(headers_of(m)[HEADER_ERROR_TYPE] for m in letters)
+    assert kinds == ["CorruptPayloadError", "InvalidValues", "UnknownFramingError",
+                     "UnknownSchemaError"]
+    invalid = next(m for m in letters if headers_of(m)[HEADER_ERROR_TYPE] == "InvalidValues")
+    assert "duration_ms" in headers_of(invalid)[HEADER_ERROR]
+    assert headers_of(invalid)[HEADER_OFFSET] == "6"
+
+    report = replay_dead_letters(settings, idle_seconds=2)
+    assert (report.replayed, report.still_invalid) == (0, 4)
+
+
+def _valid_record(index: int) -> dict:
+    return {
+        "event_id": str(uuid.uuid4()), "event_time": int(time.time() * 1000),
+        "service": "t", "environment": "t", "sdk_version": "x", "user_id": None,
+        "account_id": None, "render_id": f"r{index}", "template_id": "tpl",
+        "reason": "timeout", "error_message": "m", "duration_ms": 1.0, "retry_attempt": 0,
+        "render_type": None,
+    }
+
+
+def test_delete_account_removes_only_that_account(settings: Settings, storage: Client,
+                                                  running_sink: RunningSink) -> None:
+    tracker = Tracker(settings, consent=lambda user, account: True)
+    for account in ("acct_gone", "acct_kept"):
+        for index in range(50):
+            tracker.track_render_failed(f"{account}-{index}", "timeout", "m", "tpl", 1.0,
+                                        user_id=f"u-{account}", account_id=account)
+            tracker.track_render_completed(f"{account}-ok{index}", "tpl", "still", 1.0,
+                                           user_id=f"u-{account}", account_id=account)
+    assert tracker.flush(30) == 0
+    tracker.close()
+    assert wait_for_rows(storage, 200) == 200
+
+    removed = delete_account(storage, "acct_gone")
+    assert removed == {"events": 100, "events_hourly": 100, "events_daily": 100}
+    for table, column in (("events", "account_id"), ("events_hourly", "account"),
+                          ("events_daily", "account")):
+        left = dict(storage.query(f"SELECT {column}, count() FROM {table} GROUP BY {column}"
+                                  ).result_rows)
+        assert "acct_gone" not in left
+    kept = storage.query("SELECT count() FROM events WHERE account_id = 'acct_kept'")
+    assert kept.result_rows[0][0] == 100
+    assert storage.query("SELECT sum(events) FROM events_daily WHERE account = 'acct_kept'"
+                         ).result_rows[0][0] == 100
+
+
+def test_clickhouse_unavailable_pauses_and_loses_nothing(settings: Settings, storage: Client,
+                                                         running_sink: RunningSink) -> None:
+    tracker = Tracker(settings)
+    for index in range(500):
+        tracker.track_render_completed(f"a{index}", "tpl", "still", 1.0)
+    assert tracker.flush(30) == 0
+    assert wait_for_rows(storage, 500) == 500
+
+    storage.command("DETACH TABLE events")  # inserts now fail
+    try:
+        for index in range(2_000):
+            tracker.track_render_completed(f"b{index}", "tpl", "still", 1.0)
+        assert tracker.flush(30) == 0
+        deadline = time.monotonic() + 30
+        while running_sink.sink.counters.insert_failures < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert running_sink.sink.counters.insert_failures >= 2
+    finally:
+        storage.command("ATTACH TABLE events")
+    tracker.close()
+    assert wait_for_rows(storage, 2_500) == 2_500
+    time.sleep(2)
+    assert storage.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0] == (
+        2_500, 2_500)
+
+
+def sink_process(settings: Settings, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_CLICKHOUSE_PATH": str(data_dir),
+        "EPT_STATE_DIR": str(data_dir.parent), "EPT_SINK_PORT": str(port),
+        "EPT_SINK_BATCH_ROWS": "5000", "EPT_SINK_BATCH_SECONDS": "0.5",
+    }
+    if settings.clickhouse_url is not None:
+        environment["EPT_CLICKHOUSE_URL"] = settings.clickhouse_url.get_secret_value()
+        environment.pop("EPT_CLICKHOUSE_PATH")
+    return subprocess.Popen([sys.executable, "-m", "deploy.cli", "sink"], env=environment,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+
+
+def test_sink_killed_at_random_moments_stores_each_event_once(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    """SIGKILL the sink process repeatedly during a 200,000-event load; restart it each time."""
+    ensure_topics(settings)
+    data_dir = tmp_path / "sink-clickhouse"
+    port = free_port()
+    total = 200_000
+    rng = random.Random(7)
+    publisher_done = threading.Event()
+
+    def publish() -> None:
+        tracker = Tracker(settings)
+        for index in range(total):
+            tracker.track_render_failed(f"k{index}", "timeout", "m", f"tpl{index % 64}", 1.0)
+            if index % 20_000 == 0:
+                time.sleep(0.5)
+        tracker.flush(120)
+        tracker.close()
+        publisher_done.set()
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    kills = 0
+    process = sink_process(settings, data_dir, port)
+    try:
+        while not publisher_done.is_set() or kills < 5:
+            time.sleep(rng.uniform(1.5, 4.0))
+            process.send_signal(signal.SIGKILL)
+            process.wait(30)
+            kills += 1
+            process = sink_process(settings, data_dir, port)
+        publisher.join()
+        summary = _wait_for_summary(port, total)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    assert kills >= 5
+    assert summary == {"rows": total, "distinct_event_ids": total}, summary
+
+
+def _wait_for_summary(port: int, total: int, timeout: float = 180.0) -> dict[str, int]:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    summary: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/query/ingestion-summary", timeout=10) as reply:
+                rows = json.loads(reply.read())
+            summary = {"rows": sum(r["rows"] for r in rows),
+                       "distinct_event_ids": sum(r["distinct_event_ids"] for r in rows)}
+            if summary["rows"] >= total:
+                time.sleep(3)  # let any duplicate show up
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/query/ingestion-summary") as reply:
+                    rows = json.loads(reply.read())
+                return {"rows": sum(r["rows"] for r in rows),
+                        "distinct_event_ids": sum(r["distinct_event_ids"] for r in rows)}
+        except OSError:
+            pass
+        time.sleep(1)
+    return summary
