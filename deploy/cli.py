@@ -169,5 +169,35 @@ def dlq_replay(dry_run: bool) -> None:
                f"without origin {report.no_origin}")
 
 
+# -- worker and alerts --------------------------------------------------------------------
+
+@main.command()
+@click.option("--rules", "rules_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="rules file (TOML) [default: $EPT_RULES_FILE or the built-in rules]")
+@click.option("-l", "--loglevel", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warn", "error"]))
+def worker(rules_file: Path | None, loglevel: str) -> None:
+    """Run the Faust worker: windowed rules, alerts and live stats."""
+    from processors.rules import RulesError, load_rules
+    from processors.worker import run_worker
+
+    settings = _settings()
+    try:
+        rules = load_rules(rules_file or settings.rules_file)
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from None
+    run_worker(settings, rules, loglevel)
+
+
+@main.command()
+@click.option("--from-beginning", is_flag=True, help="replay the whole alert topic")
+@click.option("--json", "as_json", is_flag=True, help="print raw JSON, one object per line")
+def alerts(from_beginning: bool, as_json: bool) -> None:
+    """Tail the alert topic, one coloured line per alert."""
+    from processors.alert_tail import tail_alerts
+
+    tail_alerts(_settings(), from_beginning=from_beginning, as_json=as_json)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,52 @@
+"""``ept alerts``: follow the alert topic in a readable form."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import click
+from confluent_kafka import Consumer
+
+from deploy.connections import kafka_config
+from deploy.settings import Settings
+
+_COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "low": "cyan",
+            "info": "white"}
+
+
+def format_alert(alert: dict[str, Any]) -> str:
+    """One line: time, status, severity, rule, summary, action."""
+    firing = alert.get("status") == "firing"
+    status = click.style("FIRING  " if firing else "RESOLVED", fg="red" if firing else "green",
+                         bold=True)
+    severity = click.style(f"{alert.get('severity', '?'):8}",
+                           fg=_COLOURS.get(str(alert.get("severity")), "white"))
+    when = alert.get("resolved_at") if not firing else alert.get("started_at")
+    action = f"  -> {alert['action']}" if firing and alert.get("action") else ""
+    return f"{when}  {status}  {severity} {alert.get('rule')}: {alert.get('summary')}{action}"
+
+
+def tail_alerts(settings: Settings, from_beginning: bool = False, as_json: bool = False,
+                echo: Callable[[str], None] = click.echo) -> None:
+    """Print alerts as they arrive until interrupted. Blocks."""
+    consumer = Consumer({**kafka_config(settings), "group.id": f"ept-alerts-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest" if from_beginning else "latest",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.subscribe([settings.topic("alerts")])
+    try:
+        while True:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            try:
+                alert = json.loads(message.value() or b"{}")
+            except ValueError:
+                continue
+            echo(json.dumps(alert) if as_json else format_alert(alert))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()

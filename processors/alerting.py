@@ -1,0 +1,112 @@
+"""The alert lifecycle of one rule for one scope: inactive -> pending -> firing -> resolved.
+
+Pure logic: :func:`step` takes the current state and the measured value at an event
+time and returns the new state and, when something must be told, the notification.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from processors.rules import Rule
+
+INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+
+
+@dataclass(frozen=True)
+class AlertState:
+    status: str = INACTIVE
+    pending_since_ms: int = 0
+    started_at_ms: int = 0
+    last_notified_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> AlertState:
+        return cls(**data) if data else cls()
+
+
+@dataclass(frozen=True)
+class Notification:
+    status: str  # "firing" or "resolved"
+    value: float
+    samples: int
+    started_at_ms: int
+    resolved_at_ms: int | None
+    renotify: bool = False
+
+
+def step(rule: Rule, state: AlertState, value: float, samples: int, now_ms: int
+         ) -> tuple[AlertState, Notification | None]:
+    """Advance ``state`` given ``value`` over ``samples`` at event time ``now_ms``."""
+    enough = samples > 0 and samples >= rule.min_samples
+    holds = enough and value > rule.threshold
+    cleared = not enough or value <= rule.resolve_threshold
+    if state.status == FIRING:
+        if cleared:
+            return AlertState(), Notification("resolved", value, samples, state.started_at_ms,
+                                              now_ms)
+        renotify_ms = rule.renotify_minutes * 60_000
+        if renotify_ms and now_ms - state.last_notified_ms >= renotify_ms:
+            return replace(state, last_notified_ms=now_ms), Notification(
+                "firing", value, samples, state.started_at_ms, None, renotify=True)
+        return state, None
+    if not holds:
+        return (AlertState(), None) if state.status == PENDING else (state, None)
+    since = state.pending_since_ms if state.status == PENDING else now_ms
+    if now_ms - since >= rule.pending_seconds * 1000:
+        firing = AlertState(FIRING, since, since, now_ms)
+        return firing, Notification("firing", value, samples, since, None)
+    return AlertState(PENDING, since), None
+
+
+def fingerprint(rule_name: str, labels: dict[str, str]) -> str:
+    """Stable id of an alert: the rule plus its scope labels."""
+    canonical = rule_name + "".join(f"|{k}={v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _iso(epoch_ms: int | None) -> str | None:
+    if epoch_ms is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alert_message(rule: Rule, labels: dict[str, str], note: Notification) -> dict[str, Any]:
+    """The JSON object published on the alert topic (schema in docs/alerts.md)."""
+    scope = ", ".join(f"{k}={v}" for k, v in labels.items()) or "all traffic"
+    unit = "%" if rule.is_ratio else ""
+    what = {"render_error_rate": "Render error rate", "api_errors": "API errors",
+            "slow_render_ratio": "Slow-render ratio",
+            "template_failures": "Template failures"}[rule.kind]
+    value = f"{note.value:.1f}{unit}" if rule.is_ratio else f"{int(note.value)}"
+    threshold = f"{rule.threshold:g}{unit}"
+    verb = "resolved" if note.status == "resolved" else "above"
+    summary = (f"{what} {value} {'>' if verb == 'above' else '<='} "
+               f"{threshold if verb == 'above' else f'{rule.resolve_threshold:g}{unit}'} "
+               f"over {rule.window_minutes}m for {scope}")
+    return {
+        "fingerprint": fingerprint(rule.name, labels),
+        "rule": rule.name,
+        "kind": rule.kind,
+        "status": note.status,
+        "severity": rule.severity,
+        "labels": labels,
+        "value": round(note.value, 3),
+        "samples": note.samples,
+        "threshold": rule.threshold,
+        "resolve_threshold": rule.resolve_threshold,
+        "window": f"{rule.window_minutes}m",
+        "started_at": _iso(note.started_at_ms),
+        "resolved_at": _iso(note.resolved_at_ms),
+        "renotify": note.renotify,
+        "summary": summary,
+        "runbook_url": rule.runbook_url,
+        "action": rule.action,
+    }

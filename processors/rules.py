@@ -1,0 +1,147 @@
+"""Alert rules: what to watch, when to fire, when to resolve. Loaded from a TOML file.
+
+An invalid file stops the worker at start with :class:`RulesError`, whose message names
+the file, the rule and the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+KINDS: dict[str, tuple[str, ...]] = {
+    # kind: the scopes it can be evaluated for
+    "render_error_rate": ("overall", "template"),
+    "api_errors": ("overall", "endpoint"),
+    "slow_render_ratio": ("overall", "render_type"),
+    "template_failures": ("template",),
+}
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+RUNBOOK_BASE = "https://github.com/ept-project/ept/blob/main/docs/runbooks"
+
+
+class RulesError(ValueError):
+    """The rules file is invalid; the message names the rule and the field."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: str
+    scopes: tuple[str, ...]
+    threshold: float
+    resolve_threshold: float
+    window_minutes: int
+    min_samples: int
+    pending_seconds: int
+    renotify_minutes: int
+    severity: str
+    action: str
+    runbook_url: str
+    enabled: bool = True
+
+    @property
+    def is_ratio(self) -> bool:
+        return self.kind in ("render_error_rate", "slow_render_ratio")
+
+
+_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    # field: (type, required)
+    "name": (str, True), "kind": (str, True), "scopes": (list, False),
+    "threshold": ((int, float), True), "resolve_threshold": ((int, float), False),
+    "window_minutes": (int, True), "min_samples": (int, False),
+    "pending_seconds": (int, False), "renotify_minutes": (int, False),
+    "severity": (str, True), "action": (str, False), "runbook_url": (str, False),
+    "enabled": (bool, False),
+}
+
+
+def _rule(raw: dict[str, Any], where: str) -> Rule:
+    def fail(field: str, problem: str) -> RulesError:
+        return RulesError(f"{where}: field {field!r}: {problem}")
+
+    for field in raw:
+        if field not in _FIELDS:
+            raise fail(field, f"unknown field (known: {', '.join(_FIELDS)})")
+    for field, (kind, required) in _FIELDS.items():
+        if field not in raw:
+            if required:
+                raise fail(field, "is required")
+            continue
+        value = raw[field]
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise fail(field, f"must be {_type_name(kind)}, got {value!r}")
+    if raw["kind"] not in KINDS:
+        raise fail("kind", f"must be one of {', '.join(KINDS)}, got {raw['kind']!r}")
+    allowed = KINDS[raw["kind"]]
+    scopes = tuple(raw.get("scopes", allowed[:1]))
+    for scope in scopes:
+        if scope not in allowed:
+            raise fail("scopes", f"{scope!r} is not a scope of {raw['kind']} ({', '.join(allowed)})")
+    threshold = float(raw["threshold"])
+    if threshold < 0 or (raw["kind"] in ("render_error_rate", "slow_render_ratio")
+                         and threshold > 100):
+        raise fail("threshold", f"out of range: {threshold}")
+    resolve = float(raw.get("resolve_threshold", threshold))
+    if resolve > threshold:
+        raise fail("resolve_threshold", f"must be <= threshold ({threshold}), got {resolve}")
+    for field in ("window_minutes",):
+        if not 1 <= raw[field] <= 24 * 60:
+            raise fail(field, f"must be 1..1440, got {raw[field]}")
+    for field in ("min_samples", "pending_seconds", "renotify_minutes"):
+        if raw.get(field, 0) < 0:
+            raise fail(field, f"must be >= 0, got {raw[field]}")
+    if raw["severity"] not in SEVERITIES:
+        raise fail("severity", f"must be one of {', '.join(SEVERITIES)}, got {raw['severity']!r}")
+    name = raw["name"]
+    return Rule(
+        name=name, kind=raw["kind"], scopes=scopes, threshold=threshold,
+        resolve_threshold=resolve, window_minutes=raw["window_minutes"],
+        min_samples=raw.get("min_samples", 0), pending_seconds=raw.get("pending_seconds", 0),
+        renotify_minutes=raw.get("renotify_minutes", 60), severity=raw["severity"],
+        action=raw.get("action", "notify_oncall"),
+        runbook_url=raw.get("runbook_url", f"{RUNBOOK_BASE}/{name.replace('_', '-')}.md"),
+        enabled=raw.get("enabled", True),
+    )
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names[k] for k in kinds)
+
+
+def parse_rules(text: str, source: str) -> list[Rule]:
+    """Rules from TOML ``text``. Raises RulesError naming ``source``, rule and field."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{source}: not valid TOML: {exc}") from None
+    raw_rules = document.get("rules")
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise RulesError(f"{source}: expected one or more [[rules]] tables")
+    rules: list[Rule] = []
+    for index, raw in enumerate(raw_rules):
+        label = raw.get("name", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
+        rules.append(_rule(raw, f"{source}: rule {label!r}"))
+    names = [rule.name for rule in rules]
+    duplicates = {name for name in names if names.count(name) > 1}
+    if duplicates:
+        raise RulesError(f"{source}: rule names must be unique; repeated: {sorted(duplicates)}")
+    return [rule for rule in rules if rule.enabled]
+
+
+def load_rules(path: Path | None) -> list[Rule]:
+    """The rules of ``path``, or the defaults (the specification's four) when None."""
+    if path is None:
+        text = (resources.files("processors") / "rules.default.toml").read_text()
+        return parse_rules(text, "default rules")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read rules file: {exc.strerror}") from None
+    return parse_rules(text, str(path))

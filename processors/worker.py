@@ -1,0 +1,323 @@
+"""The Faust worker: windowed rules over the event topics, alerts to ``{prefix}alerts``.
+
+Two stages:
+
+1. ``collect`` consumes the five event topics (keyed by template / endpoint, so they are
+   co-partitioned), decodes each event with the shared decoder and sends one signal per
+   (scope, counter) to the internal ``signals`` topic, keyed by scope — this repartitions
+   global scopes (all traffic, render type) to a single owner. Each signal names its
+   source partition and offset.
+2. ``evaluate`` keeps each scope's one-minute buckets (event time) in the ``scopes``
+   table, evaluates the scope's rules and publishes alert transitions.
+
+Faust runs at-least-once (its exactly-once mode commits a transaction only when the
+destination partition number also consumed something, which a repartitioning stage
+breaks). Exactness is restored here: a scope applies a signal only if its source offset
+is beyond the last one it applied from that source partition (signals of one scope and
+source arrive in order), and alert notifications are reconciled against the alert topic
+itself — a state that says "firing" publishes only if the topic's last word for that
+fingerprint is not already "firing" — so a killed worker neither repeats nor misses one.
+
+Event time only advances with events; ``collect`` sends a tick to every signals partition
+when its event-time minute advances, so alerts of idle scopes still resolve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import zlib
+from collections import Counter, defaultdict
+from typing import Any
+
+import faust
+
+from deploy.connections import faust_broker_options, kafka_config
+from deploy.settings import Settings
+from processors.alerting import AlertState, alert_message, fingerprint, step
+from processors.rules import Rule
+from processors.signals import FAMILY_OF_KIND, Scope, measure, signals_of
+from processors.windows import MINUTE_MS, MinuteBuckets, minute_of
+from schemas.codec import DecodeError, Decoder
+from schemas.registry import EVENT_NAMES
+
+log = logging.getLogger("ept.worker")
+TICK = "__tick__"
+
+
+class WorkerMetrics:
+    """Counters of this worker process, served as JSON and in Prometheus format."""
+
+    def __init__(self) -> None:
+        self.events = Counter[str]()
+        self.decode_errors = 0
+        self.late_signals = 0
+        self.alerts = Counter[str]()
+        self.started = time.time()
+
+
+class PublishedAlerts:
+    """The last status published on the alert topic per fingerprint, read from the topic.
+
+    Reloaded after every rebalance, since another worker may have published meanwhile.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._last: dict[str, str] | None = None
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> None:
+        self._last = None
+
+    async def last_status(self, key: str) -> str | None:
+        if self._last is None:
+            loop = asyncio.get_running_loop()
+            self._last = await loop.run_in_executor(None, self._read_topic)
+        return self._last.get(key)
+
+    def record(self, key: str, status: str) -> None:
+        if self._last is not None:
+            self._last[key] = status
+
+    def _read_topic(self) -> dict[str, str]:
+        """Blocks until the alert topic was read to its end (bounded by 30 s)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        topic = self._settings.topic("alerts")
+        consumer = Consumer({**kafka_config(self._settings), "group.id": "ept-worker-reconcile",
+                             "enable.auto.commit": False})
+        last: dict[str, str] = {}
+        try:
+            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                return last
+            ends = {}
+            for partition in metadata.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                           timeout=10)
+                if high > low:
+                    ends[partition] = high
+            consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+            deadline = time.monotonic() + 30
+            positions = {p: 0 for p in ends}
+            while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+                for message in consumer.consume(1000, timeout=0.5):
+                    if message.error() is not None:
+                        continue
+                    positions[message.partition()] = message.offset() + 1
+                    try:
+                        alert = json.loads(message.value() or b"{}")
+                        last[alert["fingerprint"]] = alert["status"]
+                    except (ValueError, KeyError, TypeError):
+                        continue
+        finally:
+            consumer.close()
+        return last
+
+
+def _scope_partition(scope_key: str, partitions: int) -> int:
+    return zlib.crc32(scope_key.encode()) % partitions
+
+
+def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
+    """Build the worker's Faust app. Nothing connects until the worker starts."""
+    partitions = settings.topic_partitions
+    lateness_ms = settings.allowed_lateness_s * 1000
+    retain_minutes = max(rule.window_minutes for rule in rules) + lateness_ms // MINUTE_MS + 1
+    rules_by_family: dict[str, list[Rule]] = defaultdict(list)
+    for rule in rules:
+        rules_by_family[FAMILY_OF_KIND[rule.kind]].append(rule)
+
+    app = faust.App(
+        f"{settings.topic_prefix}worker",
+        **faust_broker_options(settings),
+        store="memory://",
+        broker_commit_interval=0.5,
+        topic_partitions=partitions,
+        topic_replication_factor=settings.topic_replication,
+        web_enabled=True,
+        web_bind=settings.http_host,
+        web_port=settings.worker_port,
+        web_host=settings.http_host,
+        consumer_auto_offset_reset="earliest",
+        table_cleanup_interval=60.0,
+        producer_linger_ms=5,
+    )
+    metrics = WorkerMetrics()
+    decoder = Decoder(settings.schema_registry_url)
+    event_topics = app.topic(*[settings.topic(name) for name in EVENT_NAMES],
+                             key_type=bytes, value_type=bytes, key_serializer="raw",
+                             value_serializer="raw")
+    signals = app.topic(f"{settings.topic_prefix}worker-signals", partitions=partitions,
+                        key_type=bytes, key_serializer="raw", value_serializer="json",
+                        internal=True)
+    alerts = app.topic(settings.topic("alerts"), key_serializer="raw", value_serializer="raw")
+    scopes = app.Table("scopes", default=dict, partitions=partitions)
+    latest_minute = {"value": 0}
+
+    @app.agent(event_topics)
+    async def collect(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                decoded = decoder.decode(event.value)
+            except DecodeError:
+                metrics.decode_errors += 1
+                continue
+            metrics.events[decoded.name] += 1
+            event_ms = int(decoded.record["event_time"].timestamp() * 1000)
+            minute = minute_of(event_ms)
+            message = event.message
+            source = f"{message.topic}:{message.partition}"
+            for scope, counter in signals_of(decoded.name, decoded.record):
+                await signals.send(
+                    key=scope.key.encode(), partition=_scope_partition(scope.key, partitions),
+                    value={"scope": scope.key, "minute": minute, "counter": counter,
+                           "latest": event_ms, "source": source, "offset": message.offset})
+            if minute > latest_minute["value"]:
+                latest_minute["value"] = minute
+                for partition in range(partitions):
+                    await signals.send(key=TICK.encode(), partition=partition,
+                                       value={"tick": event_ms})
+
+    partition_watermark: dict[int, int] = {}
+    published = PublishedAlerts(settings)
+    app.on_partitions_assigned.connect(published.invalidate)
+
+    async def evaluate_scope(scope_key: str, buckets: MinuteBuckets, state: dict[str, Any],
+                             now_ms: int) -> None:
+        scope = Scope.parse(scope_key)
+        alert_states = state.setdefault("alerts", {})
+        for rule in rules_by_family[scope.family]:
+            if scope.scope_type not in rule.scopes:
+                continue
+            value, samples = measure(rule.kind, buckets.window(rule.window_minutes, now_ms))
+            before = AlertState.from_json(alert_states.get(rule.name))
+            after, note = step(rule, before, value, samples, now_ms)
+            if after != before:
+                alert_states[rule.name] = after.to_json()
+            if note is None:
+                continue
+            key = fingerprint(rule.name, scope.labels)
+            last = await published.last_status(key)
+            if note.status == last and not note.renotify:
+                continue  # already on the topic (published before a restart)
+            message = alert_message(rule, scope.labels, note)
+            metrics.alerts[f"{rule.name}:{note.status}"] += 1
+            log.info("alert %s %s", note.status, message["summary"])
+            await alerts.send(key=key.encode(), value=json.dumps(message).encode())
+            published.record(key, note.status)
+
+    @app.agent(signals)
+    async def evaluate(stream: faust.StreamT[Any]) -> None:
+        async for event in stream.events():
+            signal = event.value
+            partition = event.message.partition
+            if "tick" in signal:
+                await on_tick(partition, int(signal["tick"]))
+                continue
+            scope_key = signal["scope"]
+            state = dict(scopes[scope_key] or {})
+            applied = state.setdefault("applied", {})
+            if signal["offset"] <= applied.get(signal["source"], -1):
+                continue  # replayed after a restart: already counted
+            applied[signal["source"]] = signal["offset"]
+            buckets = MinuteBuckets.from_json(state.get("window"))
+            if not buckets.add(int(signal["minute"]), {signal["counter"]: 1},
+                               int(signal["latest"]), lateness_ms, retain_minutes):
+                metrics.late_signals += 1
+            now_ms = max(buckets.watermark_ms, partition_watermark.get(partition, 0))
+            state["window"] = buckets.to_json()
+            await evaluate_scope(scope_key, buckets, state, now_ms)
+            scopes[scope_key] = state
+
+    async def on_tick(partition: int, now_ms: int) -> None:
+        """Event time moved on: re-evaluate this partition's scopes with active alerts."""
+        if now_ms <= partition_watermark.get(partition, 0):
+            return
+        partition_watermark[partition] = now_ms
+        for scope_key, state in list(scopes.items()):
+            if _scope_partition(scope_key, partitions) != partition:
+                continue
+            active = any(alert.get("status") != "inactive"
+                         for alert in (state or {}).get("alerts", {}).values())
+            if not active:
+                continue
+            state = dict(state)
+            buckets = MinuteBuckets.from_json(state.get("window"))
+            buckets.advance(now_ms, retain_minutes)
+            state["window"] = buckets.to_json()
+            await evaluate_scope(scope_key, buckets, state, now_ms)
+            scopes[scope_key] = state
+
+    def current_rates() -> list[dict[str, Any]]:
+        rates = []
+        for scope_key, state in list(scopes.items()):
+            scope = Scope.parse(scope_key)
+            buckets = MinuteBuckets.from_json((state or {}).get("window"))
+            for rule in rules_by_family[scope.family]:
+                if scope.scope_type not in rule.scopes:
+                    continue
+                value, samples = measure(rule.kind, buckets.window(rule.window_minutes))
+                status = (state.get("alerts", {}).get(rule.name) or {}).get("status", "inactive")
+                rates.append({"rule": rule.name, "scope": scope.scope_type,
+                              "labels": scope.labels, "value": round(value, 3),
+                              "samples": samples, "threshold": rule.threshold,
+                              "status": status})
+        return rates
+
+    def spec_counters() -> dict[str, int]:
+        events = metrics.events
+        return {
+            "rendersFailed": events["render_failed"], "apiErrors": events["api_error"],
+            "slowRenders": events["slow_render"],
+            "totalErrors": events["render_failed"] + events["api_error"],
+            "totalPerformanceIssues": events["slow_render"],
+        }
+
+    def lag() -> int:
+        monitor = app.monitor
+        total = 0
+        for tp, end in getattr(monitor, "tp_end_offsets", {}).items():
+            committed = getattr(monitor, "tp_committed_offsets", {}).get(tp, 0)
+            total += max(0, end - committed)
+        return total
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "component": "worker", "rules": [r.name for r in rules]})
+
+    @app.page("/stats")
+    async def stats(web: Any, request: Any) -> Any:
+        return web.json({**spec_counters(), "events": dict(metrics.events),
+                         "rates": current_rates()})
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        lines = ["# HELP ept_worker_events_total Events processed, by event name.",
+                 "# TYPE ept_worker_events_total counter"]
+        lines += [f'ept_worker_events_total{{event="{name}"}} {metrics.events[name]}'
+                  for name in EVENT_NAMES]
+        lines += ["# TYPE ept_worker_decode_errors_total counter",
+                  f"ept_worker_decode_errors_total {metrics.decode_errors}",
+                  "# TYPE ept_worker_late_signals_total counter",
+                  f"ept_worker_late_signals_total {metrics.late_signals}",
+                  "# HELP ept_worker_alerts_total Alert notifications, by rule and status.",
+                  "# TYPE ept_worker_alerts_total counter"]
+        for key, count in sorted(metrics.alerts.items()):
+            rule, status = key.split(":")
+            lines.append(f'ept_worker_alerts_total{{rule="{rule}",status="{status}"}} {count}')
+        lines += ["# HELP ept_worker_consumer_lag Messages not yet committed by this worker.",
+                  "# TYPE ept_worker_consumer_lag gauge", f"ept_worker_consumer_lag {lag()}"]
+        return web.text("\n".join(lines) + "\n", content_type="text/plain")
+
+    return app
+
+
+def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") -> None:
+    """Run the worker until SIGTERM/SIGINT. Blocks."""
+    from faust.worker import Worker
+
+    app = create_app(settings, rules)
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
