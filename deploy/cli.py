@@ -103,6 +103,16 @@ def clickhouse_migrate() -> None:
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
+@clickhouse.command("ddl")
+@click.option("--cluster", required=True, help="ClickHouse cluster name (remote_servers)")
+@click.option("--database", default="ept", show_default=True)
+def clickhouse_ddl(cluster: str, database: str) -> None:
+    """Print the tables as ReplicatedMergeTree shards + Distributed tables for a cluster."""
+    from processors.storage.tables import cluster_ddl
+
+    click.echo(cluster_ddl(_settings(), cluster, database), nl=False)
+
+
 @main.command()
 @click.option("--group", default="ept-sink", show_default=True, help="consumer group")
 @click.option("-v", "--verbose", is_flag=True)
@@ -197,6 +207,18 @@ def alerts(from_beginning: bool, as_json: bool) -> None:
     from processors.alert_tail import tail_alerts
 
     tail_alerts(_settings(), from_beginning=from_beginning, as_json=as_json)
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="also drive synthetic traffic with scripted incidents")
+def run(demo: bool) -> None:
+    """Run the whole pipeline locally: broker, topics, worker, sink, dashboard."""
+    from deploy.supervisor import run_pipeline
+
+    try:
+        run_pipeline(_settings(), demo, click.echo)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":

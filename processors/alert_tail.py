@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -30,14 +31,16 @@ def format_alert(alert: dict[str, Any]) -> str:
 
 
 def tail_alerts(settings: Settings, from_beginning: bool = False, as_json: bool = False,
-                echo: Callable[[str], None] = click.echo) -> None:
-    """Print alerts as they arrive until interrupted. Blocks."""
+                echo: Callable[[str], None] = click.echo,
+                stop: threading.Event | None = None) -> None:
+    """Print alerts as they arrive until interrupted (or ``stop`` is set). Blocks."""
+    stop = stop or threading.Event()
     consumer = Consumer({**kafka_config(settings), "group.id": f"ept-alerts-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest" if from_beginning else "latest",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
     consumer.subscribe([settings.topic("alerts")])
     try:
-        while True:
+        while not stop.is_set():
             message = consumer.poll(0.5)
             if message is None or message.error() is not None:
                 continue

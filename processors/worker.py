@@ -117,6 +117,11 @@ class PublishedAlerts:
         return last
 
 
+def _has_active_alert(state: dict[str, Any] | None) -> bool:
+    return any(alert.get("status") != "inactive"
+               for alert in (state or {}).get("alerts", {}).values())
+
+
 def _scope_partition(scope_key: str, partitions: int) -> int:
     return zlib.crc32(scope_key.encode()) % partitions
 
@@ -227,9 +232,15 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
             if not buckets.add(int(signal["minute"]), {signal["counter"]: 1},
                                int(signal["latest"]), lateness_ms, retain_minutes):
                 metrics.late_signals += 1
-            now_ms = max(buckets.watermark_ms, partition_watermark.get(partition, 0))
             state["window"] = buckets.to_json()
-            await evaluate_scope(scope_key, buckets, state, now_ms)
+            # Fire or resolve at the scope's own event time, so the decision does not depend
+            # on how other scopes' events interleave; then, if event time elsewhere in this
+            # partition is already further on (a backlog being replayed), let the scope's
+            # active alerts catch up with it.
+            await evaluate_scope(scope_key, buckets, state, buckets.watermark_ms)
+            elsewhere = partition_watermark.get(partition, 0)
+            if elsewhere > buckets.watermark_ms and _has_active_alert(state):
+                await evaluate_scope(scope_key, buckets, state, elsewhere)
             scopes[scope_key] = state
 
     async def on_tick(partition: int, now_ms: int) -> None:
@@ -240,9 +251,7 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
         for scope_key, state in list(scopes.items()):
             if _scope_partition(scope_key, partitions) != partition:
                 continue
-            active = any(alert.get("status") != "inactive"
-                         for alert in (state or {}).get("alerts", {}).values())
-            if not active:
+            if not _has_active_alert(state):
                 continue
             state = dict(state)
             buckets = MinuteBuckets.from_json(state.get("window"))
@@ -290,8 +299,9 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
+        assignment = sorted((tp.topic, tp.partition) for tp in app.consumer.assignment())
         return web.json({**spec_counters(), "events": dict(metrics.events),
-                         "rates": current_rates()})
+                         "rates": current_rates(), "assignment": assignment})
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:

@@ -11,6 +11,7 @@ from aiohttp import web
 from deploy.connections import clickhouse_client
 from deploy.settings import Settings
 from deploy.topics import ensure_topics
+from processors.dashboard import AlertFeed, dashboard_routes
 from processors.http import ServerThread, token_middleware
 from processors.sink.consumer import DEFAULT_GROUP, Sink
 from processors.storage.api import QueryApi
@@ -35,14 +36,19 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
     ensure_topics(settings)
     client_lock = threading.Lock()
     server = None
+    feed = None
     if serve_http:
+        feed = AlertFeed(settings)
+        feed.start()
         api = QueryApi(client, client_lock)
         token = settings.api_token.get_secret_value() if settings.api_token else None
         app = web.Application(middlewares=[token_middleware(token)])
-        app.add_routes([web.get("/health", _health), *api.routes()])
+        app.add_routes([web.get("/health", _health), *api.routes(),
+                        *dashboard_routes(settings, feed)])
         server = ServerThread(app, settings.http_host, settings.sink_port)
         server.start()
-        log.info("sink: query API on http://%s:%d", settings.http_host, settings.sink_port)
+        log.info("sink: dashboard and query API on http://%s:%d/", settings.http_host,
+                 settings.sink_port)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -52,6 +58,8 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
     finally:
         if server is not None:
             server.stop()
+        if feed is not None:
+            feed.stop()
     return sink
 
 

@@ -136,6 +136,30 @@ QUERIES: dict[str, NamedQuery] = {query.name: query for query in (
                    AS p50_p90_p99_ms
         FROM events_daily WHERE {_ROLLUP_RANGE} AND event = 'render_completed'
         GROUP BY day, render_type ORDER BY day DESC, render_type""", default_days=365),
+    NamedQuery("activity-per-minute", "Renders, failures, slow renders, API errors per minute",
+               """
+        SELECT toStartOfMinute(timestamp) AS minute,
+               countIf(event = 'render_failed') AS failures,
+               countIf(event = 'render_completed') AS successes,
+               round(100.0 * failures / nullIf(failures + successes, 0), 2) AS error_rate_pct,
+               countIf(event = 'slow_render') AS slow,
+               round(100.0 * slow / nullIf(successes, 0), 2) AS slow_ratio_pct,
+               countIf(event = 'api_error') AS api_errors
+        FROM events
+        WHERE timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')}
+          AND ({template:String} = '' OR template_id = {template:String})
+        GROUP BY minute ORDER BY minute""", default_days=1),
+    NamedQuery("api-errors-by-endpoint", "API errors per endpoint and status in the range",
+               """
+        SELECT endpoint, countIf(event = 'api_error') AS errors,
+               countIf(event = 'api_error' AND rate_limited) AS rate_limited,
+               countIf(event = 'api_request_completed') AS answered,
+               round(100.0 * errors / nullIf(errors + answered, 0), 2) AS error_rate_pct
+        FROM events
+        WHERE event IN ('api_error', 'api_request_completed')
+          AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')}
+          AND ({template:String} = '' OR template_id = {template:String})
+        GROUP BY endpoint HAVING errors > 0 ORDER BY errors DESC""", default_days=1),
     NamedQuery("ingestion-summary", "Stored events per event type: rows, distinct ids, range",
                """
         SELECT event, count() AS rows, uniqExact(event_id) AS distinct_event_ids,

@@ -128,6 +128,40 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+def cluster_ddl(settings: Settings, cluster: str, database: str = "ept") -> str:
+    """The same tables for a ClickHouse cluster: ReplicatedMergeTree / ReplicatedAggregating-
+    MergeTree shards ``*_local`` plus Distributed tables under the usual names, so the sink
+    and every query stay unchanged. Written to deploy/clickhouse/cluster.sql."""
+    statements = [f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"]
+    for migration in MIGRATIONS:
+        for statement in migration.statements(settings):
+            text = " ".join(statement.split())
+            if "MATERIALIZED VIEW" in text:
+                # The views feed the local rollup shard from the local raw shard.
+                text = text.replace(" TO events_", " TO {db}.events_").replace(
+                    f"FROM {RAW_TABLE}", f"FROM {{db}}.{RAW_TABLE}_local")
+                name = text.split("EXISTS ", 1)[1].split(" ", 1)[0]
+                text = text.replace(f"EXISTS {name} ", f"EXISTS {{db}}.{name} ON CLUSTER {cluster} ")
+                text = text.replace("TO {db}.events_hourly", "TO {db}.events_hourly_local")
+                text = text.replace("TO {db}.events_daily", "TO {db}.events_daily_local")
+                statements.append(text.format(db=database))
+                continue
+            table = text.split("EXISTS ", 1)[1].split(" ", 1)[0]
+            engine = text.split("ENGINE = ", 1)[1].split(" ", 1)[0]
+            local = (text.replace(f"EXISTS {table} ", f"EXISTS {database}.{table}_local "
+                                                      f"ON CLUSTER {cluster} ")
+                     .replace(f"ENGINE = {engine}",
+                              f"ENGINE = Replicated{engine}('/clickhouse/tables/{{shard}}/"
+                              f"{database}/{table}_local', '{{replica}}')"))
+            statements.append(local)
+            sharding = "cityHash64(event_id)" if table == RAW_TABLE else "rand()"
+            statements.append(
+                f"CREATE TABLE IF NOT EXISTS {database}.{table} ON CLUSTER {cluster} "
+                f"AS {database}.{table}_local "
+                f"ENGINE = Distributed({cluster}, {database}, {table}_local, {sharding})")
+    return ";\n\n".join(statements) + ";\n"
+
+
 def migrate(client: Client, settings: Settings) -> list[str]:
     """Apply the migrations not yet applied, in order, then the configured retention.
 

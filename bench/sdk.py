@@ -1,0 +1,110 @@
+"""``make bench-sdk``: per-call latency and events/s of ``track_render_failed``.
+
+Measured with the broker up and with it down, next to the floor measured in the same run
+(fastavro encode of the same record + a bare ``produce()``). Targets: p50 <= 8 us,
+p99 <= 25 us, >= 100,000 events/s per thread.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import Producer
+from fastavro import schemaless_writer
+
+from bench.common import kafka_bootstrap, percentile, print_table
+from deploy.settings import load_settings
+from producers import Tracker
+from schemas.registry import current_schemas
+
+CALLS = int(os.environ.get("EPT_BENCH_CALLS", "200000"))
+MESSAGE = "Render operation timed out after 30 seconds"
+
+
+def measure(call: Callable[[int], None], calls: int) -> tuple[list[float], float]:
+    """Per-call latencies (us) and events/s over ``calls`` calls of ``call(i)``."""
+    for index in range(2000):  # warm up
+        call(index)
+    latencies = [0.0] * calls
+    clock = time.perf_counter_ns
+    started = clock()
+    for index in range(calls):
+        before = clock()
+        call(index)
+        latencies[index] = (clock() - before) / 1000.0
+    elapsed = (clock() - started) / 1e9
+    return latencies, calls / elapsed
+
+
+def floor_call(bootstrap: str) -> tuple[Callable[[int], None], Producer]:
+    schema = current_schemas()["render_failed"]
+    header = b"\xc3\x01" + schema.fingerprint
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 20, "queue.buffering.max.messages": 2_000_000})
+    record = {"event_id": str(uuid.uuid4()), "event_time": int(time.time() * 1000),
+              "service": "bench", "environment": "bench", "sdk_version": "0", "user_id": None,
+              "account_id": None, "render_id": "render_001", "template_id": "template_hero_001",
+              "reason": "timeout", "error_message": MESSAGE, "duration_ms": 30000.0,
+              "retry_attempt": 0, "render_type": None}
+
+    def call(index: int) -> None:
+        buffer = io.BytesIO()
+        buffer.write(header)
+        schemaless_writer(buffer, schema.parsed, record)
+        producer.produce("bench.floor", buffer.getvalue(), b"template_hero_001")
+        producer.poll(0)
+
+    return call, producer
+
+
+def tracker_call(tracker: Tracker) -> Callable[[int], None]:
+    def call(index: int) -> None:
+        tracker.track_render_failed("render_001", "timeout", MESSAGE, "template_hero_001",
+                                    30000.0, 0)
+
+    return call
+
+
+def main() -> None:
+    rows = []
+    with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as state:
+        floor, producer = floor_call(bootstrap)
+        floor_latencies, floor_rate = measure(floor, CALLS)
+        producer.flush(60)
+        scenarios = {
+            "broker up": load_settings(kafka_bootstrap=bootstrap, topic_prefix="bench.",
+                                       state_dir=Path(state) / "up",
+                                       producer_queue_max=2_000_000),
+            "broker down": load_settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="bench.",
+                                         state_dir=Path(state) / "down",
+                                         producer_queue_max=2_000_000),
+        }
+        rows.append(["floor: fastavro encode + bare produce()", *figures(floor_latencies,
+                                                                           floor_rate), "1.00"])
+        floor_p50 = percentile(floor_latencies, 0.5)
+        for name, settings in scenarios.items():
+            tracker = Tracker(settings, service="bench", environment="bench")
+            latencies, rate = measure(tracker_call(tracker), CALLS)
+            stats = tracker.get_error_performance_stats()
+            tracker.close(timeout=30 if name == "broker up" else 0.1)
+            rows.append([f"track_render_failed, {name}", *figures(latencies, rate),
+                         f"{percentile(latencies, 0.5) / floor_p50:.2f}"])
+            assert stats.dropped == 0 and stats.rejected == 0, stats
+    print_table(f"SDK: {CALLS:,} calls on one thread (targets: p50 <= 8 us, p99 <= 25 us, "
+                ">= 100,000 events/s)",
+                ["what", "p50 us", "p99 us", "max us", "events/s", "p50 / floor"], rows)
+
+
+def figures(latencies: list[float], rate: float) -> list[str]:
+    return [f"{percentile(latencies, 0.5):.2f}", f"{percentile(latencies, 0.99):.2f}",
+            f"{max(latencies):.0f}", f"{rate:,.0f}"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Synthetic traffic for ``ept run --demo``: a rendering platform with scripted incidents.
+
+Several services, templates, endpoints and render types, published through the SDK.
+The script (seconds from start): baseline; a template starts failing (15 s); an external
+API rate-limits and fails (30 s); video renders slow down (45 s); everything recovers
+(75 s). With the demo rules (one-minute windows) every default rule fires, then resolves.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from deploy.settings import Settings
+from producers import Tracker
+from producers.thresholds import PERFORMANCE_THRESHOLDS
+
+TEMPLATES = ("tpl_hero_001", "tpl_product_002", "tpl_testimonial_003", "tpl_story_004",
+             "tpl_banner_005", "tpl_promo_summer")
+ENDPOINTS = ("/api/render", "/api/render/{id}", "/api/templates", "/api/ads/generate-variants")
+FAILING_TEMPLATE = "tpl_promo_summer"
+FLAKY_ENDPOINT = "api.openai.com/v1/images/generations"
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    starts_at: float
+
+
+SCRIPT = (
+    Phase("baseline", 0), Phase("template incident", 15), Phase("API outage", 30),
+    Phase("render slowdown", 45), Phase("recovery", 75),
+)
+
+
+def phase_at(elapsed: float) -> str:
+    return [phase.name for phase in SCRIPT if elapsed >= phase.starts_at][-1]
+
+
+class DemoTraffic:
+    """Publishes ~60 events/s until stopped. ``run`` blocks; call it in a thread."""
+
+    def __init__(self, settings: Settings, rate: float = 60.0, seed: int = 8) -> None:
+        self._trackers = {service: Tracker(settings, service=service, environment="demo")
+                          for service in ("render-worker", "api-gateway", "variant-generator")}
+        self._rate = rate
+        self._random = random.Random(seed)
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def published(self) -> int:
+        return sum(t.get_error_performance_stats().delivered for t in self._trackers.values())
+
+    def run(self) -> None:
+        interval = 1.0 / self._rate
+        while not self.stop.is_set():
+            self._one(phase_at(self.elapsed))
+            self.stop.wait(interval)
+        for tracker in self._trackers.values():
+            tracker.close(5)
+
+    def _one(self, phase: str) -> None:
+        pick = self._random.random()
+        if pick < 0.55:
+            self._render(phase)
+        elif pick < 0.9:
+            self._api_call(phase)
+        else:
+            self._external_call(phase)
+
+    def _render(self, phase: str) -> None:
+        tracker = self._trackers["render-worker"]
+        template = self._random.choice(TEMPLATES)
+        render_type = self._random.choices(("still", "video", "batch"), (6, 3, 1))[0]
+        threshold = PERFORMANCE_THRESHOLDS[f"render_{render_type}"]
+        duration = threshold * self._random.uniform(0.2, 0.8)
+        if phase == "render slowdown" and render_type == "video":
+            duration = threshold * self._random.uniform(1.1, 2.5)
+        render_id = f"render_{uuid.uuid4().hex[:12]}"
+        dimensions = (1920, 1080) if render_type != "still" else (1080, 1080)
+        failing = template == FAILING_TEMPLATE and phase in ("template incident", "API outage")
+        if failing or self._random.random() < 0.002:
+            reason = "codec_error" if failing else self._random.choice(
+                ("timeout", "memory_exceeded", "missing_asset"))
+            tracker.track_render_failed(render_id, reason, f"{reason.replace('_', ' ')} in "
+                                        f"{render_type} render", template, duration,
+                                        render_type=render_type)
+            return
+        tracker.track_render_completed(render_id, template, render_type, duration, dimensions)
+        if duration > threshold:
+            tracker.track_slow_render(render_id, render_type, duration, threshold, template,
+                                      dimensions)
+
+    def _api_call(self, phase: str) -> None:
+        tracker = self._trackers["api-gateway"]
+        endpoint = self._random.choice(ENDPOINTS)
+        method = "POST" if endpoint.startswith("/api/render") else "GET"
+        duration = self._random.uniform(5, 400)
+        if self._random.random() < 0.003:
+            tracker.track_api_error(endpoint, 500, "Internal server error", None, duration,
+                                    method=method)
+        else:
+            tracker.track_api_request_completed(endpoint, method, 200, duration)
+
+    def _external_call(self, phase: str) -> None:
+        tracker = self._trackers["variant-generator"]
+        duration = self._random.uniform(200, 2500)
+        if phase == "API outage":
+            status = self._random.choice((429, 429, 503))
+            tracker.track_api_error(FLAKY_ENDPOINT, status, "Rate limit reached for requests"
+                                    if status == 429 else "Service unavailable", None, duration,
+                                    method="POST", retry_after_s=20.0)
+        else:
+            tracker.track_api_request_completed(FLAKY_ENDPOINT, "POST", 200, duration)

@@ -1,0 +1,227 @@
+"""``ept run``: the whole pipeline on one machine, supervised.
+
+Starts the local broker (unless ``EPT_KAFKA_BOOTSTRAP`` names a cluster), creates the
+topics, runs the worker and the sink as child processes (restarting one that crashes),
+optionally drives demo traffic, and prints progress: what started, events/s, alerts as
+they fire and resolve. Ctrl-C or SIGTERM stops everything it started, children first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from deploy.broker import LocalBroker
+from deploy.settings import Settings
+from deploy.topics import ensure_topics
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Component:
+    """A supervised child process (``ept worker`` or ``ept sink``)."""
+
+    name: str
+    args: list[str]
+    health_url: str
+    log_path: Path
+    environment: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    _log: object = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child's lifetime
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", *self.args], env=self.environment,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+    def crashed(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class Supervisor:
+    """Runs the pipeline until :meth:`request_stop`. ``run`` blocks."""
+
+    def __init__(self, settings: Settings, demo: bool, echo: Echo) -> None:
+        self.settings = settings
+        self.demo = demo
+        self.echo = echo
+        self.stopping = threading.Event()
+        self.broker: LocalBroker | None = None
+        self.components: list[Component] = []
+        self.alert_counts = {"firing": 0, "resolved": 0}
+
+    def request_stop(self, *_: object) -> None:
+        self.stopping.set()
+
+    def _components(self) -> list[Component]:
+        settings = self.settings
+        environment = {**os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                       "EPT_STATE_DIR": str(settings.state_dir)}
+        worker_args = ["worker"]
+        if self.demo and settings.rules_file is None:
+            with resources.as_file(resources.files("processors") / "rules.demo.toml") as path:
+                worker_args += ["--rules", str(path)]
+        logs = settings.state_dir / "logs"
+        base = f"http://{settings.http_host}"
+        return [
+            Component("worker", worker_args, f"{base}:{settings.worker_port}/health",
+                      logs / "worker.log", environment),
+            Component("sink", ["sink"], f"{base}:{settings.sink_port}/health",
+                      logs / "sink.log", environment),
+        ]
+
+    def run(self) -> None:
+        from deploy.demo import DemoTraffic
+
+        started = time.monotonic()
+        self.echo(f"ept: state in {self.settings.state_dir}")
+        self._start_broker()
+        created = ensure_topics(self.settings)
+        self.echo(f"[ok] topics ready ({len(created)} created, prefix "
+                  f"{self.settings.topic_prefix!r})")
+        self.components = self._components()
+        for component in self.components:
+            component.start()
+            self.echo(f"[..] {component.name} starting (log: {component.log_path})")
+        self._wait_healthy()
+        if self.stopping.is_set():
+            return
+        self.echo(f"[ok] dashboard: http://{self.settings.http_host}:{self.settings.sink_port}/"
+                  f"   worker stats: http://{self.settings.http_host}:"
+                  f"{self.settings.worker_port}/stats")
+        self.echo(f"[ok] pipeline up in {time.monotonic() - started:.0f}s; Ctrl-C stops it")
+        threading.Thread(target=self._follow_alerts, daemon=True, name="ept-alerts").start()
+        demo = None
+        if self.demo:
+            demo = DemoTraffic(self.settings)
+            threading.Thread(target=demo.run, daemon=True, name="ept-demo").start()
+            self.echo("[..] demo traffic: baseline, then a failing template, an API outage, "
+                      "a render slowdown, and recovery")
+        try:
+            self._supervise(demo)
+        finally:
+            if demo is not None:
+                demo.stop.set()
+
+    def _start_broker(self) -> None:
+        if self.settings.kafka_bootstrap_is_explicit:
+            self.echo(f"[ok] using Kafka at {self.settings.kafka_bootstrap}")
+            return
+        port = int(self.settings.kafka_bootstrap.rsplit(":", 1)[1])
+        self.broker = LocalBroker(self.settings.state_dir / "kafka", port)
+        self.echo("[..] starting the local Kafka broker (first start downloads it)")
+        status = self.broker.start()
+        self.echo(f"[ok] broker up: {status.describe()}")
+
+    def _wait_healthy(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(self.components)
+        while pending and not self.stopping.is_set():
+            for component in list(pending):
+                if component.crashed():
+                    raise RuntimeError(f"{component.name} exited at start; see "
+                                       f"{component.log_path}")
+                if component.healthy():
+                    pending.remove(component)
+                    self.echo(f"[ok] {component.name} healthy")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not healthy within {timeout:.0f}s: "
+                                   f"{', '.join(c.name for c in pending)}")
+            time.sleep(0.5)
+
+    def _supervise(self, demo: object) -> None:
+        from deploy.demo import DemoTraffic, phase_at
+
+        last_report, last_count, last_phase = time.monotonic(), 0, ""
+        while not self.stopping.wait(1.0):
+            for component in self.components:
+                if component.crashed():
+                    component.restarts += 1
+                    self.echo(f"[!!] {component.name} exited with code "
+                              f"{component.process.returncode if component.process else '?'}; "
+                              f"restarting (restart #{component.restarts})")
+                    component.start()
+            if isinstance(demo, DemoTraffic):
+                phase = phase_at(demo.elapsed)
+                if phase != last_phase:
+                    self.echo(f"[demo] {demo.elapsed:5.0f}s  phase: {phase}")
+                    last_phase = phase
+            if time.monotonic() - last_report >= 10:
+                count = demo.published() if isinstance(demo, DemoTraffic) else 0
+                rate = (count - last_count) / (time.monotonic() - last_report)
+                stored = self._stored_rows()
+                self.echo(f"[stat] events/s {rate:6.0f}   stored rows {stored}   alerts fired "
+                          f"{self.alert_counts['firing']}, resolved "
+                          f"{self.alert_counts['resolved']}")
+                last_report, last_count = time.monotonic(), count
+
+    def _stored_rows(self) -> str:
+        url = (f"http://{self.settings.http_host}:{self.settings.sink_port}"
+               "/api/query/ingestion-summary")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                return str(sum(row["rows"] for row in json.loads(reply.read())))
+        except (OSError, ValueError):
+            return "?"
+
+    def _follow_alerts(self) -> None:
+        from processors.alert_tail import format_alert, tail_alerts
+
+        def show(line: str) -> None:
+            alert = json.loads(line)
+            self.alert_counts[alert.get("status", "firing")] = (
+                self.alert_counts.get(alert.get("status", "firing"), 0) + 1)
+            self.echo(f"[alert] {format_alert(alert)}")
+
+        tail_alerts(self.settings, as_json=True, echo=show, stop=self.stopping)
+
+    def shutdown(self) -> None:
+        """Stop children, then the broker we started. Blocks until they are gone."""
+        self.stopping.set()
+        for component in reversed(self.components):
+            component.stop()
+            self.echo(f"[ok] {component.name} stopped")
+        if self.broker is not None and self.broker.stop():
+            self.echo("[ok] broker stopped")
+
+
+def run_pipeline(settings: Settings, demo: bool, echo: Echo) -> None:
+    supervisor = Supervisor(settings, demo, echo)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    try:
+        supervisor.run()
+    finally:
+        supervisor.shutdown()

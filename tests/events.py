@@ -1,0 +1,56 @@
+"""Publishing events with chosen event times (the worker computes in event time)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Producer
+
+from deploy.settings import Settings
+from schemas import SingleObjectEncoder
+
+BASE_MS = (int(time.time() * 1000) // 60_000 - 120) * 60_000  # a whole minute, 2 h ago
+
+
+def record(event_name: str, at_ms: int, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()), "event_time": at_ms, "service": "test",
+        "environment": "test", "sdk_version": "test", "user_id": None, "account_id": None,
+    }
+    defaults: dict[str, dict[str, Any]] = {
+        "render_failed": {"render_id": "r", "template_id": "tpl", "reason": "timeout",
+                          "error_message": "m", "duration_ms": 1.0, "retry_attempt": 0,
+                          "render_type": None},
+        "render_completed": {"render_id": "r", "template_id": "tpl", "render_type": "video",
+                             "duration_ms": 1.0, "width": None, "height": None},
+        "slow_render": {"render_id": "r", "template_id": "tpl", "render_type": "video",
+                        "duration_ms": 60000.0, "threshold_ms": 30000.0,
+                        "slowness_factor": 2.0, "width": None, "height": None},
+        "api_error": {"endpoint": "/api/render", "method": "POST", "status_code": 500,
+                      "error_message": "m", "request_id": str(uuid.uuid4()),
+                      "duration_ms": 1.0, "retry_attempt": 0, "rate_limited": False,
+                      "retry_after_s": None},
+        "api_request_completed": {"endpoint": "/api/render", "method": "POST",
+                                  "status_code": 200, "duration_ms": 1.0,
+                                  "request_id": str(uuid.uuid4())},
+    }
+    return {**base, **defaults[event_name], **fields}
+
+
+class EventPublisher:
+    """Publishes (event name, record) pairs to a test's topics, keyed like the SDK does."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._encoder = SingleObjectEncoder()
+        self._producer = Producer({"bootstrap.servers": settings.kafka_bootstrap,
+                                   "enable.idempotence": True, "linger.ms": 5})
+
+    def publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        for name, data in events:
+            key = data.get("template_id") or data.get("endpoint")
+            self._producer.produce(self._settings.topic(name),
+                                   self._encoder.encode(name, data), str(key).encode())
+        assert self._producer.flush(30) == 0

@@ -1,0 +1,292 @@
+"""The Faust worker on the real broker: the four default rules, restarts, replay, scaling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.settings import Settings
+from deploy.topics import ensure_topics
+from schemas.registry import EVENT_NAMES
+from tests.conftest import free_port
+from tests.events import BASE_MS, EventPublisher, record
+from tests.helpers import read_topics
+
+REPO = Path(__file__).resolve().parents[2]
+MIN = 60_000
+
+
+class Worker:
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        environment = {**os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                       "EPT_TOPIC_PREFIX": settings.topic_prefix,
+                       "EPT_TOPIC_PARTITIONS": str(settings.topic_partitions),
+                       "EPT_WORKER_PORT": str(self.port), "EPT_STATE_DIR": str(settings.state_dir)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", "worker", "-l", "info"], env=environment,
+            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO)  # noqa: SIM115
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
+            if b"[^Worker]: Ready" in self.log_path.read_bytes():
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as reply:
+            return dict(json.loads(reply.read()))
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker_settings(settings: Settings) -> Settings:
+    ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[Worker]:
+    running = Worker(worker_settings, tmp_path / "worker.log")
+    yield running
+    running.stop()
+
+
+def alerts_of(settings: Settings, until: Any = None, timeout: float = 60.0,
+              settle: float = 4.0) -> list[dict[str, Any]]:
+    """Alerts on the topic once ``until(alerts)`` holds (then ``settle`` s more)."""
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        found = [json.loads(m.value()) for m in read_topics(
+            settings.kafka_bootstrap, [settings.topic("alerts")], timeout=10, idle=1.5)]
+        if until is None or until(found):
+            break
+        time.sleep(1)
+    time.sleep(settle)
+    return [json.loads(m.value()) for m in read_topics(
+        settings.kafka_bootstrap, [settings.topic("alerts")], timeout=10, idle=1.5)]
+
+
+def scoped(alerts: list[dict[str, Any]], rule: str, **labels: str) -> list[tuple[str, float]]:
+    return [(a["status"], a["value"]) for a in alerts
+            if a["rule"] == rule and a["labels"] == labels]
+
+
+def settled(publisher: EventPublisher, *batches: list) -> None:
+    """Publish batches one after the other, each after the previous was processed.
+
+    The rules are evaluated as events arrive; events of different topics are consumed
+    concurrently, so tests that assert the value at firing time fix the order this way.
+    """
+    for batch in batches:
+        publisher.publish(batch)
+        time.sleep(2.5)
+
+
+def renders(template: str, completed: int, failed: int, start_ms: int) -> list:
+    """``completed`` successes then ``failed`` failures, one per second of event time."""
+    events = [("render_completed", record("render_completed", start_ms + i * 1000,
+                                          template_id=template)) for i in range(completed)]
+    events += [("render_failed", record("render_failed", start_ms + (completed + i) * 1000,
+                                        template_id=template)) for i in range(failed)]
+    return events
+
+
+def test_render_error_rate_rule(worker_settings: Settings, worker: Worker) -> None:
+    publisher = EventPublisher(worker_settings)
+    settled(publisher,
+            renders("tpl_bad", 20, 0, BASE_MS) + renders("tpl_fine", 39, 0, BASE_MS),
+            renders("tpl_bad", 0, 3, BASE_MS + MIN)        # fires at 2/22 = 9.09 % > 5 %
+            + renders("tpl_fine", 0, 1, BASE_MS + MIN)     # 1/40 = 2.5 %: below
+            + renders("tpl_tiny", 0, 1, BASE_MS),          # 1/1, under min_samples
+            renders("tpl_bad", 60, 0, BASE_MS + 2 * MIN))  # resolves at 3/75 = 4 % <= 4 %
+
+    alerts = alerts_of(worker_settings, lambda found: any(
+        a["status"] == "resolved" and a["labels"] == {"template_id": "tpl_bad"} for a in found))
+    assert scoped(alerts, "high_error_rate", template_id="tpl_bad") == [
+        ("firing", pytest.approx(9.091, abs=0.001)), ("resolved", 4.0)]
+    assert scoped(alerts, "high_error_rate", template_id="tpl_fine") == []
+    assert scoped(alerts, "high_error_rate", template_id="tpl_tiny") == []
+    firing = next(a for a in alerts if a["rule"] == "high_error_rate" and a["status"] == "firing"
+                  and a["labels"] == {"template_id": "tpl_bad"})
+    assert firing["severity"] == "critical" and firing["window"] == "15m"
+    assert firing["runbook_url"].endswith("high-error-rate.md")
+    assert worker.stats()["rendersFailed"] == 5
+
+
+def test_api_degradation_rule(worker_settings: Settings, worker: Worker) -> None:
+    publisher = EventPublisher(worker_settings)
+    errors = [("api_error", record("api_error", BASE_MS + i * 1000, endpoint="/api/a"))
+              for i in range(11)]
+    errors += [("api_error", record("api_error", BASE_MS + i * 1000, endpoint="/api/b"))
+               for i in range(10)]
+    publisher.publish(errors)
+    later = BASE_MS + 7 * MIN  # the 5-minute window has moved past every error
+    publisher.publish([("api_request_completed", record("api_request_completed", later,
+                                                        endpoint=endpoint))
+                       for endpoint in ("/api/a", "/api/b")])
+    alerts = alerts_of(worker_settings, lambda found: any(
+        a["status"] == "resolved" and a["labels"] == {"endpoint": "/api/a"} for a in found))
+    assert scoped(alerts, "api_degradation", endpoint="/api/a") == [
+        ("firing", 11.0), ("resolved", 0.0)]
+    assert scoped(alerts, "api_degradation", endpoint="/api/b") == []
+    assert [a["status"] for a in alerts if a["rule"] == "api_degradation" and not a["labels"]
+            ] == ["firing", "resolved"]
+
+
+def test_performance_degradation_rule(worker_settings: Settings, worker: Worker) -> None:
+    publisher = EventPublisher(worker_settings)
+    completed = [("render_completed", record("render_completed", BASE_MS + i * 1000,
+                                             render_type=kind)) for i in range(10)
+                 for kind in ("video", "still")]
+    slow = [("slow_render", record("slow_render", BASE_MS + (10 + i) * 1000,
+                                   render_type="video")) for i in range(6)]  # 60 %
+    slow += [("slow_render", record("slow_render", BASE_MS + (10 + i) * 1000,
+                                    render_type="still")) for i in range(5)]  # 50 %: not above
+    recovery = [("render_completed", record("render_completed", BASE_MS + MIN + i,
+                                            render_type="video")) for i in range(10)]
+    settled(publisher, completed, slow, recovery)
+    alerts = alerts_of(worker_settings, lambda found: any(a["status"] == "resolved"
+                                                          for a in found))
+    assert scoped(alerts, "performance_degradation", render_type="video") == [
+        ("firing", 60.0), ("resolved", 40.0)]
+    assert scoped(alerts, "performance_degradation", render_type="still") == []
+
+
+def test_template_failures_rule(worker_settings: Settings, worker: Worker) -> None:
+    publisher = EventPublisher(worker_settings)
+    publisher.publish(renders("tpl_four", 0, 4, BASE_MS))
+    publisher.publish(renders("tpl_three", 0, 3, BASE_MS))
+    # An hour later, any traffic moves event time on: the failures leave the window.
+    publisher.publish(renders("tpl_other", 1, 0, BASE_MS + 62 * MIN))
+    alerts = alerts_of(worker_settings, lambda found: any(
+        a["status"] == "resolved" and a["rule"] == "template_failures" for a in found))
+    assert scoped(alerts, "template_failures", template_id="tpl_four") == [
+        ("firing", 4.0), ("resolved", 0.0)]
+    assert scoped(alerts, "template_failures", template_id="tpl_three") == []
+    firing = [a for a in alerts if a["rule"] == "template_failures"][0]
+    assert firing["action"] == "disable_template" and firing["severity"] == "high"
+
+
+def incident_stream() -> list:
+    """Several incidents over 90 minutes of event time; the alerts it must give are known."""
+    events = []
+    for minute in range(90):
+        at = BASE_MS + minute * MIN
+        events += renders("tpl_steady", 5, 0, at)
+        if 10 <= minute < 13:
+            events += renders("tpl_flaky", 0, 2, at)
+        if 30 <= minute < 32:
+            events += [("api_error", record("api_error", at + i * 500, endpoint="/api/x"))
+                       for i in range(8)]
+    return events
+
+
+EXPECTED_INCIDENT_ALERTS = [
+    ("template_failures", {"template_id": "tpl_flaky"}, "firing"),
+    ("template_failures", {"template_id": "tpl_flaky"}, "resolved"),
+    ("api_degradation", {"endpoint": "/api/x"}, "firing"),
+    ("api_degradation", {"endpoint": "/api/x"}, "resolved"),
+    ("api_degradation", {}, "firing"),
+    ("api_degradation", {}, "resolved"),
+]
+
+
+def summary(alerts: list[dict[str, Any]]) -> list[tuple[str, dict[str, str], str]]:
+    ordered = sorted(alerts, key=lambda a: (a["rule"], sorted(a["labels"].items()),
+                                            a["started_at"], a["status"] != "firing"))
+    return [(a["rule"], a["labels"], a["status"]) for a in ordered if a["rule"] != "high_error_rate"]
+
+
+def complete(found: list[dict[str, Any]]) -> bool:
+    return summary(found) == expected_summary()
+
+
+def expected_summary() -> list[tuple[str, dict[str, str], str]]:
+    return sorted(EXPECTED_INCIDENT_ALERTS,
+                  key=lambda a: (a[0], sorted(a[1].items()), a[2] != "firing"))
+
+
+def test_worker_killed_mid_stream_misses_and_repeats_nothing(worker_settings: Settings,
+                                                             tmp_path: Path) -> None:
+    events = incident_stream()
+    publisher = EventPublisher(worker_settings)
+    running = Worker(worker_settings, tmp_path / "worker.log")
+    try:
+        chunk = len(events) // 4
+        for index in range(4):
+            publisher.publish(events[index * chunk:(index + 1) * chunk if index < 3 else None])
+            time.sleep(1.5)
+            running.kill()
+            running = Worker(worker_settings, tmp_path / "worker.log")
+        alerts = alerts_of(worker_settings, complete, timeout=120)
+    finally:
+        running.stop()
+    assert summary(alerts) == expected_summary()
+
+
+def test_replay_with_different_timing_gives_the_same_alerts(settings: Settings,
+                                                            tmp_path: Path) -> None:
+    events = incident_stream()
+    results = []
+    for attempt, pause in enumerate((0.0, 0.3)):
+        run_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}r{attempt}."})
+        ensure_topics(run_settings)
+        running = Worker(run_settings, tmp_path / f"worker{attempt}.log")
+        try:
+            publisher = EventPublisher(run_settings)
+            step = len(events) if pause == 0 else 300
+            for start in range(0, len(events), step):
+                publisher.publish(events[start:start + step])
+                time.sleep(pause)
+            results.append(alerts_of(run_settings, complete, timeout=120))
+        finally:
+            running.stop()
+    assert summary(results[0]) == summary(results[1]) == expected_summary()
+
+
+def test_two_workers_give_the_same_alerts_as_one(worker_settings: Settings,
+                                                 tmp_path: Path) -> None:
+    first = Worker(worker_settings, tmp_path / "w1.log")
+    second = Worker(worker_settings, tmp_path / "w2.log")
+    try:
+        time.sleep(5)  # let the group settle on two members
+        EventPublisher(worker_settings).publish(incident_stream())
+        alerts = alerts_of(worker_settings, complete, timeout=120)
+        assignments = [set(map(tuple, w.stats()["assignment"])) for w in (first, second)]
+    finally:
+        first.stop()
+        second.stop()
+    assert summary(alerts) == expected_summary()
+    event_partitions = {(worker_settings.topic(name), p) for name in EVENT_NAMES
+                        for p in range(worker_settings.topic_partitions)}
+    shares = [a & event_partitions for a in assignments]
+    assert all(shares), "one worker was assigned no event partition"
+    assert shares[0] | shares[1] == event_partitions and not shares[0] & shares[1]

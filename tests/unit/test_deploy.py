@@ -1,0 +1,99 @@
+"""The deployment files cannot run here (no Docker engine, no cluster): check them statically."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import yaml
+
+from deploy.cli import main
+from deploy.settings import Settings, load_settings
+from processors.storage.tables import cluster_ddl
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+
+
+def cli_commands() -> set[tuple[str, ...]]:
+    found: set[tuple[str, ...]] = set()
+
+    def walk(group: click.Group, prefix: tuple[str, ...]) -> None:
+        for name, command in group.commands.items():
+            found.add((*prefix, name))
+            if isinstance(command, click.Group):
+                walk(command, (*prefix, name))
+
+    walk(main, ())
+    return found
+
+
+def assert_ept_command(args: list[str]) -> None:
+    words = tuple(arg for arg in args if not arg.startswith("-"))
+    assert any(words[: len(cmd)] == cmd for cmd in cli_commands() if len(cmd) == len(
+        [w for w in words[: len(cmd)]])), f"`ept {' '.join(args)}` is not a command of the CLI"
+
+
+def assert_settings_exist(names: list[str]) -> None:
+    fields = {f"EPT_{name.upper()}" for name in Settings.model_fields}
+    for name in names:
+        if name.startswith("EPT_"):
+            assert name in fields, f"{name} is not a setting"
+
+
+def test_compose_file_parses_and_references_real_commands_and_settings() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "clickhouse", "worker", "sink", "dashboard"} <= set(services)
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["sink"]["deploy"]["replicas"] == 2
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for name, service in services.items():
+        if service.get("image") == "ept:latest":
+            assert_ept_command(service["command"])
+            assert_settings_exist(list(service["environment"]))
+    for volume in services["clickhouse"]["volumes"]:
+        source = volume.split(":")[0]
+        if source.startswith("."):
+            assert (DEPLOY / "compose" / source).resolve().exists(), source
+
+
+def test_kubernetes_manifests_parse_and_reference_real_commands() -> None:
+    documents = [doc for path in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+                 for doc in yaml.safe_load_all(path.read_text()) if doc]
+    kinds = {doc["kind"] for doc in documents}
+    assert {"Deployment", "ConfigMap", "Kafka", "ClickHouseInstallation", "Job"} <= kinds
+    for doc in documents:
+        if doc["kind"] == "ConfigMap":
+            assert_settings_exist(list(doc["data"]))
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                assert_ept_command(container["args"])
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] in ("ept-worker", "ept-sink"):
+            assert doc["spec"]["replicas"] >= 2
+    kafka = next(doc for doc in documents if doc["kind"] == "KafkaNodePool")
+    assert kafka["spec"]["replicas"] >= 3
+
+
+def test_dockerfile_copies_what_exists() -> None:
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                assert (REPO / source).exists(), source
+    assert 'ENTRYPOINT ["ept"]' in (DEPLOY / "Dockerfile").read_text()
+
+
+def test_cluster_ddl_is_current_and_replicated() -> None:
+    text = (DEPLOY / "clickhouse" / "cluster.sql").read_text()
+    generated = cluster_ddl(load_settings(), "ept_cluster")
+    assert generated in text, "regenerate: ept clickhouse ddl --cluster ept_cluster"
+    assert text.count("ReplicatedMergeTree(") == 1
+    assert text.count("ReplicatedAggregatingMergeTree(") == 2
+    assert len(re.findall(r"ENGINE = Distributed\(", text)) == 3
+
+
+def test_clickhouse_users_are_split_read_only_and_writer() -> None:
+    text = (DEPLOY / "clickhouse" / "users.sql").read_text()
+    assert "readonly = 1" in text and "GRANT SELECT ON ept.* TO ept_analyst" in text
+    assert "INSERT" in text.split("TO ept_writer")[0]
