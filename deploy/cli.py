@@ -6,11 +6,16 @@ Subcommands import their component lazily, so ``ept broker status`` does not loa
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from deploy.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from deploy.broker import LocalBroker
 
 
 def _settings() -> Settings:
@@ -32,7 +37,7 @@ def broker() -> None:
     """Run a local single-node Apache Kafka broker (KRaft) for development and tests."""
 
 
-def _broker_options(func):  # type: ignore[no-untyped-def]
+def _broker_options(func: Callable[..., None]) -> Callable[..., None]:
     func = click.option("--port", type=int, default=9092, show_default=True,
                         help="client port; the controller uses port+1")(func)
     func = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
@@ -40,7 +45,7 @@ def _broker_options(func):  # type: ignore[no-untyped-def]
     return func
 
 
-def _local_broker(port: int, data_dir: Path | None):  # type: ignore[no-untyped-def]
+def _local_broker(port: int, data_dir: Path | None) -> LocalBroker:
     from deploy.broker import LocalBroker
 
     return LocalBroker(data_dir or _settings().state_dir / "kafka", port)

@@ -51,7 +51,9 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
 
     import faust
 
-    servers = ";".join(f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(","))
+    servers = ";".join(
+        f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")
+    )
     options: dict[str, Any] = {"broker": servers}
     context = None
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
@@ -67,17 +69,12 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
             )
     if settings.kafka_sasl_mechanism is not None:
         assert settings.kafka_sasl_password is not None
-        mechanism = settings.kafka_sasl_mechanism.value
-        username = settings.kafka_sasl_username or ""
-        password = settings.kafka_sasl_password.get_secret_value()
-        if mechanism == "PLAIN":
-            options["broker_credentials"] = faust.SASLCredentials(
-                username=username, password=password, ssl_context=context
-            )
-        else:
-            options["broker_credentials"] = faust.SASLCredentials(
-                username=username, password=password, ssl_context=context, mechanism=mechanism
-            )
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=settings.kafka_sasl_username or "",
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism.value,
+        )
     elif context is not None:
         options["broker_credentials"] = faust.SSLCredentials(context)
     return options

@@ -72,7 +72,7 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
                 raise fail(field, "is required")
             continue
         value = raw[field]
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             raise fail(field, f"must be {_type_name(kind)}, got {value!r}")
     if raw["kind"] not in KINDS:
         raise fail("kind", f"must be one of {', '.join(KINDS)}, got {raw['kind']!r}")
@@ -80,7 +80,8 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
     scopes = tuple(raw.get("scopes", allowed[:1]))
     for scope in scopes:
         if scope not in allowed:
-            raise fail("scopes", f"{scope!r} is not a scope of {raw['kind']} ({', '.join(allowed)})")
+            raise fail("scopes",
+                       f"{scope!r} is not a scope of {raw['kind']} ({', '.join(allowed)})")
     threshold = float(raw["threshold"])
     if threshold < 0 or (raw["kind"] in ("render_error_rate", "slow_render_ratio")
                          and threshold > 100):

@@ -106,7 +106,7 @@ class PublishedAlerts:
                 for message in consumer.consume(1000, timeout=0.5):
                     if message.error() is not None:
                         continue
-                    positions[message.partition()] = message.offset() + 1
+                    positions[message.partition() or 0] = (message.offset() or 0) + 1
                     try:
                         alert = json.loads(message.value() or b"{}")
                         last[alert["fingerprint"]] = alert["status"]
@@ -151,7 +151,7 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
         producer_linger_ms=5,
     )
     metrics = WorkerMetrics()
-    decoder = Decoder(settings.schema_registry_url)
+    decoder = Decoder(settings.schema_registry_url, raw=True)
     event_topics = app.topic(*[settings.topic(name) for name in EVENT_NAMES],
                              key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")
@@ -171,7 +171,7 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
                 metrics.decode_errors += 1
                 continue
             metrics.events[decoded.name] += 1
-            event_ms = int(decoded.record["event_time"].timestamp() * 1000)
+            event_ms = int(decoded.record["event_time"])
             minute = minute_of(event_ms)
             message = event.message
             source = f"{message.topic}:{message.partition}"

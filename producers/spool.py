@@ -11,6 +11,7 @@ machine crash (not a process crash) can lose the last unflushed writes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
@@ -148,10 +149,8 @@ class Spool:
                 (self._dir / "lock").unlink(missing_ok=True)
             self._lock_file.close()
             if empty:
-                try:
+                with contextlib.suppress(OSError):
                     self._dir.rmdir()
-                except OSError:
-                    pass
 
 
 def _segment_number(path: Path) -> int:

@@ -16,13 +16,14 @@ import json
 import threading
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from schemas.registry import (
     NAMESPACE,
     EventSchema,
+    _without_logical_types,
     current_schemas,
     writer_schemas_by_fingerprint,
 )
@@ -124,14 +125,29 @@ class Decoder:
     registry URL enables the Confluent framing; the first payload of each schema id
     fetches the schema (blocks on HTTP), later ones use the cache.
 
+    With ``raw=True`` logical types are not converted: ``event_time`` stays epoch
+    milliseconds and ``event_id`` a string — about a third faster; the sink and the
+    worker use it.
+
     ``decode`` raises only :class:`DecodeError` subclasses, whatever the bytes.
     """
 
-    def __init__(self, registry_url: str | None = None) -> None:
+    def __init__(self, registry_url: str | None = None, *, raw: bool = False) -> None:
         self._registry_url = registry_url
-        self._by_fingerprint = writer_schemas_by_fingerprint()
-        self._readers = {name: schema.parsed for name, schema in current_schemas().items()}
+        self._raw = raw
+        current = current_schemas()
+        self._readers = {name: self._shape(schema) for name, schema in current.items()}
+        # Writer schema, and the reader to resolve it to (None when it is the current one).
+        self._by_fingerprint = {
+            fingerprint: (schema.name, self._shape(schema),
+                          None if schema.fingerprint == current[schema.name].fingerprint
+                          else self._readers[schema.name])
+            for fingerprint, schema in writer_schemas_by_fingerprint().items()
+        }
         self._by_registry_id: dict[int, tuple[str, dict[str, Any]]] = {}
+
+    def _shape(self, schema: EventSchema) -> dict[str, Any]:
+        return schema.parsed_plain if self._raw else schema.parsed
 
     def decode(self, payload: bytes) -> DecodedEvent:
         if not isinstance(payload, bytes | bytearray | memoryview):
@@ -142,15 +158,16 @@ class Decoder:
                 raise CorruptPayloadError(
                     f"truncated single-object header: {len(payload)} bytes, need 10"
                 )
-            writer = self._by_fingerprint.get(payload[2:10])
-            if writer is None:
+            known = self._by_fingerprint.get(payload[2:10])
+            if known is None:
                 raise UnknownSchemaError(
                     f"unknown schema fingerprint {payload[2:10].hex()} (not in schemas/)"
                 )
-            return self._read(writer.name, writer.parsed, payload, _SINGLE_OBJECT_HEADER)
+            name, writer, reader = known
+            return self._read(name, writer, reader, payload, _SINGLE_OBJECT_HEADER)
         if payload[:1] == bytes([CONFLUENT_MAGIC]) and len(payload) >= _CONFLUENT_HEADER:
             name, parsed = self._registry_schema(int.from_bytes(payload[1:5], "big"))
-            return self._read(name, parsed, payload, _CONFLUENT_HEADER)
+            return self._read(name, parsed, self._readers[name], payload, _CONFLUENT_HEADER)
         raise UnknownFramingError(
             f"unknown framing: first bytes {payload[:4].hex() or '(empty)'}; expected c301 "
             "(single-object) or 00 (Schema Registry)"
@@ -168,7 +185,8 @@ class Decoder:
         try:
             text = registry_client(self._registry_url).get_schema(schema_id).schema_str
             definition = json.loads(text)
-            parsed = parse_schema(definition)
+            parsed = cast(dict[str, Any], parse_schema(
+                _without_logical_types(definition) if self._raw else definition))
         except Exception as exc:
             raise UnknownSchemaError(f"schema id {schema_id} not found in the registry: {exc}"
                                      ) from exc
@@ -178,12 +196,12 @@ class Decoder:
         self._by_registry_id[schema_id] = (name, parsed)
         return name, parsed
 
-    def _read(self, name: str, writer: dict[str, Any], payload: bytes, offset: int
-              ) -> DecodedEvent:
+    def _read(self, name: str, writer: dict[str, Any], reader: dict[str, Any] | None,
+              payload: bytes, offset: int) -> DecodedEvent:
         body = io.BytesIO(payload)
         body.seek(offset)
         try:
-            record = schemaless_reader(body, writer, self._readers[name])
+            record = schemaless_reader(body, writer, reader)
         except Exception as exc:  # fastavro raises many types on bad bytes
             raise CorruptPayloadError(
                 f"corrupt or truncated {name} body ({len(payload) - offset} bytes): "

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -38,6 +38,7 @@ class EventSchema:
     definition: dict[str, Any]
     parsed: dict[str, Any]
     fingerprint: bytes  # CRC-64-AVRO of the parsing canonical form, little-endian
+    parsed_plain: dict[str, Any]  # the same without logical types: epoch ms, UUID strings
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -46,9 +47,19 @@ class EventSchema:
 
 def _schema_from_text(name: str, version: str, text: str) -> EventSchema:
     definition = json.loads(text)
-    parsed = parse_schema(definition)
+    parsed = cast(dict[str, Any], parse_schema(definition))
     digest = fingerprint(to_parsing_canonical_form(definition), "CRC-64-AVRO")
-    return EventSchema(name, version, definition, parsed, bytes.fromhex(digest))
+    plain = cast(dict[str, Any], parse_schema(_without_logical_types(definition)))
+    return EventSchema(name, version, definition, parsed, bytes.fromhex(digest), plain)
+
+
+def _without_logical_types(node: Any) -> Any:
+    """A copy of a schema with ``logicalType`` annotations removed (same binary encoding)."""
+    if isinstance(node, dict):
+        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_without_logical_types(item) for item in node]
+    return node
 
 
 @cache

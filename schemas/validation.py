@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-_EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_EARLIEST_MS = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp() * 1000
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_TEXT = 8192
 _MAX_ID = 512
 _REQUIRED_TEXT = {
@@ -24,25 +27,22 @@ _REQUIRED_TEXT = {
 }
 
 
-def _as_datetime(value: Any) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if isinstance(value, int):
-        return dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
-    return None
-
-
 def envelope_problems(record: dict[str, Any]) -> list[str]:
-    """Rules of the shared envelope (event id, event time) that ``record`` breaks."""
+    """Rules of the shared envelope (event id, event time) that ``record`` breaks.
+
+    Accepts both decodings: UUID / datetime objects, or strings / epoch milliseconds.
+    """
     found: list[str] = []
-    try:
-        uuid.UUID(str(record.get("event_id")))
-    except ValueError:
-        found.append(f"event_id: not a UUID: {record.get('event_id')!r}")
-    when = _as_datetime(record.get("event_time"))
-    horizon = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    if when is None or not _EARLIEST <= when <= horizon:
-        found.append(f"event_time: outside 2000-01-01 .. now+1d: {record.get('event_time')!r}")
+    event_id = record.get("event_id")
+    if not isinstance(event_id, uuid.UUID) and (
+            not isinstance(event_id, str) or _UUID.fullmatch(event_id) is None):
+        found.append(f"event_id: not a UUID: {event_id!r}")
+    when = record.get("event_time")
+    millis = when.timestamp() * 1000 if isinstance(when, dt.datetime) else when
+    horizon = (time.time() + 86_400) * 1000
+    if (isinstance(millis, bool) or not isinstance(millis, int | float)
+            or not _EARLIEST_MS <= millis <= horizon):
+        found.append(f"event_time: outside 2000-01-01 .. now+1d: {when!r}")
     return found
 
 
@@ -109,4 +109,4 @@ def field_problems(event_name: str, record: dict[str, Any]) -> list[Problem]:
 
 def problems(event_name: str, record: dict[str, Any]) -> list[str]:
     """Every rule ``record`` breaks, each naming the field; empty when it is valid."""
-    return envelope_problems(record) + [str(problem) for problem in field_problems(event_name, record)]
+    return envelope_problems(record) + [str(p) for p in field_problems(event_name, record)]

@@ -64,7 +64,7 @@ class Sink:
         self._client = client
         self._client_lock = client_lock or threading.Lock()
         self._on_batch = on_batch
-        self._decoder = Decoder(settings.schema_registry_url)
+        self._decoder = Decoder(settings.schema_registry_url, raw=True)
         self._topics = [settings.topic(name) for name in EVENT_NAMES]
         self._event_by_topic = {settings.topic(name): name for name in EVENT_NAMES}
         base = kafka_config(settings)

@@ -27,7 +27,7 @@ class DeadLetters:
         self.sent = 0
 
     def send(self, message: Message, error_type: str, error: str) -> None:
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (HEADER_TOPIC, (message.topic() or "").encode()),
             (HEADER_PARTITION, str(message.partition()).encode()),
             (HEADER_OFFSET, str(message.offset()).encode()),
@@ -44,4 +44,5 @@ class DeadLetters:
 
 
 def headers_of(message: Message) -> dict[str, str]:
-    return {key: (value or b"").decode(errors="replace") for key, value in message.headers() or []}
+    headers: list[tuple[str, bytes]] = message.headers() or []  # type: ignore[assignment]
+    return {key: (value or b"").decode(errors="replace") for key, value in headers}

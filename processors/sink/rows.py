@@ -15,7 +15,8 @@ COLUMNS: tuple[str, ...] = (
 # Columns that are not Nullable in ClickHouse, and what an event without them stores.
 _DEFAULTS: dict[str, Any] = {
     "render_id": "", "template_id": "", "render_type": "", "reason": "", "error_message": "",
-    "duration": 0.0, "retry_attempt": 0, "endpoint": "", "method": "", "request_id": "", "rate_limited": False,
+    "duration": 0.0, "retry_attempt": 0,
+    "endpoint": "", "method": "", "request_id": "", "rate_limited": False,
 }
 # (record field, default) for the columns taken from the record, in order.
 _FROM_RECORD: tuple[tuple[str, Any], ...] = tuple(

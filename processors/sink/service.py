@@ -42,7 +42,7 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
         feed.start()
         api = QueryApi(client, client_lock)
         token = settings.api_token.get_secret_value() if settings.api_token else None
-        app = web.Application(middlewares=[token_middleware(token)])
+        app = web.Application(middlewares=[token_middleware(token)])  # type: ignore[list-item]
         app.add_routes([web.get("/health", _health), *api.routes(),
                         *dashboard_routes(settings, feed)])
         server = ServerThread(app, settings.http_host, settings.sink_port)

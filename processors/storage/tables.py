@@ -61,9 +61,12 @@ EVENTS_COLUMNS = """
 """
 
 
+_EVENTS_COLUMNS_SQL = EVENTS_COLUMNS.format(spec_event_name=SPEC_EVENT_NAME)
+
+
 def _events_ddl(settings: Settings) -> list[str]:
     return [f"""
-        CREATE TABLE IF NOT EXISTS {RAW_TABLE} ({EVENTS_COLUMNS.format(spec_event_name=SPEC_EVENT_NAME)})
+        CREATE TABLE IF NOT EXISTS {RAW_TABLE} ({_EVENTS_COLUMNS_SQL})
         ENGINE = MergeTree
         PARTITION BY toDate(timestamp)
         ORDER BY (event, timestamp, template_id)
@@ -141,7 +144,8 @@ def cluster_ddl(settings: Settings, cluster: str, database: str = "ept") -> str:
                 text = text.replace(" TO events_", " TO {db}.events_").replace(
                     f"FROM {RAW_TABLE}", f"FROM {{db}}.{RAW_TABLE}_local")
                 name = text.split("EXISTS ", 1)[1].split(" ", 1)[0]
-                text = text.replace(f"EXISTS {name} ", f"EXISTS {{db}}.{name} ON CLUSTER {cluster} ")
+                text = text.replace(f"EXISTS {name} ",
+                                    f"EXISTS {{db}}.{name} ON CLUSTER {cluster} ")
                 text = text.replace("TO {db}.events_hourly", "TO {db}.events_hourly_local")
                 text = text.replace("TO {db}.events_daily", "TO {db}.events_daily_local")
                 statements.append(text.format(db=database))

@@ -191,7 +191,7 @@ def test_template_failures_rule(worker_settings: Settings, worker: Worker) -> No
     assert scoped(alerts, "template_failures", template_id="tpl_four") == [
         ("firing", 4.0), ("resolved", 0.0)]
     assert scoped(alerts, "template_failures", template_id="tpl_three") == []
-    firing = [a for a in alerts if a["rule"] == "template_failures"][0]
+    firing = next(a for a in alerts if a["rule"] == "template_failures")
     assert firing["action"] == "disable_template" and firing["severity"] == "high"
 
 
@@ -222,7 +222,8 @@ EXPECTED_INCIDENT_ALERTS = [
 def summary(alerts: list[dict[str, Any]]) -> list[tuple[str, dict[str, str], str]]:
     ordered = sorted(alerts, key=lambda a: (a["rule"], sorted(a["labels"].items()),
                                             a["started_at"], a["status"] != "firing"))
-    return [(a["rule"], a["labels"], a["status"]) for a in ordered if a["rule"] != "high_error_rate"]
+    return [(a["rule"], a["labels"], a["status"]) for a in ordered
+            if a["rule"] != "high_error_rate"]
 
 
 def complete(found: list[dict[str, Any]]) -> bool:
@@ -257,7 +258,8 @@ def test_replay_with_different_timing_gives_the_same_alerts(settings: Settings,
     events = incident_stream()
     results = []
     for attempt, pause in enumerate((0.0, 0.3)):
-        run_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}r{attempt}."})
+        prefix = f"{settings.topic_prefix}r{attempt}."
+        run_settings = settings.model_copy(update={"topic_prefix": prefix})
         ensure_topics(run_settings)
         running = Worker(run_settings, tmp_path / f"worker{attempt}.log")
         try:

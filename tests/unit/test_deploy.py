@@ -49,7 +49,7 @@ def test_compose_file_parses_and_references_real_commands_and_settings() -> None
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["sink"]["deploy"]["replicas"] == 2
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    for name, service in services.items():
+    for service in services.values():
         if service.get("image") == "ept:latest":
             assert_ept_command(service["command"])
             assert_settings_exist(list(service["environment"]))

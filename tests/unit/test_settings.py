@@ -67,5 +67,5 @@ def test_config_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatc
     assert settings.topic_prefix == "file."
     assert settings.service == "from-env"
     path.write_text("not a setting\n")
-    with pytest.raises(SettingsError, match="ept.env:1"):
+    with pytest.raises(SettingsError, match=r"ept\.env:1"):
         load_settings()

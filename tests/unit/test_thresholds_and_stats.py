@@ -28,8 +28,8 @@ def test_is_slow_is_strictly_greater() -> None:
 
 
 def test_overrides_per_environment_and_template(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EPT_THRESHOLDS",
-                       '{"render_still": 8000, "templates": {"tpl_heavy": {"render_still": 20000}}}')
+    monkeypatch.setenv("EPT_THRESHOLDS", '{"render_still": 8000, '
+                       '"templates": {"tpl_heavy": {"render_still": 20000}}}')
     thresholds = Thresholds.from_environment()
     assert thresholds.threshold("render_still") == 8000
     assert thresholds.threshold("render_still", "tpl_heavy") == 20000

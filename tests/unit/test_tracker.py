@@ -123,9 +123,8 @@ def test_measure_render_three_ways_and_slow_render() -> None:
     complete(True)
     complete(False, "timeout", "late")  # completes at most once
 
-    with pytest.raises(MemoryError):
-        with RenderMeasurement(tracker, "r2", "video", "t2"):
-            raise MemoryError("Memory limit exceeded")
+    with pytest.raises(MemoryError), RenderMeasurement(tracker, "r2", "video", "t2"):
+        raise MemoryError("Memory limit exceeded")
 
     @RenderMeasurement(tracker, None, "still", "t3")
     def render(x: int) -> int:

@@ -1,0 +1,187 @@
+"""``make bench-processors``: one worker's events/s and threshold-to-alert latency.
+
+Baseline, measured in the same run: a minimal Faust agent that only counts the same
+events. Targets: >= 20,000 events/s per worker; alert latency p99 <= 1 s.
+``EPT_BENCH_EVENTS`` (default 100,000) sets the throughput load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from bench.common import kafka_bootstrap, percentile, print_table
+from deploy.settings import Settings, load_settings
+from deploy.topics import ensure_topics
+from tests.conftest import free_port
+from tests.events import EventPublisher, record
+
+EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "100000"))
+ALERT_SAMPLES = 30
+REPO = Path(__file__).resolve().parents[1]
+
+COUNTER_APP = '''
+import os, faust
+app = faust.App(os.environ["APP_ID"], broker="kafka://" + os.environ["BOOTSTRAP"],
+                store="memory://", web_port=int(os.environ["PORT"]), web_bind="127.0.0.1")
+topics = app.topic(*os.environ["TOPICS"].split(","), value_serializer="raw")
+seen = {"n": 0}
+
+@app.agent(topics)
+async def count(stream):
+    async for _ in stream:
+        seen["n"] += 1
+
+@app.page("/count")
+async def page(web, request):
+    return web.json(seen)
+'''
+
+
+def events_for_load(now_ms: int) -> list:
+    load = []
+    for index in range(EVENTS):
+        kind = index % 4
+        at = now_ms + index  # event time moves forward: every minute is a new bucket
+        if kind == 0:
+            load.append(("render_completed", record("render_completed", at,
+                                                    template_id=f"tpl{index % 97}")))
+        elif kind == 1:
+            load.append(("api_request_completed", record("api_request_completed", at,
+                                                         endpoint=f"/api/{index % 13}")))
+        elif kind == 2:
+            load.append(("render_completed", record("render_completed", at,
+                                                    template_id=f"tpl{index % 89}")))
+        else:
+            load.append(("api_request_completed", record("api_request_completed", at)))
+    return load
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, env={**os.environ, **env}, cwd=REPO,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def wait_for(url: str, done, timeout: float = 600.0) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until ``done(json at url)`` holds."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                if done(json.loads(reply.read())):
+                    return time.perf_counter() - began
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def wait_ready(log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while b"[^Worker]: Ready" not in log.read_bytes():
+        if time.monotonic() > deadline:
+            raise TimeoutError(log.read_text()[-2000:])
+        time.sleep(0.2)
+
+
+def run_load(settings: Settings, log: Path, baseline: bool) -> float:
+    """Publish the load first, then start the worker and time it through the backlog."""
+    EventPublisher(settings).publish(events_for_load(int(time.time() * 1000) - 3_600_000))
+    port = free_port()
+    if baseline:
+        app = log.parent / f"counter_{uuid.uuid4().hex[:6]}.py"
+        app.write_text(COUNTER_APP)
+        topics = ",".join(settings.topic(n) for n in ("render_completed", "api_request_completed"))
+        process = spawn([sys.executable, "-m", "faust", "-A", app.stem, "worker", "-l", "warn"],
+                        {"APP_ID": f"{settings.topic_prefix}counter", "PORT": str(port),
+                         "BOOTSTRAP": settings.kafka_bootstrap, "TOPICS": topics,
+                         "PYTHONPATH": str(app.parent)}, log)
+        url, done = f"http://127.0.0.1:{port}/count", lambda data: data["n"] >= EVENTS
+    else:
+        process = spawn([sys.executable, "-m", "deploy.cli", "worker", "-l", "info"],
+                        {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                         "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
+                         "EPT_STATE_DIR": str(settings.state_dir)}, log)
+        url = f"http://127.0.0.1:{port}/stats"
+        done = lambda data: sum(data["events"].values()) >= EVENTS  # noqa: E731
+    try:
+        seconds = wait_for(url, done)
+    finally:
+        process.terminate()
+        process.wait(60)
+    return EVENTS / seconds
+
+
+def alert_latencies(settings: Settings, log: Path) -> list[float]:
+    """Seconds from publishing the 11th API error of an endpoint to its alert on the topic."""
+    port = free_port()
+    process = spawn([sys.executable, "-m", "deploy.cli", "worker", "-l", "info"],
+                    {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                     "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
+                     "EPT_STATE_DIR": str(settings.state_dir)}, log)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "latest"})
+    consumer.subscribe([settings.topic("alerts")])
+    publisher = EventPublisher(settings)
+    latencies = []
+    try:
+        wait_ready(log)
+        consumer.poll(1.0)
+        for sample in range(ALERT_SAMPLES):
+            endpoint = f"/api/bench/{sample}"
+            now = int(time.time() * 1000)
+            publisher.publish([("api_error", record("api_error", now, endpoint=endpoint))
+                               for _ in range(10)])
+            time.sleep(0.3)
+            published = time.perf_counter()
+            publisher.publish([("api_error", record("api_error", now, endpoint=endpoint))])
+            while time.perf_counter() - published < 30:
+                message = consumer.poll(0.01)
+                if message is None or message.error():
+                    continue
+                alert = json.loads(message.value())
+                if alert["labels"] == {"endpoint": endpoint} and alert["status"] == "firing":
+                    latencies.append(time.perf_counter() - published)
+                    break
+    finally:
+        consumer.close()
+        process.terminate()
+        process.wait(60)
+    return latencies
+
+
+def main() -> None:
+    with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as state:
+        def fresh(name: str) -> Settings:
+            settings = load_settings(kafka_bootstrap=bootstrap, state_dir=Path(state),
+                                     topic_prefix=f"bench{uuid.uuid4().hex[:6]}{name}.")
+            ensure_topics(settings)
+            return settings
+
+        logs = Path(state)
+        baseline = run_load(fresh("b"), logs / "baseline.log", baseline=True)
+        worker = run_load(fresh("w"), logs / "worker.log", baseline=False)
+        latencies = alert_latencies(fresh("l"), logs / "latency.log")
+    print_table(f"Worker throughput over a backlog of {EVENTS:,} events (target >= 20,000/s)",
+                ["what", "events/s", "ratio"],
+                [["baseline: Faust agent that only counts", f"{baseline:,.0f}", "1.00"],
+                 ["ept worker (decode, signals, windows, rules)", f"{worker:,.0f}",
+                  f"{worker / baseline:.2f}"]])
+    print_table(f"Threshold-crossing event -> alert on the topic ({len(latencies)} samples; "
+                "target p99 <= 1 s)", ["p50 ms", "p99 ms", "max ms"],
+                [[f"{percentile(latencies, 0.5) * 1000:.0f}",
+                  f"{percentile(latencies, 0.99) * 1000:.0f}",
+                  f"{max(latencies) * 1000:.0f}"]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""``make bench-sink``: rows/s from topic to queryable rows, and the specification's queries.
+
+One sink process (in-process thread) consumes N events from the real broker into the
+embedded engine; the baseline is a bare clickhouse-connect columnar insert of the same
+rows measured in the same run. Then each of the four specification queries runs over the
+stored events. Targets: >= 150,000 rows/s; each query <= 150 ms over 10 million events.
+``EPT_BENCH_EVENTS`` (default 10,000,000) sets N.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from bench.common import kafka_bootstrap, median, print_table
+from deploy.connections import embedded_client
+from deploy.settings import load_settings
+from deploy.topics import ensure_topics
+from processors.sink.consumer import Sink
+from processors.sink.rows import COLUMNS, Batch
+from processors.storage import queries
+from processors.storage.tables import migrate
+from schemas import Decoder, SingleObjectEncoder
+
+EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "10000000"))
+DISTINCT = 200_000  # distinct payloads, published repeatedly (each copy a new offset)
+TEMPLATES = [f"tpl_{i:03d}" for i in range(200)]
+ENDPOINTS = ["/api/render", "/api/render/{id}", "/api/templates", "/api/ads/generate-variants"]
+
+
+def payloads(now_ms: int) -> list[tuple[str, bytes, bytes]]:
+    """(event name, key, payload) spread over 30 days, templates, reasons and endpoints."""
+    rng = random.Random(1)
+    encoder = SingleObjectEncoder()
+    out = []
+    for _ in range(DISTINCT):
+        at = now_ms - rng.randrange(29 * 86_400_000)
+        base = {"event_id": str(uuid.uuid4()), "event_time": at, "service": "bench",
+                "environment": "bench", "sdk_version": "0", "user_id": None, "account_id": None}
+        pick = rng.random()
+        template = rng.choice(TEMPLATES)
+        if pick < 0.1:
+            name, record = "render_failed", {
+                **base, "render_id": "r", "template_id": template,
+                "reason": rng.choice(["timeout", "memory_exceeded", "codec_error", "unknown"]),
+                "error_message": "Render operation timed out", "duration_ms": rng.uniform(1, 9e4),
+                "retry_attempt": 0, "render_type": "video"}
+        elif pick < 0.55:
+            name, record = "render_completed", {
+                **base, "render_id": "r", "template_id": template,
+                "render_type": rng.choice(["still", "video", "batch"]),
+                "duration_ms": rng.uniform(1, 9e4), "width": 1920, "height": 1080}
+        elif pick < 0.6:
+            name, record = "slow_render", {
+                **base, "render_id": "r", "template_id": template, "render_type": "video",
+                "duration_ms": 45000.0, "threshold_ms": 30000.0,
+                "slowness_factor": rng.uniform(1, 4), "width": 1920, "height": 1080}
+        elif pick < 0.65:
+            name, record = "api_error", {
+                **base, "endpoint": rng.choice(ENDPOINTS), "method": "POST",
+                "status_code": rng.choice([500, 502, 503, 429]), "error_message": "boom",
+                "request_id": "q", "duration_ms": rng.uniform(1, 3000), "retry_attempt": 0,
+                "rate_limited": False, "retry_after_s": None}
+        else:
+            name, record = "api_request_completed", {
+                **base, "endpoint": rng.choice(ENDPOINTS), "method": "GET", "status_code": 200,
+                "duration_ms": rng.uniform(1, 500), "request_id": "q"}
+        key = record.get("template_id") or record["endpoint"]
+        out.append((name, key.encode(), encoder.encode(name, record)))
+    return out
+
+
+def main() -> None:
+    with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as state:
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=prefix,
+                                 state_dir=Path(state), clickhouse_path=Path(state) / "ch",
+                                 topic_partitions=6)
+        ensure_topics(settings)
+        client = embedded_client(Path(state) / "ch")
+        migrate(client, settings)
+        sample = payloads(int(time.time() * 1000))
+
+        print(f"publishing {EVENTS:,} events ...", flush=True)
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
+                             "batch.size": 1_000_000, "compression.type": "lz4",
+                             "queue.buffering.max.messages": 2_000_000})
+        for index in range(EVENTS):
+            name, key, value = sample[index % DISTINCT]
+            while True:
+                try:
+                    producer.produce(settings.topic(name), value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.flush(600)
+
+        sink = Sink(settings, client)
+        stop = threading.Event()
+        started = time.perf_counter()
+        thread = threading.Thread(target=sink.run, args=(stop,))
+        thread.start()
+        while sink.counters.inserted < EVENTS:
+            time.sleep(0.2)
+        sink_seconds = time.perf_counter() - started
+        stop.set()
+        thread.join()
+        stored = client.query("SELECT count() FROM events").result_rows[0][0]
+        assert stored == EVENTS, (stored, EVENTS)
+
+        baseline_seconds = bare_insert(client, sample)
+        baseline_rows = EVENTS
+        rows = [["sink: topic -> queryable rows (decode, validate, insert, commit)",
+                 f"{EVENTS:,}", f"{sink_seconds:.1f}", f"{EVENTS / sink_seconds:,.0f}",
+                 f"{(EVENTS / sink_seconds) / (baseline_rows / baseline_seconds):.2f}"],
+                ["baseline: bare clickhouse-connect insert of the same rows",
+                 f"{baseline_rows:,}", f"{baseline_seconds:.1f}",
+                 f"{baseline_rows / baseline_seconds:,.0f}", "1.00"]]
+        print_table("Sink throughput (target >= 150,000 rows/s)",
+                    ["what", "rows", "seconds", "rows/s", "ratio"], rows)
+
+        query_rows = []
+        for title, sql in (("render failure rate", queries.SPEC_RENDER_FAILURE_RATE),
+                           ("API error trends", queries.SPEC_API_ERROR_TRENDS),
+                           ("performance degradation", queries.SPEC_PERFORMANCE_DEGRADATION),
+                           ("error rate by template", queries.SPEC_ERROR_RATE_BY_TEMPLATE)):
+            timings = []
+            for _ in range(5):
+                began = time.perf_counter()
+                result = client.query(sql)
+                timings.append((time.perf_counter() - began) * 1000)
+            query_rows.append([title, len(result.result_rows), f"{median(timings):.0f}",
+                               f"{max(timings):.0f}"])
+        print_table(f"Specification queries over {stored:,} events (target <= 150 ms)",
+                    ["query", "result rows", "median ms", "max ms"], query_rows)
+
+
+def bare_insert(client, sample: list[tuple[str, bytes, bytes]]) -> float:  # type: ignore[no-untyped-def]
+    """Seconds to insert EVENTS rows, already decoded into columns, with no sink logic."""
+    client.command("CREATE TABLE events_baseline AS events")
+    decoder = Decoder()
+    batch = Batch()
+    for index, (name, _, value) in enumerate(sample):
+        batch.add(name, decoder.decode(value).record, "baseline", 0, index)
+    copies = EVENTS // DISTINCT
+    began = time.perf_counter()
+    for _ in range(copies):
+        client.insert("events_baseline", batch.columns, column_names=list(COLUMNS),
+                      column_oriented=True)
+    return (time.perf_counter() - began) * (EVENTS / (copies * DISTINCT))
+
+
+if __name__ == "__main__":
+    main()
