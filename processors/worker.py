@@ -233,14 +233,17 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
                                int(signal["latest"]), lateness_ms, retain_minutes):
                 metrics.late_signals += 1
             state["window"] = buckets.to_json()
-            # Fire or resolve at the scope's own event time, so the decision does not depend
-            # on how other scopes' events interleave; then, if event time elsewhere in this
-            # partition is already further on (a backlog being replayed), let the scope's
-            # active alerts catch up with it.
-            await evaluate_scope(scope_key, buckets, state, buckets.watermark_ms)
+            # Decide at the scope's own event time, so the decision does not depend on how
+            # other scopes' events interleave. The scope's clock never goes back: once its
+            # active alerts caught up with event time elsewhere in the partition (a backlog
+            # being replayed), its own late events are judged at that later time.
+            now_ms = max(buckets.watermark_ms, state.get("clock", 0))
+            await evaluate_scope(scope_key, buckets, state, now_ms)
             elsewhere = partition_watermark.get(partition, 0)
-            if elsewhere > buckets.watermark_ms and _has_active_alert(state):
-                await evaluate_scope(scope_key, buckets, state, elsewhere)
+            if elsewhere > now_ms and _has_active_alert(state):
+                now_ms = elsewhere
+                await evaluate_scope(scope_key, buckets, state, now_ms)
+            state["clock"] = now_ms
             scopes[scope_key] = state
 
     async def on_tick(partition: int, now_ms: int) -> None:
@@ -254,10 +257,12 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
             if not _has_active_alert(state):
                 continue
             state = dict(state)
+            at_ms = max(now_ms, state.get("clock", 0))
             buckets = MinuteBuckets.from_json(state.get("window"))
-            buckets.advance(now_ms, retain_minutes)
+            buckets.advance(at_ms, retain_minutes)
             state["window"] = buckets.to_json()
-            await evaluate_scope(scope_key, buckets, state, now_ms)
+            await evaluate_scope(scope_key, buckets, state, at_ms)
+            state["clock"] = at_ms
             scopes[scope_key] = state
 
     def current_rates() -> list[dict[str, Any]]:

@@ -74,6 +74,7 @@ class KafkaDelivery:
             "message.timeout.ms": 0,  # never expire: retry (idempotently) until delivered
             "queue.buffering.max.messages": queue_max,
             "queue.buffering.max.kbytes": 262_144,
+            "reconnect.backoff.max.ms": 2_000,  # find a returning broker within seconds
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
             "logger": logging.getLogger("ept.librdkafka"),

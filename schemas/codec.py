@@ -63,11 +63,15 @@ class Encoder(Protocol):
 
 
 class SingleObjectEncoder:
-    """Avro single-object encoding with the schemas of ``schemas/``. Never blocks."""
+    """Avro single-object encoding with the schemas of ``schemas/``. Never blocks.
+
+    Records carry ``event_id`` as a UUID string and ``event_time`` as epoch milliseconds
+    (the binary encoding of the logical types), which skips fastavro's conversions.
+    """
 
     def __init__(self) -> None:
         self._schemas = {
-            name: (SINGLE_OBJECT_MAGIC + schema.fingerprint, schema.parsed)
+            name: (SINGLE_OBJECT_MAGIC + schema.fingerprint, schema.parsed_plain)
             for name, schema in current_schemas().items()
         }
 
