@@ -11,6 +11,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +19,6 @@ _EARLIEST_MS = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp() * 1000
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_TEXT = 8192
 _MAX_ID = 512
-_REQUIRED_TEXT = {
-    "render_failed": ("render_id", "template_id"),
-    "render_completed": ("render_id", "template_id"),
-    "slow_render": ("render_id", "template_id"),
-    "api_error": ("endpoint", "request_id"),
-    "api_request_completed": ("endpoint", "request_id", "method"),
-}
 
 
 def envelope_problems(record: dict[str, Any]) -> list[str]:
@@ -58,52 +52,87 @@ class Problem:
         return f"{self.field}: {self.message}"
 
 
-def _number_problem(field: str, value: Any, integer: bool) -> Problem | None:
-    kinds = int if integer else int | float
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        expected = "an integer" if integer else "a number"
-        return Problem(field, f"must be {expected}, got {type(value).__name__}", True)
-    if not math.isfinite(value) or value < 0:
-        return Problem(field, f"must be finite and >= 0, got {value!r}")
+Check = Callable[[dict[str, Any]], "Problem | None"]
+
+
+def _text(field: str) -> Check:
+    def check(record: dict[str, Any]) -> Problem | None:
+        value = record.get(field)
+        if not isinstance(value, str):
+            return Problem(field, f"must be a string, got {type(value).__name__}", True)
+        if not value or value.isspace():
+            return Problem(field, "must not be empty")
+        if len(value) > _MAX_ID:
+            return Problem(field, f"longer than {_MAX_ID} characters")
+        return None
+    return check
+
+
+def _number(field: str, integer: bool, optional: bool = False, positive: bool = False
+            ) -> Check:
+    kinds = int if integer else (int, float)
+
+    def check(record: dict[str, Any]) -> Problem | None:
+        value = record.get(field)
+        if value is None and optional:
+            return None
+        if value.__class__ is bool or not isinstance(value, kinds):
+            expected = "an integer" if integer else "a number"
+            return Problem(field, f"must be {expected}, got {type(value).__name__}", True)
+        if not math.isfinite(value) or value < 0:
+            return Problem(field, f"must be finite and >= 0, got {value!r}")
+        if positive and value == 0:
+            return Problem(field, "must be > 0")
+        return None
+    return check
+
+
+def _status(optional: bool) -> Check:
+    def check(record: dict[str, Any]) -> Problem | None:
+        status = record.get("status_code")
+        if status is None and optional:
+            return None
+        if status.__class__ is bool or not isinstance(status, int):
+            return Problem("status_code", f"must be an integer, got {type(status).__name__}",
+                           True)
+        if not 100 <= status <= 599:
+            return Problem("status_code", f"must be an HTTP status 100..599, got {status}")
+        return None
+    return check
+
+
+def _message(record: dict[str, Any]) -> Problem | None:
+    message = record.get("error_message")
+    if not isinstance(message, str):
+        return Problem("error_message", f"must be a string, got {type(message).__name__}", True)
+    if len(message) > MAX_TEXT:
+        return Problem("error_message", f"longer than {MAX_TEXT} characters")
     return None
 
 
+_RENDER_IDS = (_text("render_id"), _text("template_id"))
+_DIMENSIONS = (_number("width", integer=True, optional=True),
+               _number("height", integer=True, optional=True))
+_CHECKS: dict[str, tuple[Check, ...]] = {
+    "render_failed": (*_RENDER_IDS, _number("duration_ms", integer=False),
+                      _number("retry_attempt", integer=True), _message),
+    "render_completed": (*_RENDER_IDS, _number("duration_ms", integer=False), *_DIMENSIONS),
+    "slow_render": (*_RENDER_IDS, _number("duration_ms", integer=False),
+                    _number("threshold_ms", integer=False, positive=True), *_DIMENSIONS),
+    "api_error": (_text("endpoint"), _text("request_id"), _number("duration_ms", integer=False),
+                  _number("retry_attempt", integer=True), _status(optional=True), _message),
+    "api_request_completed": (_text("endpoint"), _text("request_id"), _text("method"),
+                              _number("duration_ms", integer=False), _status(optional=False)),
+}
+
+
 def field_problems(event_name: str, record: dict[str, Any]) -> list[Problem]:
-    """Rules of the event's own fields that ``record`` breaks."""
-    found: list[Problem] = []
-    for field in _REQUIRED_TEXT[event_name]:
-        value = record.get(field)
-        if not isinstance(value, str):
-            found.append(Problem(field, f"must be a string, got {type(value).__name__}", True))
-        elif not value.strip():
-            found.append(Problem(field, "must not be empty"))
-        elif len(value) > _MAX_ID:
-            found.append(Problem(field, f"longer than {_MAX_ID} characters"))
-    for field in ("duration_ms", "threshold_ms"):
-        if field in record:
-            problem = _number_problem(field, record[field], integer=False)
-            if problem is None and field == "threshold_ms" and record[field] == 0:
-                problem = Problem(field, "must be > 0")
-            if problem is not None:
-                found.append(problem)
-    for field in ("retry_attempt", "width", "height"):
-        if record.get(field) is not None:
-            problem = _number_problem(field, record[field], integer=True)
-            if problem is not None:
-                found.append(problem)
-    status = record.get("status_code")
-    if status is not None:
-        if isinstance(status, bool) or not isinstance(status, int):
-            found.append(Problem("status_code", f"must be an integer, got {type(status).__name__}",
-                                 True))
-        elif not 100 <= status <= 599:
-            found.append(Problem("status_code", f"must be an HTTP status 100..599, got {status}"))
-    message = record.get("error_message", "")
-    if not isinstance(message, str):
-        found.append(Problem("error_message", f"must be a string, got {type(message).__name__}",
-                             True))
-    elif len(message) > MAX_TEXT:
-        found.append(Problem("error_message", f"longer than {MAX_TEXT} characters"))
+    """Rules of the event's own fields that ``record`` breaks (empty when valid)."""
+    found = []
+    for check in _CHECKS[event_name]:
+        problem = check(record)
+        if problem is not None:
+            found.append(problem)
     return found
 
 
