@@ -10,23 +10,7 @@ import pytest
 from deploy.settings import load_settings
 from producers import Thresholds, Tracker
 from schemas import Decoder
-
-
-class RecordingDelivery:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self.sent.append((topic, key, value))
-
-    def pending(self) -> int:
-        return 0
-
-    def flush(self, timeout: float) -> int:
-        return 0
-
-    def close(self, timeout: float) -> None:
-        pass
+from tests.recording import RecordingDelivery
 
 
 def make_tracker(strict: bool = True, **options: Any) -> tuple[Tracker, RecordingDelivery]:

@@ -1,0 +1,77 @@
+"""WSGI middleware: the same measurements as the ASGI one, for Flask, Django and others.
+
+    app.wsgi_app = TrackingMiddleware(app.wsgi_app, endpoint_of=flask_endpoint)   # Flask
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from producers.integrations.endpoints import templated_path
+from producers.tracker import Tracker, _event_id
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+def flask_endpoint(environ: Environ) -> str:
+    """The matched Flask rule (``/api/render/<id>``), once Flask has routed the request."""
+    request = environ.get("werkzeug.request")
+    rule = getattr(request, "url_rule", None)
+    return str(rule.rule) if rule is not None else templated_path(environ.get("PATH_INFO", "/"))
+
+
+class TrackingMiddleware:
+    """Measures every request of ``app``; exceptions are tracked and re-raised unchanged."""
+
+    def __init__(self, app: WSGIApp, tracker: Tracker | None = None,
+                 request_id_header: str = "X-Request-ID",
+                 exclude_paths: Iterable[str] = ("/health", "/healthz", "/metrics"),
+                 endpoint_of: Callable[[Environ], str] | None = None) -> None:
+        self.app = app
+        self._tracker = tracker
+        self._header = "HTTP_" + request_id_header.upper().replace("-", "_")
+        self._exclude = set(exclude_paths)
+        self._endpoint_of = endpoint_of or (
+            lambda environ: templated_path(environ.get("PATH_INFO", "/")))
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            from producers import get_tracker
+
+            self._tracker = get_tracker()
+        return self._tracker
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") in self._exclude:
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        request_id = environ.get(self._header) or _event_id()
+        status: list[int] = []
+
+        def capture(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            status.append(int(status_line.split(" ", 1)[0]))
+            return start_response(status_line, headers, exc_info)
+
+        try:
+            result = self.app(environ, capture)
+        except Exception as error:
+            self._record(environ, request_id, started, 500, f"{type(error).__name__}: {error}")
+            raise
+        self._record(environ, request_id, started, status[0] if status else 500, None)
+        return result
+
+    def _record(self, environ: Environ, request_id: str, started: float, status: int,
+                error: str | None) -> None:
+        duration = (time.perf_counter() - started) * 1000.0
+        endpoint, method = self._endpoint_of(environ), environ.get("REQUEST_METHOD", "GET")
+        if error is not None or status >= 500:
+            self.tracker.track_api_error(endpoint, status, error or f"HTTP {status}",
+                                         request_id, duration, method=method)
+        else:
+            self.tracker.track_api_request_completed(endpoint, method, status, duration,
+                                                     request_id)
