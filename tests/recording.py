@@ -27,9 +27,10 @@ class RecordingDelivery:
 
 
 
-def recording_tracker(**options: Any) -> tuple[Tracker, RecordingDelivery]:
+def recording_tracker(strict: bool = True, **options: Any
+                      ) -> tuple[Tracker, RecordingDelivery]:
     delivery = RecordingDelivery()
-    tracker = Tracker(load_settings(topic_prefix="unit."), strict=True, service="svc",
+    tracker = Tracker(load_settings(topic_prefix="unit."), strict=strict, service="svc",
                       environment="test", delivery=delivery, **options)  # type: ignore[arg-type]
     return tracker, delivery
 
