@@ -349,3 +349,57 @@ def _wait_for_summary(port: int, total: int, timeout: float = 180.0) -> dict[str
             pass
         time.sleep(1)
     return summary
+
+
+INJECTIONS = ["x' OR '1'='1", "tpl_a'; DROP TABLE events; --", "' UNION SELECT 1,2,3,4 --",
+              "tpl_a\\' OR 1=1 --", "{template:String}", "tpl_a\" OR \"\"=\""]
+
+
+def test_query_parameters_never_run_as_sql(settings: Settings, storage: Client,
+                                           running_sink: RunningSink) -> None:
+    """Injection attempts in every parameter, directly and through the HTTP API."""
+    import threading as _threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from aiohttp import web
+
+    from processors.http import ServerThread
+    from processors.storage.api import QueryApi, parse_time
+
+    publish_known_dataset(settings)
+    assert wait_for_rows(storage, 62) == 62
+    for attempt in INJECTIONS:
+        for name in queries.QUERIES:
+            assert queries.run(storage, name, template=attempt).rows == []
+        with pytest.raises(ValueError, match="since"):
+            parse_time(f"2026-01-01{attempt}", "since")
+
+    app = web.Application()
+    app.add_routes(QueryApi(storage, _threading.Lock()).routes())
+    port = free_port()
+    server = ServerThread(app, "127.0.0.1", port)
+    server.start()
+    try:
+        for attempt in INJECTIONS:
+            query = urllib.parse.urlencode({"template": attempt})
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/query/error-rate-by-template?{query}") as reply:
+                assert json.loads(reply.read()) == []
+            for parameter in ("since", "until", "format"):
+                query = urllib.parse.urlencode({parameter: attempt})
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/query/api-error-trends?{query}")
+                assert refused.value.code == 400
+            name = urllib.parse.quote(attempt, safe="")
+            with pytest.raises(urllib.error.HTTPError) as unknown:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/query/{name}")
+            assert unknown.value.code == 404
+    finally:
+        server.stop()
+    # Nothing ran: every table is there and the data is untouched.
+    assert storage.query("SELECT count() FROM events").result_rows[0][0] == 62
+    tables = {row[0] for row in storage.query("SHOW TABLES").result_rows}
+    assert {"events", "events_hourly", "events_daily"} <= tables

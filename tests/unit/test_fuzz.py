@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 
@@ -23,10 +24,8 @@ RAW_DECODER = Decoder(raw=True)
 
 def decodes_or_raises_typed_error(payload: bytes) -> None:
     for decoder in (DECODER, RAW_DECODER):
-        try:
+        with contextlib.suppress(DecodeError):  # anything else fails the test
             decoder.decode(payload)
-        except DecodeError:
-            pass
 
 
 @settings(max_examples=1000, deadline=None)
