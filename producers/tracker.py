@@ -121,9 +121,7 @@ class Tracker:
             self._invalid(ValueError(
                 f"reason: must be one of {', '.join(FAILURE_REASONS)}, got {reason!r}"))
             return
-        if render_type is not None and render_type not in RENDER_TYPES:
-            self._invalid(ValueError(
-                f"render_type: must be one of {', '.join(RENDER_TYPES)}, got {render_type!r}"))
+        if render_type is not None and self._render_shape(render_type, None) is None:
             return
         self._emit("render_failed", template_id, {
             "render_id": render_id, "template_id": template_id, "reason": reason,
@@ -137,15 +135,10 @@ class Tracker:
         account_id: str | None = None,
     ) -> None:
         """A render succeeded (the denominator of error rates)."""
-        if render_type not in RENDER_TYPES:
-            self._invalid(ValueError(
-                f"render_type: must be one of {', '.join(RENDER_TYPES)}, got {render_type!r}"))
+        shape = self._render_shape(render_type, dimensions)
+        if shape is None:
             return
-        try:
-            width, height = _dimensions(dimensions)
-        except TypeError as exc:
-            self._invalid(exc)
-            return
+        width, height = shape
         self._emit("render_completed", template_id, {
             "render_id": render_id, "template_id": template_id, "render_type": render_type,
             "duration_ms": duration_ms, "width": width, "height": height,
@@ -157,12 +150,11 @@ class Tracker:
         account_id: str | None = None,
     ) -> None:
         """A render exceeded ``threshold_ms``; the slowness factor is computed here."""
-        if render_type not in RENDER_TYPES:
-            self._invalid(ValueError(
-                f"render_type: must be one of {', '.join(RENDER_TYPES)}, got {render_type!r}"))
+        shape = self._render_shape(render_type, dimensions)
+        if shape is None:
             return
+        width, height = shape
         try:
-            width, height = _dimensions(dimensions)
             factor = float(duration_ms) / float(threshold_ms)
         except (TypeError, ValueError, ZeroDivisionError) as exc:
             self._invalid(TypeError(f"duration_ms/threshold_ms: {exc}")
@@ -208,6 +200,20 @@ class Tracker:
         }, user_id, account_id)
 
     # -- internals --------------------------------------------------------------------
+
+    def _render_shape(self, render_type: str, dimensions: Dimensions
+                      ) -> tuple[int | None, int | None] | None:
+        """(width, height) after checking the render type and dimensions; None (reported
+        as invalid) when either is wrong."""
+        if render_type not in RENDER_TYPES:
+            self._invalid(ValueError(
+                f"render_type: must be one of {', '.join(RENDER_TYPES)}, got {render_type!r}"))
+            return None
+        try:
+            return _dimensions(dimensions)
+        except TypeError as exc:
+            self._invalid(exc)
+            return None
 
     def _emit(self, event_name: str, key: str, fields: dict[str, Any],
               user_id: str | None, account_id: str | None) -> None:

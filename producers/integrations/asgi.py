@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from producers.integrations.endpoints import templated_path
+from producers.integrations.tracking import track_served_request, tracker_or_default
 from producers.tracker import Tracker, _event_id
 
 Scope = MutableMapping[str, Any]
@@ -40,14 +41,6 @@ class TrackingMiddleware:
         self._header = request_id_header.lower().encode()
         self._exclude = set(exclude_paths)
 
-    @property
-    def tracker(self) -> Tracker:
-        if self._tracker is None:
-            from producers import get_tracker
-
-            self._tracker = get_tracker()
-        return self._tracker
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in self._exclude:
             await self.app(scope, receive, send)
@@ -74,10 +67,5 @@ class TrackingMiddleware:
     def _record(self, scope: Scope, request_id: str, started: float, status: int,
                 error: str | None) -> None:
         duration = (time.perf_counter() - started) * 1000.0
-        endpoint, method = route_of(scope), scope.get("method", "GET")
-        if error is not None or status >= 500:
-            self.tracker.track_api_error(endpoint, status, error or f"HTTP {status}",
-                                         request_id, duration, method=method)
-        else:
-            self.tracker.track_api_request_completed(endpoint, method, status, duration,
-                                                     request_id)
+        track_served_request(tracker_or_default(self._tracker), route_of(scope),
+                             scope.get("method", "GET"), status, duration, request_id, error)

@@ -17,17 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from producers.integrations.endpoints import external_endpoint, retry_after_seconds
+from producers.integrations.tracking import tracker_or_default
 from producers.tracker import Tracker
 
 _STARTED = "ept_started"
-
-
-def _tracker(tracker: Tracker | None) -> Tracker:
-    if tracker is not None:
-        return tracker
-    from producers import get_tracker
-
-    return get_tracker()
 
 
 def record_response(tracker: Tracker | None, method: str, url: str, status: int,
@@ -35,7 +28,7 @@ def record_response(tracker: Tracker | None, method: str, url: str, status: int,
     """Track one answered call (an error for 5xx and 429)."""
     parts = urlsplit(url)
     endpoint = external_endpoint(parts.netloc, parts.path)
-    target = _tracker(tracker)
+    target = tracker_or_default(tracker)
     if status >= 500 or status == 429:
         seconds = retry_after_seconds(retry_after)
         message = "rate limited" if status == 429 or seconds is not None else f"HTTP {status}"
@@ -49,7 +42,7 @@ def record_failure(tracker: Tracker | None, method: str, url: str, error: BaseEx
                    duration_ms: float) -> None:
     """Track a call that got no response (connection error, timeout)."""
     parts = urlsplit(url)
-    _tracker(tracker).track_api_error(external_endpoint(parts.netloc, parts.path), None,
+    tracker_or_default(tracker).track_api_error(external_endpoint(parts.netloc, parts.path), None,
                                       f"{type(error).__name__}: {error}", None, duration_ms,
                                       method=method)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from producers.integrations.endpoints import templated_path
+from producers.integrations.tracking import track_served_request, tracker_or_default
 from producers.tracker import Tracker, _event_id
 
 Environ = dict[str, Any]
@@ -38,14 +39,6 @@ class TrackingMiddleware:
         self._endpoint_of = endpoint_of or (
             lambda environ: templated_path(environ.get("PATH_INFO", "/")))
 
-    @property
-    def tracker(self) -> Tracker:
-        if self._tracker is None:
-            from producers import get_tracker
-
-            self._tracker = get_tracker()
-        return self._tracker
-
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") in self._exclude:
             return self.app(environ, start_response)
@@ -68,10 +61,6 @@ class TrackingMiddleware:
     def _record(self, environ: Environ, request_id: str, started: float, status: int,
                 error: str | None) -> None:
         duration = (time.perf_counter() - started) * 1000.0
-        endpoint, method = self._endpoint_of(environ), environ.get("REQUEST_METHOD", "GET")
-        if error is not None or status >= 500:
-            self.tracker.track_api_error(endpoint, status, error or f"HTTP {status}",
-                                         request_id, duration, method=method)
-        else:
-            self.tracker.track_api_request_completed(endpoint, method, status, duration,
-                                                     request_id)
+        track_served_request(tracker_or_default(self._tracker), self._endpoint_of(environ),
+                             environ.get("REQUEST_METHOD", "GET"), status, duration,
+                             request_id, error)

@@ -1,0 +1,24 @@
+"""What every integration shares: the tracker to use and how a served request is recorded."""
+
+from __future__ import annotations
+
+from producers.tracker import Tracker
+
+
+def tracker_or_default(tracker: Tracker | None) -> Tracker:
+    """``tracker``, or the SDK's default tracker (created from the environment)."""
+    if tracker is not None:
+        return tracker
+    from producers import get_tracker
+
+    return get_tracker()
+
+
+def track_served_request(tracker: Tracker, endpoint: str, method: str, status: int,
+                         duration_ms: float, request_id: str, error: str | None) -> None:
+    """One answered request: ``api_error`` for 5xx or an exception, else a completion."""
+    if error is not None or status >= 500:
+        tracker.track_api_error(endpoint, status, error or f"HTTP {status}", request_id,
+                                duration_ms, method=method)
+    else:
+        tracker.track_api_request_completed(endpoint, method, status, duration_ms, request_id)
