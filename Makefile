@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EPT := $(VENV)/bin/ept
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup system-deps test test-unit test-integration lint run stop bench bench-sdk bench-sink bench-processors soak clean
+.PHONY: setup system-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-integrations clean
 
 # Everything a fresh machine needs: system packages, the virtualenv, the Kafka jars.
 setup: system-deps $(VENV)/.installed
@@ -38,7 +38,7 @@ lint: $(VENV)/.installed
 run: setup
 	$(EPT) run --demo
 
-bench: bench-sdk bench-sink bench-processors
+bench: bench-sdk bench-sink bench-processors bench-integrations
 
 bench-sdk: setup
 	$(PY) -m bench.sdk
@@ -49,8 +49,8 @@ bench-sink: setup
 bench-processors: setup
 	$(PY) -m bench.processors
 
-soak: setup
-	EPT_SOAK_EVENTS=$${EPT_SOAK_EVENTS:-1000000} $(PYTEST) -v -s -m slow tests/integration/test_chaos.py
+bench-integrations: setup
+	$(PY) -m bench.integrations
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

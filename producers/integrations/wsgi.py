@@ -1,6 +1,7 @@
 """WSGI middleware: the same measurements as the ASGI one, for Flask, Django and others.
 
-    app.wsgi_app = TrackingMiddleware(app.wsgi_app, endpoint_of=flask_endpoint)   # Flask
+    track_flask(app)                                                # Flask
+    application = TrackingMiddleware(get_wsgi_application())        # Django, any WSGI app
 """
 
 from __future__ import annotations
@@ -18,11 +19,25 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
-def flask_endpoint(environ: Environ) -> str:
-    """The matched Flask rule (``/api/render/<id>``), once Flask has routed the request."""
-    request = environ.get("werkzeug.request")
-    rule = getattr(request, "url_rule", None)
-    return str(rule.rule) if rule is not None else templated_path(environ.get("PATH_INFO", "/"))
+ROUTE_KEY = "ept.route"
+"""Frameworks put the matched route template here (``track_flask`` does it for Flask)."""
+
+
+def route_of(environ: Environ) -> str:
+    """The route template a framework recorded, else the path with id-like segments hidden."""
+    return str(environ.get(ROUTE_KEY) or templated_path(environ.get("PATH_INFO", "/")))
+
+
+def track_flask(app: Any, tracker: Tracker | None = None, **options: Any) -> None:
+    """Instrument a Flask app: its routes (``/api/render/<id>``) become the endpoints."""
+    from flask import request
+
+    @app.before_request
+    def remember_route() -> None:
+        if request.url_rule is not None:
+            request.environ[ROUTE_KEY] = request.url_rule.rule
+
+    app.wsgi_app = TrackingMiddleware(app.wsgi_app, tracker, **options)
 
 
 class TrackingMiddleware:
@@ -36,8 +51,7 @@ class TrackingMiddleware:
         self._tracker = tracker
         self._header = "HTTP_" + request_id_header.upper().replace("-", "_")
         self._exclude = set(exclude_paths)
-        self._endpoint_of = endpoint_of or (
-            lambda environ: templated_path(environ.get("PATH_INFO", "/")))
+        self._endpoint_of = endpoint_of or route_of
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") in self._exclude:
