@@ -35,7 +35,7 @@ def events_on_broker(settings: Settings, expected: int) -> list[tuple[str, dict[
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         status = {"/v1/ok": 200, "/v1/missing/7": 404, "/v1/limited": 429, "/v1/boom": 500}
         if self.path == "/v1/hang":
             time.sleep(3)
