@@ -123,6 +123,15 @@ def test_faust_agent_on_the_broker(kafka: str, unique: str) -> None:
     assert sorted(received) == sorted(v.upper() for v in values), output.decode()[-3000:]
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its reaper is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 def test_broker_cli_lifecycle(tmp_path: Path) -> None:
     from tests.conftest import free_port
 
@@ -149,6 +158,6 @@ def test_broker_cli_lifecycle(tmp_path: Path) -> None:
     finally:
         stopped = ept("stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
-    assert not Path(f"/proc/{pid}").exists()
+    assert not _running(pid)
     after = ept("status")
     assert after.returncode == 1 and "not running" in after.stdout
