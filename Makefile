@@ -32,7 +32,7 @@ test-integration: setup
 	$(PYTEST) -m integration -v
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check producers processors schemas deploy tests bench
+	$(VENV)/bin/ruff check producers processors schemas deploy tests bench examples
 	$(VENV)/bin/mypy
 
 run: setup
