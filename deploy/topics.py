@@ -11,8 +11,13 @@ from schemas.registry import EVENT_NAMES
 
 
 def topic_names(settings: Settings) -> list[str]:
-    """Event topics, then the alert topic and the dead-letter topic."""
-    return [settings.topic(name) for name in (*EVENT_NAMES, "alerts", "dlq")]
+    """Event topics, the alert and dead-letter topics, and the worker's repartition topic.
+
+    The worker's topic is created here rather than by Faust: a topic Faust creates at
+    start may not be in the broker's metadata yet when it subscribes, and Faust then
+    ignores it for good ("Ignoring missing topic" — seen with a fresh broker).
+    """
+    return [settings.topic(name) for name in (*EVENT_NAMES, "alerts", "dlq", "worker-signals")]
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:

@@ -155,7 +155,7 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
     event_topics = app.topic(*[settings.topic(name) for name in EVENT_NAMES],
                              key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")
-    signals = app.topic(f"{settings.topic_prefix}worker-signals", partitions=partitions,
+    signals = app.topic(settings.topic("worker-signals"), partitions=partitions,
                         key_type=bytes, key_serializer="raw", value_serializer="json",
                         internal=True)
     alerts = app.topic(settings.topic("alerts"), key_serializer="raw", value_serializer="raw")
@@ -350,5 +350,8 @@ def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") ->
     """Run the worker until SIGTERM/SIGINT. Blocks."""
     from faust.worker import Worker
 
+    from deploy.topics import ensure_topics
+
+    ensure_topics(settings)
     app = create_app(settings, rules)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
