@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EPT := $(VENV)/bin/ept
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup system-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-integrations clean
+.PHONY: setup system-deps browser-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-integrations clean
 
 # Everything a fresh machine needs: system packages, the virtualenv, the Kafka jars.
 setup: system-deps $(VENV)/.installed
@@ -14,6 +14,9 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@bash deploy/local/install-system-deps.sh
 
+browser-deps:
+	@bash deploy/local/install-system-deps.sh --browser
+
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -21,14 +24,14 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # pytest's exit code 5 means no test was collected: a broken selection, so a failure.
-test: setup
+test: setup browser-deps
 	@$(PYTEST) -v; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests collected" >&2; fi; exit $$status
 
 test-unit: $(VENV)/.installed
 	$(PYTEST) -m unit -q
 
-test-integration: setup
+test-integration: setup browser-deps
 	$(PYTEST) -m integration -v
 
 lint: $(VENV)/.installed

@@ -3,7 +3,7 @@
 Several services, templates, endpoints and render types, published through the SDK.
 The script (seconds from start): baseline; a template starts failing (15 s); an external
 API rate-limits and fails (30 s); video renders slow down (45 s); everything recovers
-(75 s). With the demo rules (one-minute windows) every default rule fires, then resolves.
+(105 s). With the demo rules (one-minute windows) every default rule fires, then resolves.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Phase:
 
 SCRIPT = (
     Phase("baseline", 0), Phase("template incident", 15), Phase("API outage", 30),
-    Phase("render slowdown", 45), Phase("recovery", 75),
+    Phase("render slowdown", 45), Phase("recovery", 105),
 )
 
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages ept needs on Debian/Ubuntu when they are missing:
-# Java 17+ and Maven (the native Kafka broker), Chromium (the dashboard's browser test).
+# Java 17+ and Maven (the native Kafka broker); with `--browser` also Chromium (the
+# dashboard's browser test).
 set -euo pipefail
 
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${1:-}" = "--browser" ]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
