@@ -87,7 +87,7 @@ class DemoTraffic:
         render_id = f"render_{uuid.uuid4().hex[:12]}"
         dimensions = (1920, 1080) if render_type != "still" else (1080, 1080)
         failing = template == FAILING_TEMPLATE and phase in ("template incident", "API outage")
-        if failing or self._random.random() < 0.002:
+        if failing or self._random.random() < 0.0005:
             reason = "codec_error" if failing else self._random.choice(
                 ("timeout", "memory_exceeded", "missing_asset"))
             tracker.track_render_failed(render_id, reason, f"{reason.replace('_', ' ')} in "
