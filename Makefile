@@ -53,6 +53,7 @@ bench-processors: setup
 	$(PY) -m bench.processors
 
 bench-integrations: setup
+	@bash deploy/local/install-system-deps.sh --bench
 	$(PY) -m bench.integrations
 
 clean:

@@ -1,16 +1,21 @@
 """``make bench-integrations``: requests/s of an ASGI app with and without the middleware.
 
-The same Starlette app is called directly through the ASGI interface (no network), so
-the difference is the middleware's own cost (measure, build and publish the event).
-Target: instrumented / bare >= 0.95.
+The same Starlette app runs in two uvicorn processes on 127.0.0.1, one instrumented with
+``TrackingMiddleware`` (publishing to the real broker), one bare; ``wrk`` loads them in
+alternating rounds so drift affects both. Target: instrumented / bare >= 0.95.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -19,59 +24,85 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bench.common import kafka_bootstrap, print_table
-from deploy.settings import load_settings
-from producers import Tracker
-from producers.integrations.asgi import TrackingMiddleware
+from tests.conftest import free_port
 
-REQUESTS = int(os.environ.get("EPT_BENCH_REQUESTS", "20000"))
-
-
-def app() -> Starlette:
-    async def render(request: Any) -> PlainTextResponse:
-        return PlainTextResponse(request.path_params["render_id"])
-
-    return Starlette(routes=[Route("/api/render/{render_id}", render)])
+ROUNDS = int(os.environ.get("EPT_BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("EPT_BENCH_SECONDS", "8"))
+REPO = Path(__file__).resolve().parents[1]
 
 
-async def requests_per_second(asgi: Any) -> float:
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+async def _render(request: Any) -> PlainTextResponse:
+    return PlainTextResponse(request.path_params["render_id"])
 
-    async def send(message: dict[str, Any]) -> None:
-        pass
 
-    def scope(index: int) -> dict[str, Any]:
-        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": "GET", "scheme": "http", "path": f"/api/render/{index}",
-                "raw_path": f"/api/render/{index}".encode(), "query_string": b"",
-                "root_path": "", "headers": [(b"host", b"bench")],
-                "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+def bare_app() -> Starlette:
+    return Starlette(routes=[Route("/api/render/{render_id}", _render)])
 
-    for index in range(500):
-        await asgi(scope(index), receive, send)
-    began = time.perf_counter()
-    for index in range(REQUESTS):
-        await asgi(scope(index), receive, send)
-    return REQUESTS / (time.perf_counter() - began)
+
+def instrumented_app() -> Starlette:
+    from producers.integrations.asgi import TrackingMiddleware
+
+    app = bare_app()
+    app.add_middleware(TrackingMiddleware)
+    return app
+
+
+def serve(factory: str, port: int, environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", f"bench.integrations:{factory}",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--no-access-log"], cwd=REPO, env={**os.environ, **environment})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/render/1", timeout=1)
+            return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{factory} did not start on port {port}")
+
+
+def requests_per_second(port: int) -> float:
+    result = subprocess.run(
+        ["wrk", "-t1", "-c16", f"-d{SECONDS}s", f"http://127.0.0.1:{port}/api/render/42"],
+        capture_output=True, text=True, check=True)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    if match is None:
+        raise RuntimeError(result.stdout)
+    return float(match.group(1))
 
 
 def main() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench-integrations needs wrk (Debian: apt-get install wrk)")
     with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as state:
-        tracker = Tracker(load_settings(kafka_bootstrap=bootstrap, topic_prefix="bench.",
-                                        state_dir=Path(state)))
-        bare = asyncio.run(requests_per_second(app()))
-        instrumented_app = app()
-        instrumented_app.add_middleware(TrackingMiddleware, tracker=tracker)
-        instrumented = asyncio.run(requests_per_second(instrumented_app))
-        bare_again = asyncio.run(requests_per_second(app()))  # drift check
-        tracker.close(30)
-    baseline = (bare + bare_again) / 2
-    print_table(f"ASGI middleware: {REQUESTS:,} requests through a Starlette app "
-                "(target ratio >= 0.95)", ["what", "requests/s", "us/request", "ratio"],
-                [["bare app (mean of two runs)", f"{baseline:,.0f}", f"{1e6 / baseline:.1f}",
+        environment = {"EPT_KAFKA_BOOTSTRAP": bootstrap, "EPT_TOPIC_PREFIX": "bench.",
+                       "EPT_STATE_DIR": state, "EPT_SERVICE": "bench"}
+        ports = {"bare": free_port(), "instrumented": free_port()}
+        servers = [serve("bare_app", ports["bare"], environment),
+                   serve("instrumented_app", ports["instrumented"], environment)]
+        results: dict[str, list[float]] = {"bare": [], "instrumented": []}
+        try:
+            requests_per_second(ports["bare"])  # warm up both
+            requests_per_second(ports["instrumented"])
+            for _ in range(ROUNDS):
+                for name in ("bare", "instrumented"):
+                    results[name].append(requests_per_second(ports[name]))
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(30)
+    bare = statistics.median(results["bare"])
+    instrumented = statistics.median(results["instrumented"])
+    print_table(f"ASGI middleware: Starlette on uvicorn, wrk -c16, {ROUNDS} rounds of "
+                f"{SECONDS}s each (target ratio >= 0.95)",
+                ["what", "requests/s (median)", "rounds", "ratio"],
+                [["bare app", f"{bare:,.0f}", ", ".join(f"{r:,.0f}" for r in results["bare"]),
                   "1.00"],
                  ["with TrackingMiddleware", f"{instrumented:,.0f}",
-                  f"{1e6 / instrumented:.1f}", f"{instrumented / baseline:.3f}"]])
+                  ", ".join(f"{r:,.0f}" for r in results["instrumented"]),
+                  f"{instrumented / bare:.3f}"]])
 
 
 if __name__ == "__main__":

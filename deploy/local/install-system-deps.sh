@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system packages ept needs on Debian/Ubuntu when they are missing:
 # Java 17+ and Maven (the native Kafka broker); with `--browser` also Chromium (the
-# dashboard's browser test).
+# dashboard's browser test), with `--bench` also wrk (the integrations benchmark).
 set -euo pipefail
 
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
-if [ "${1:-}" = "--browser" ]; then
-  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-fi
+case "${1:-}" in
+  --browser) command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
+  --bench) command -v wrk >/dev/null 2>&1 || missing+=(wrk) ;;
+esac
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
