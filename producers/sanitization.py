@@ -44,6 +44,14 @@ def _url_credentials(match: re.Match[str]) -> str:
     return f"{match.group('scheme')}[REDACTED]@"
 
 
+def _base64_secret(match: re.Match[str]) -> str:
+    """Long runs mixing letters and digits are secrets; long words are not."""
+    run = match.group(0)
+    if not any(c.isdigit() for c in run) or not any(c.isalpha() for c in run):
+        return run
+    return "[REDACTED:base64_secret]"
+
+
 def _key_value(match: re.Match[str]) -> str:
     return f"{match.group('key')}{match.group('sep')}[REDACTED]"
 
@@ -74,8 +82,8 @@ _REDACTORS: tuple[tuple[_Redactor, Callable[[re.Match[str]], str]], ...] = tuple
          _marker("card")),
         (_Redactor("hex_secret", re.compile(r"[0-9a-fA-F]{32,}"), min_digits=1),
          _marker("hex_secret")),
-        (_Redactor("base64_secret", re.compile(r"[A-Za-z0-9+/_-]{40,}={0,2}")),
-         _marker("base64_secret")),
+        (_Redactor("base64_secret", re.compile(r"[A-Za-z0-9+/_-]{40,}={0,2}"), min_digits=1),
+         _base64_secret),
     )
 )
 

@@ -62,25 +62,31 @@ class Encoder(Protocol):
         ...
 
 
-class SingleObjectEncoder:
-    """Avro single-object encoding with the schemas of ``schemas/``. Never blocks.
+class _FramedEncoder:
+    """Avro binary body after a fixed per-event header. ``encode`` never blocks.
 
     Records carry ``event_id`` as a UUID string and ``event_time`` as epoch milliseconds
     (the binary encoding of the logical types), which skips fastavro's conversions.
     """
 
-    def __init__(self) -> None:
-        self._schemas = {
-            name: (SINGLE_OBJECT_MAGIC + schema.fingerprint, schema.parsed_plain)
-            for name, schema in current_schemas().items()
-        }
+    def __init__(self, headers: dict[str, bytes]) -> None:
+        self._framing = {name: (headers[name], schema.parsed_plain)
+                         for name, schema in current_schemas().items()}
 
     def encode(self, event_name: str, record: dict[str, Any]) -> bytes:
-        header, parsed = self._schemas[event_name]
+        header, parsed = self._framing[event_name]
         buffer = io.BytesIO()
         buffer.write(header)
         schemaless_writer(buffer, parsed, record)
         return buffer.getvalue()
+
+
+class SingleObjectEncoder(_FramedEncoder):
+    """Avro single-object encoding with the schemas of ``schemas/`` (registry-free)."""
+
+    def __init__(self) -> None:
+        super().__init__({name: SINGLE_OBJECT_MAGIC + schema.fingerprint
+                          for name, schema in current_schemas().items()})
 
 
 _registry_lock = threading.Lock()
@@ -95,31 +101,24 @@ def registry_client(url: str) -> Any:
         return SchemaRegistryClient.new_client({"url": url})
 
 
-class ConfluentEncoder:
-    """Confluent wire format; registers the schemas of ``schemas/`` under ``{topic}-value``.
+class ConfluentEncoder(_FramedEncoder):
+    """Confluent wire format: registers the schemas of ``schemas/`` under ``{topic}-value``.
 
-    The first ``encode`` of each event talks to the registry (blocks on HTTP); later calls
-    use the cached schema id and never block.
+    The constructor talks to the registry (blocks on HTTP, raises its errors); ``encode``
+    uses the schema ids it obtained and never blocks.
     """
 
     def __init__(self, registry_url: str, topic_for: dict[str, str]) -> None:
         from confluent_kafka.schema_registry import Schema
 
         client = registry_client(registry_url)
-        self._headers: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        headers = {}
         for name, schema in current_schemas().items():
             schema_id = client.register_schema(
                 f"{topic_for[name]}-value", Schema(json.dumps(schema.definition), "AVRO")
             )
-            header = bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
-            self._headers[name] = (header, schema.parsed)
-
-    def encode(self, event_name: str, record: dict[str, Any]) -> bytes:
-        header, parsed = self._headers[event_name]
-        buffer = io.BytesIO()
-        buffer.write(header)
-        schemaless_writer(buffer, parsed, record)
-        return buffer.getvalue()
+            headers[name] = bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
+        super().__init__(headers)
 
 
 class Decoder:
