@@ -108,10 +108,15 @@ class LocalBroker:
     down; none leaves a process behind when it raises.
     """
 
-    def __init__(self, data_dir: Path, port: int = 9092) -> None:
+    def __init__(self, data_dir: Path, port: int = 9092,
+                 scram_user: tuple[str, str] | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.bootstrap = f"{HOST}:{port}"
+        # With a SCRAM user, a SASL_PLAINTEXT listener (SCRAM-SHA-512) also listens on
+        # port + 2; the user is created when the data directory is first formatted.
+        self.scram_user = scram_user
+        self.sasl_bootstrap = f"{HOST}:{port + 2}" if scram_user else None
 
     @property
     def _state_file(self) -> Path:
@@ -124,15 +129,26 @@ class LocalBroker:
     def _write_properties(self) -> Path:
         properties = self.data_dir / "server.properties"
         controller = self.port + 1
+        listeners = [f"PLAINTEXT://{HOST}:{self.port}"]
+        sasl: list[str] = []
+        if self.scram_user is not None:
+            listeners.append(f"SASL_PLAINTEXT://{HOST}:{self.port + 2}")
+            sasl = [
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ]
         properties.write_text("\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{HOST}:{controller}",
-            f"listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{controller}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}",
+            f"listeners={','.join(listeners)},CONTROLLER://{HOST}:{controller}",
+            f"advertised.listeners={','.join(listeners)}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT",
+            *sasl,
             f"log.dirs={self.data_dir / 'logs'}",
             "num.partitions=6",
             "offsets.topic.replication.factor=1",
@@ -201,9 +217,14 @@ class LocalBroker:
         classpath = f"{libs}/*"
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            scram = []
+            if self.scram_user is not None:
+                user, password = self.scram_user
+                scram = ["--add-scram",
+                         f"SCRAM-SHA-512=[name={user},password={password}]"]
             subprocess.run(
                 [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(properties)],
+                 "-t", cluster_id, "-c", str(properties), *scram],
                 capture_output=True, text=True, check=True,
             )
         log4j = resources.files("deploy") / "kafka" / "log4j2.properties"
