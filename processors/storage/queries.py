@@ -71,9 +71,17 @@ _FILTERED_EVENTS = """(
       AND ({template:String} = '' OR template_id = {template:String})
 ) AS events"""
 
-_ROLLUP_RANGE = ("bucket >= toStartOfHour({since:DateTime64(3, 'UTC')}) "
-                 "AND bucket < {until:DateTime64(3, 'UTC')} "
-                 "AND ({template:String} = '' OR template_id = {template:String})")
+
+
+def _rollup_range(start_of: str) -> str:
+    """The bucket filter of a rollup whose buckets start at ``start_of(timestamp)``."""
+    return (f"bucket >= {start_of}({{since:DateTime64(3, 'UTC')}}) "
+            "AND bucket < {until:DateTime64(3, 'UTC')} "
+            "AND ({template:String} = '' OR template_id = {template:String})")
+
+
+_HOURLY_RANGE = _rollup_range("toStartOfHour")
+_DAILY_RANGE = _rollup_range("toStartOfDay")
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ QUERIES: dict[str, NamedQuery] = {query.name: query for query in (
                round(100.0 * failures / nullIf(failures + successes, 0), 2) AS error_rate_pct,
                sumIf(events, event = 'slow_render') AS slow,
                round(100.0 * slow / nullIf(failures + successes, 0), 2) AS slow_ratio_pct
-        FROM events_hourly WHERE {_ROLLUP_RANGE}
+        FROM events_hourly WHERE {_HOURLY_RANGE}
         GROUP BY hour ORDER BY hour""", default_days=2),
     NamedQuery("api-errors-daily", "API errors per day and endpoint, from the daily rollup", f"""
         SELECT toDate(bucket) AS day, endpoint,
@@ -115,7 +123,7 @@ QUERIES: dict[str, NamedQuery] = {query.name: query for query in (
                sumIf(events, event = 'api_error' AND rate_limited) AS rate_limited,
                sumIf(events, event = 'api_request_completed') AS answered,
                round(100.0 * errors / nullIf(errors + answered, 0), 2) AS error_rate_pct
-        FROM events_daily WHERE {_ROLLUP_RANGE}
+        FROM events_daily WHERE {_DAILY_RANGE}
         GROUP BY day, endpoint HAVING errors > 0 ORDER BY day DESC, errors DESC""",
                default_days=365),
     NamedQuery("top-failing-templates", "Templates with most failures, from the daily rollup",
@@ -124,7 +132,7 @@ QUERIES: dict[str, NamedQuery] = {query.name: query for query in (
                sumIf(events, event = 'render_completed') AS successes,
                round(100.0 * failures / nullIf(failures + successes, 0), 2) AS error_rate_pct,
                topKIf(1)(reason, event = 'render_failed')[1] AS top_reason
-        FROM events_daily WHERE {_ROLLUP_RANGE} AND event IN ('render_failed', 'render_completed')
+        FROM events_daily WHERE {_DAILY_RANGE} AND event IN ('render_failed', 'render_completed')
         GROUP BY template_id HAVING failures > 0 ORDER BY failures DESC LIMIT 20""",
                default_days=365),
     NamedQuery("render-duration-quantiles", "Render duration p50/p90/p99 per type and day",
@@ -134,7 +142,7 @@ QUERIES: dict[str, NamedQuery] = {query.name: query for query in (
                round(sum(duration_sum) / sum(events), 1) AS avg_ms,
                arrayMap(q -> round(q, 1), quantilesTDigestMerge(0.5, 0.9, 0.99)(duration_quantiles))
                    AS p50_p90_p99_ms
-        FROM events_daily WHERE {_ROLLUP_RANGE} AND event = 'render_completed'
+        FROM events_daily WHERE {_DAILY_RANGE} AND event = 'render_completed'
         GROUP BY day, render_type ORDER BY day DESC, render_type""", default_days=365),
     NamedQuery("activity-per-minute", "Renders, failures, slow renders, API errors per minute",
                """
