@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EPT := $(VENV)/bin/ept
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup system-deps browser-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-integrations clean
+.PHONY: setup system-deps browser-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-integrations soak clean
 
 # Everything a fresh machine needs: system packages, the virtualenv, the Kafka jars.
 setup: system-deps $(VENV)/.installed
@@ -55,6 +55,10 @@ bench-processors: setup
 bench-integrations: setup
 	@bash deploy/local/install-system-deps.sh --bench
 	$(PY) -m bench.integrations
+
+# The chaos soak at full size: prints events, kills, lost, duplicated, peak memory.
+soak: setup
+	EPT_SOAK_EVENTS=$${EPT_SOAK_EVENTS:-1000000} $(PYTEST) -s -v tests/integration/test_chaos.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -403,3 +403,53 @@ def test_query_parameters_never_run_as_sql(settings: Settings, storage: Client,
     assert storage.query("SELECT count() FROM events").result_rows[0][0] == 62
     tables = {row[0] for row in storage.query("SHOW TABLES").result_rows}
     assert {"events", "events_hourly", "events_daily"} <= tables
+
+
+def test_fuzzed_payloads_among_valid_ones(settings: Settings, storage: Client,
+                                          running_sink: RunningSink) -> None:
+    """1,000 random or mutated payloads among 1,000 valid ones: every payload the decoder
+    and the value rules accept is stored once, every other one is in the dead-letter topic.
+
+    (An accepted payload whose mutated event time is older than the raw retention is
+    stored and then dropped by the 30-day TTL, as any such event would be.)"""
+    from schemas import DecodeError, Decoder
+    from schemas.validation import problems
+
+    rng = random.Random(2026)
+    encoder = SingleObjectEncoder()
+    valid = [encoder.encode("render_failed", _valid_record(i)) for i in range(1000)]
+    fuzzed = []
+    for index in range(1000):
+        if index % 3 == 0:
+            fuzzed.append(os.urandom(rng.randrange(0, 120)))
+        else:
+            payload = bytearray(valid[index])
+            for _ in range(rng.randrange(1, 6)):
+                payload[rng.randrange(len(payload))] = rng.randrange(256)
+            fuzzed.append(bytes(payload[: rng.randrange(1, len(payload) + 1)]
+                                if index % 3 == 1 else payload))
+    decoder = Decoder(raw=True)
+    retained_since_ms = (time.time() - settings.raw_retention_days * 86_400 + 3_600) * 1000
+    accepted = retained = 0
+    for payload in fuzzed:
+        try:
+            event = decoder.decode(payload)
+        except DecodeError:
+            continue
+        if event.name == "render_failed" and not problems(event.name, event.record):
+            accepted += 1
+            retained += event.record["event_time"] >= retained_since_ms
+    mixed = [p for pair in zip(valid, fuzzed, strict=True) for p in pair]
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    for payload in mixed:
+        producer.produce(settings.topic("render_failed"), payload, b"tpl")
+    assert producer.flush(30) == 0
+
+    expected_rows = len(valid) + retained
+    assert wait_for_rows(storage, expected_rows) == expected_rows
+    letters = read_topics(settings.kafka_bootstrap, [settings.topic("dlq")],
+                          expected=len(fuzzed) - accepted)
+    assert len(letters) == len(fuzzed) - accepted
+    time.sleep(2)
+    count, _ = storage.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
+    assert count == expected_rows
