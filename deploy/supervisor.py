@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -39,7 +39,6 @@ class Component:
     environment: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
-    _log: object = field(default=None, repr=False)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

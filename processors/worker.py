@@ -53,9 +53,8 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.events = Counter[str]()
         self.decode_errors = 0
-        self.late_signals = 0
+        self.late_events = 0
         self.alerts = Counter[str]()
-        self.started = time.time()
 
 
 class PublishedAlerts:
@@ -249,7 +248,7 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
         """Count one event and evaluate the scope's rules, as if it arrived alone."""
         if not buckets.add(minute_of(event_ms), {counter: 1}, event_ms, lateness_ms,
                            retain_minutes):
-            metrics.late_signals += 1
+            metrics.late_events += 1
         # Decide at the scope's own event time, so the decision does not depend on how
         # other scopes' events interleave. The scope's clock never goes back: once its
         # active alerts caught up with event time elsewhere in the partition (a backlog
@@ -332,8 +331,9 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
                   for name in EVENT_NAMES]
         lines += ["# TYPE ept_worker_decode_errors_total counter",
                   f"ept_worker_decode_errors_total {metrics.decode_errors}",
-                  "# TYPE ept_worker_late_signals_total counter",
-                  f"ept_worker_late_signals_total {metrics.late_signals}",
+                  "# HELP ept_worker_late_events_total Events older than the allowed lateness.",
+                  "# TYPE ept_worker_late_events_total counter",
+                  f"ept_worker_late_events_total {metrics.late_events}",
                   "# HELP ept_worker_alerts_total Alert notifications, by rule and status.",
                   "# TYPE ept_worker_alerts_total counter"]
         for key, count in sorted(metrics.alerts.items()):
