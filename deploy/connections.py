@@ -129,7 +129,3 @@ def _held_by_another_process(path: Path) -> bool:
         fcntl.flock(handle, fcntl.LOCK_UN)
     return False
 
-
-def default_database(settings: Settings) -> str:
-    server = settings.clickhouse_server
-    return server.database if server is not None else "default"

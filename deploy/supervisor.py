@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from deploy.broker import LocalBroker
 from deploy.settings import Settings
@@ -196,15 +197,14 @@ class Supervisor:
             return "?"
 
     def _follow_alerts(self) -> None:
-        from processors.alert_tail import format_alert, tail_alerts
+        from processors.alert_tail import follow_alerts, format_alert
 
-        def show(line: str) -> None:
-            alert = json.loads(line)
-            self.alert_counts[alert.get("status", "firing")] = (
-                self.alert_counts.get(alert.get("status", "firing"), 0) + 1)
+        def show(alert: dict[str, Any]) -> None:
+            status = str(alert.get("status", "firing"))
+            self.alert_counts[status] = self.alert_counts.get(status, 0) + 1
             self.echo(f"[alert] {format_alert(alert)}")
 
-        tail_alerts(self.settings, as_json=True, echo=show, stop=self.stopping)
+        follow_alerts(self.settings, show, self.stopping)
 
     def shutdown(self) -> None:
         """Stop children, then the broker we started. Blocks until they are gone."""

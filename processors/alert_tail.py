@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -30,11 +31,12 @@ def format_alert(alert: dict[str, Any]) -> str:
     return f"{when}  {status}  {severity} {alert.get('rule')}: {alert.get('summary')}{action}"
 
 
-def tail_alerts(settings: Settings, from_beginning: bool = False, as_json: bool = False,
-                echo: Callable[[str], None] = click.echo,
-                stop: threading.Event | None = None) -> None:
-    """Print alerts as they arrive until interrupted (or ``stop`` is set). Blocks."""
-    stop = stop or threading.Event()
+def follow_alerts(settings: Settings, on_alert: Callable[[dict[str, Any]], None],
+                  stop: threading.Event, from_beginning: bool = False) -> None:
+    """Call ``on_alert`` with each alert (a dict) as it arrives, until ``stop`` is set.
+
+    Blocks; reads committed alerts only; skips messages that are not JSON objects.
+    """
     consumer = Consumer({**kafka_config(settings), "group.id": f"ept-alerts-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest" if from_beginning else "latest",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
@@ -45,11 +47,19 @@ def tail_alerts(settings: Settings, from_beginning: bool = False, as_json: bool 
             if message is None or message.error() is not None:
                 continue
             try:
-                alert = json.loads(message.value() or b"{}")
+                alert = json.loads(message.value() or b"")
             except ValueError:
                 continue
-            echo(json.dumps(alert) if as_json else format_alert(alert))
-    except KeyboardInterrupt:
-        pass
+            if isinstance(alert, dict):
+                on_alert(alert)
     finally:
         consumer.close()
+
+
+def tail_alerts(settings: Settings, from_beginning: bool = False, as_json: bool = False,
+                echo: Callable[[str], None] = click.echo) -> None:
+    """Print alerts as they arrive until interrupted. Blocks."""
+    with contextlib.suppress(KeyboardInterrupt):
+        follow_alerts(settings,
+                      lambda alert: echo(json.dumps(alert) if as_json else format_alert(alert)),
+                      threading.Event(), from_beginning)

@@ -225,6 +225,3 @@ def encoder_for(registry_url: str | None, topic_for: dict[str, str]) -> Encoder:
         return ConfluentEncoder(registry_url, topic_for)
     return SingleObjectEncoder()
 
-
-def schema_of(event_name: str) -> EventSchema:
-    return current_schemas()[event_name]

@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
-import uuid
 from collections import deque
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
-from confluent_kafka import Consumer
 
-from deploy.connections import kafka_config
 from deploy.settings import Settings
+from processors.alert_tail import follow_alerts
 
 
 class AlertFeed:
@@ -45,23 +43,11 @@ class AlertFeed:
             return list(self._recent)
 
     def _follow(self) -> None:
-        consumer = Consumer({**kafka_config(self._settings),
-                             "group.id": f"ept-dashboard-{uuid.uuid4()}",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
-        consumer.subscribe([self._settings.topic("alerts")])
-        try:
-            while not self._stop.is_set():
-                message = consumer.poll(0.5)
-                if message is None or message.error() is not None:
-                    continue
-                try:
-                    alert = json.loads(message.value() or b"")
-                except ValueError:
-                    continue
-                with self._lock:
-                    self._recent.append(alert)
-        finally:
-            consumer.close()
+        follow_alerts(self._settings, self._append, self._stop, from_beginning=True)
+
+    def _append(self, alert: dict[str, Any]) -> None:
+        with self._lock:
+            self._recent.append(alert)
 
 
 def dashboard_routes(settings: Settings, feed: AlertFeed) -> list[web.RouteDef]:

@@ -239,29 +239,39 @@ class Sink:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = consumer.committed(partitions, timeout=30)
+        starts = {(p.topic, p.partition): max(p.offset, 0) for p in committed}
+        self._already_stored.update(self._stored_offsets(starts))
         for partition in committed:
-            start = partition.offset if partition.offset >= 0 else 0
-            self._already_stored[(partition.topic, partition.partition)] = (
-                self._stored_offsets(partition.topic, partition.partition, start))
             if partition.offset < 0:
                 partition.offset = OFFSET_BEGINNING
         consumer.assign(committed)
 
-    def _stored_offsets(self, topic: str, partition: int, start: int) -> set[int]:
-        """Offsets >= ``start`` of this partition already in ClickHouse. Retries until it
-        can tell: guessing wrong would duplicate or lose rows."""
+    def _stored_offsets(self, starts: dict[tuple[str, int], int]
+                        ) -> dict[tuple[str, int], set[int]]:
+        """Per partition, the offsets at or after its start already in ClickHouse — one
+        query for the whole assignment. Retries until it can tell: guessing wrong would
+        duplicate or lose rows."""
+        stored: dict[tuple[str, int], set[int]] = {key: set() for key in starts}
+        if not starts:
+            return stored
+        sql = (f"SELECT source_topic, source_partition, source_offset FROM {RAW_TABLE} "
+               "WHERE has({keys:Array(String)}, "
+               "concat(source_topic, ':', toString(source_partition))) "
+               "AND source_offset >= {starts:Array(UInt64)}[indexOf({keys:Array(String)}, "
+               "concat(source_topic, ':', toString(source_partition)))]")
+        keys = sorted(starts)
+        parameters = {"keys": [f"{topic}:{partition}" for topic, partition in keys],
+                      "starts": [starts[key] for key in keys]}
         delay = 0.5
         while True:
             try:
                 with self._client_lock:
-                    result = self._client.query(
-                        f"SELECT source_offset FROM {RAW_TABLE} WHERE source_topic = {{t:String}}"
-                        " AND source_partition = {p:UInt32} AND source_offset >= {o:UInt64}",
-                        parameters={"t": topic, "p": partition, "o": start},
-                    )
-                return {row[0] for row in result.result_rows}
+                    rows = self._client.query(sql, parameters=parameters).result_rows
+                break
             except Exception as exc:
-                log.warning("sink: cannot read stored offsets of %s[%d] (%s); retrying",
-                            topic, partition, exc)
+                log.warning("sink: cannot read stored offsets (%s); retrying", exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        for topic, partition, offset in rows:
+            stored[(topic, partition)].add(offset)
+        return stored

@@ -17,10 +17,6 @@ from processors.storage import queries
 from processors.storage.api import parse_time, render
 
 
-class EngineBusyError(RuntimeError):
-    """The embedded engine's data directory is held by another process."""
-
-
 def run_query(settings: Settings, name: str, since: str | None, until: str | None,
               template: str | None, fmt: str) -> str:
     """The named query's result rendered as ``fmt``. Raises ValueError / KeyError for bad
