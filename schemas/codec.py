@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from schemas.compiled import Decode, Encode, MalformedBody, build_decoder, build_encoder, compilable
 from schemas.registry import (
     NAMESPACE,
     EventSchema,
@@ -62,19 +63,30 @@ class Encoder(Protocol):
         ...
 
 
+def _compiled_encoder(schema: EventSchema) -> Encode | None:
+    return build_encoder(schema.definition) if compilable(schema.definition) else None
+
+
 class _FramedEncoder:
     """Avro binary body after a fixed per-event header. ``encode`` never blocks.
 
     Records carry ``event_id`` as a UUID string and ``event_time`` as epoch milliseconds
-    (the binary encoding of the logical types), which skips fastavro's conversions.
+    (the binary encoding of the logical types). The compiled encoder of
+    :mod:`schemas.compiled` writes the body; any record it refuses is handed to fastavro,
+    which writes it or raises its own error naming the problem.
     """
 
     def __init__(self, headers: dict[str, bytes]) -> None:
-        self._framing = {name: (headers[name], schema.parsed_plain)
+        self._framing = {name: (headers[name], _compiled_encoder(schema), schema.parsed_plain)
                          for name, schema in current_schemas().items()}
 
     def encode(self, event_name: str, record: dict[str, Any]) -> bytes:
-        header, parsed = self._framing[event_name]
+        header, compiled, parsed = self._framing[event_name]
+        if compiled is not None:
+            try:
+                return header + compiled(record)
+            except Exception:  # fastavro below writes it or raises the error to report
+                pass
         buffer = io.BytesIO()
         buffer.write(header)
         schemaless_writer(buffer, parsed, record)
@@ -129,8 +141,9 @@ class Decoder:
     fetches the schema (blocks on HTTP), later ones use the cache.
 
     With ``raw=True`` logical types are not converted: ``event_time`` stays epoch
-    milliseconds and ``event_id`` a string — about a third faster; the sink and the
-    worker use it.
+    milliseconds and ``event_id`` a string, and payloads of the current schemas are read
+    by the compiled decoders of :mod:`schemas.compiled` (about twice as fast as fastavro);
+    the sink and the worker use it.
 
     ``decode`` raises only :class:`DecodeError` subclasses, whatever the bytes.
     """
@@ -146,6 +159,10 @@ class Decoder:
                           None if schema.fingerprint == current[schema.name].fingerprint
                           else self._readers[schema.name])
             for fingerprint, schema in writer_schemas_by_fingerprint().items()
+        }
+        self._compiled: dict[bytes, Decode] = {
+            schema.fingerprint: build_decoder(schema.definition)
+            for schema in current.values() if raw and compilable(schema.definition)
         }
         self._by_registry_id: dict[int, tuple[str, dict[str, Any]]] = {}
 
@@ -167,6 +184,14 @@ class Decoder:
                     f"unknown schema fingerprint {payload[2:10].hex()} (not in schemas/)"
                 )
             name, writer, reader = known
+            compiled = self._compiled.get(payload[2:10])
+            if compiled is not None:
+                try:
+                    return DecodedEvent(name, compiled(payload, _SINGLE_OBJECT_HEADER))
+                except MalformedBody as exc:
+                    raise CorruptPayloadError(
+                        f"corrupt or truncated {name} body "
+                        f"({len(payload) - _SINGLE_OBJECT_HEADER} bytes): {exc}") from None
             return self._read(name, writer, reader, payload, _SINGLE_OBJECT_HEADER)
         if payload[:1] == bytes([CONFLUENT_MAGIC]) and len(payload) >= _CONFLUENT_HEADER:
             name, parsed = self._registry_schema(int.from_bytes(payload[1:5], "big"))
