@@ -145,7 +145,8 @@ def build_encoder(definition: dict[str, Any]) -> Encode:
                 for index, symbol in enumerate(_symbols(field["type"]))}
     exec(compile(encoder_source(definition), f"<ept encoder {definition['name']}>", "exec"),
          namespace)
-    return namespace["encode"]  # type: ignore[no-any-return]
+    encode: Encode = namespace["encode"]
+    return encode
 
 
 # -- decoding ---------------------------------------------------------------------------
@@ -271,4 +272,5 @@ def build_decoder(definition: dict[str, Any]) -> Decode:
             namespace[f"_ENUM_{field['name']}"] = tuple(_symbols(field["type"]))
     exec(compile(decoder_source(definition), f"<ept decoder {definition['name']}>", "exec"),
          namespace)
-    return namespace["decode"]  # type: ignore[no-any-return]
+    decode: Decode = namespace["decode"]
+    return decode
