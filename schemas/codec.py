@@ -53,8 +53,12 @@ class CorruptPayloadError(DecodeError):
 
 @dataclass(frozen=True, slots=True)
 class DecodedEvent:
+    """An event's name and record; ``body`` is its Avro body when the payload was written
+    with the current schema (the sink stores it as is), else None."""
+
     name: str
     record: dict[str, Any]
+    body: bytes | None = None
 
 
 class Encoder(Protocol):
@@ -187,7 +191,8 @@ class Decoder:
             compiled = self._compiled.get(payload[2:10])
             if compiled is not None:
                 try:
-                    return DecodedEvent(name, compiled(payload, _SINGLE_OBJECT_HEADER))
+                    record = compiled(payload, _SINGLE_OBJECT_HEADER)
+                    return DecodedEvent(name, record, payload[_SINGLE_OBJECT_HEADER:])
                 except MalformedBody as exc:
                     raise CorruptPayloadError(
                         f"corrupt or truncated {name} body "
@@ -241,7 +246,19 @@ class Decoder:
             )
         if not isinstance(record, dict):
             raise CorruptPayloadError(f"{name} body did not decode to a record")
-        return DecodedEvent(name, record)
+        # No reader schema: written with the current one, so the body is in its encoding.
+        return DecodedEvent(name, record, payload[offset:] if reader is None else None)
+
+
+@cache
+def _body_encoder() -> _FramedEncoder:
+    return _FramedEncoder(dict.fromkeys(current_schemas(), b""))
+
+
+def current_body(event_name: str, record: dict[str, Any]) -> bytes:
+    """The Avro body (no framing) of a decoded ``record`` in the current schema of
+    ``event_name``; raises ValueError/TypeError when the record does not fit it."""
+    return _body_encoder().encode(event_name, record)
 
 
 def encoder_for(registry_url: str | None, topic_for: dict[str, str]) -> Encoder:

@@ -73,7 +73,7 @@ def _symbols(node: Any) -> list[str]:
 
 # -- encoding ---------------------------------------------------------------------------
 
-def _zigzag(value: int) -> bytes:
+def zigzag(value: int) -> bytes:
     """The Avro varint of a long, already range-checked."""
     number = (value << 1) ^ (value >> 63)
     out = bytearray()
@@ -85,20 +85,20 @@ def _zigzag(value: int) -> bytes:
 
 
 # Varints of 0..2047, so short strings (nearly all) and small numbers cost a lookup.
-_LENGTHS = tuple(_zigzag(n) for n in range(2048))
+_LENGTHS = tuple(zigzag(n) for n in range(2048))
 
 
 def _long(value: int, low: int, high: int) -> bytes:
     if value.__class__ is not int or not low <= value <= high:
         raise ValueError(f"not an integer in {low}..{high}: {value!r}")
-    return _zigzag(value)
+    return zigzag(value)
 
 
 def _encode_value(kind: str, var: str, field: str) -> list[str]:
     """Lines appending the encoding of ``var`` (a non-null value of ``kind``) to ``out``."""
     if kind == "string":
         return [f"{var} = {var}.encode()", f"size = len({var})",
-                "out += _LENGTHS[size] if size < 2048 else _zigzag(size)", f"out += {var}"]
+                "out += _LENGTHS[size] if size < 2048 else zigzag(size)", f"out += {var}"]
     if kind in ("long", "int"):
         low, high = _INT64 if kind == "long" else _INT32
         return [f"out += _LENGTHS[{var}] if {var}.__class__ is int and 0 <= {var} < 2048 "
@@ -134,7 +134,7 @@ def encoder_source(definition: dict[str, Any]) -> str:
 def build_encoder(definition: dict[str, Any]) -> Encode:
     """The compiled encoder of the record schema ``definition`` (see :func:`compilable`)."""
     namespace: dict[str, Any] = {
-        "_LENGTHS": _LENGTHS, "_zigzag": _zigzag, "_long": _long,
+        "_LENGTHS": _LENGTHS, "zigzag": zigzag, "_long": _long,
         "_double": struct.Struct("<d").pack,
     }
     for field in definition["fields"]:

@@ -9,9 +9,12 @@ Exactly once, by two mechanisms that cover each other (docs/exactly-once.md):
   insert retried after an ambiguous failure (timeout after the server applied it) is
   dropped by ClickHouse — this covers retries within one process.
 
-Offsets are committed only after ClickHouse acknowledged the insert and the dead letters
-of the batch were acknowledged by Kafka. While ClickHouse is unavailable the partitions
-are paused, the insert is retried with exponential backoff, and nothing is committed.
+Inserts are pipelined: while one batch is being inserted (a background thread; the
+engine parses the rows in C++ without holding the GIL), the next one is consumed,
+decoded and checked. Offsets are committed in batch order, only after ClickHouse
+acknowledged a batch's inserts and Kafka its dead letters. While ClickHouse is
+unavailable the partitions are paused, the insert is retried with exponential backoff,
+and nothing is committed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
@@ -28,9 +32,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from deploy.connections import kafka_config
 from deploy.settings import Settings
 from processors.sink.dlq import DeadLetters
-from processors.sink.rows import COLUMNS, Batch
+from processors.sink.rows import Batch
 from processors.storage.tables import RAW_TABLE
-from schemas.codec import DecodeError, Decoder
+from schemas.codec import DecodeError, Decoder, current_body
 from schemas.registry import EVENT_NAMES
 from schemas.validation import problems
 
@@ -81,7 +85,8 @@ class Sink:
         self._dead_letters = DeadLetters(base, settings.topic("dlq"))
         self._batch = Batch()
         self._batch_started = time.monotonic()
-        self._next_offsets: dict[tuple[str, int], int] = {}
+        self._inserter = ThreadPoolExecutor(1, thread_name_prefix="ept-sink-insert")
+        self._in_flight: tuple[Batch, Future[None]] | None = None
         self._already_stored: dict[tuple[str, int], set[int]] = {}
         self._stop = threading.Event()
 
@@ -98,11 +103,14 @@ class Sink:
                 room = max(1, min(10_000, self.settings.sink_batch_rows - len(self._batch)))
                 for message in self._consumer.consume(room, timeout=0.1):
                     self._accept(message)
+                if self._in_flight is not None and self._in_flight[1].done():
+                    self._complete_in_flight()
                 if self._batch_due():
-                    self._flush()
-            if self._next_offsets:
+                    self._hand_over()
+            if self._complete_in_flight(retry=False) and self._batch.next_offsets:
                 self._flush(retry=False)
         finally:
+            self._inserter.shutdown(wait=True)
             self._consumer.close()
             self._dead_letters.flush(10)
 
@@ -120,15 +128,14 @@ class Sink:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
         self.counters.consumed += 1
-        self._next_offsets[(topic, partition)] = offset + 1
+        self._batch.consumed(topic, partition, offset)
         stored = self._already_stored.get((topic, partition))
         if stored and offset in stored:
             stored.discard(offset)
             self.counters.skipped_already_stored += 1
             return
-        value = message.value()
         try:
-            event = self._decoder.decode(value or b"")
+            event = self._decoder.decode(message.value() or b"")
         except DecodeError as exc:
             self._dead_letter(message, type(exc).__name__, str(exc))
             return
@@ -141,7 +148,8 @@ class Sink:
         if found:
             self._dead_letter(message, "InvalidValues", "; ".join(found))
             return
-        self._batch.add(event.name, event.record, topic, partition, offset)
+        body = event.body if event.body is not None else current_body(event.name, event.record)
+        self._batch.add(event.name, body, topic, partition, offset)
 
     def _dead_letter(self, message: Message, error_type: str, error: str) -> None:
         self.counters.dead_lettered += 1
@@ -150,7 +158,7 @@ class Sink:
         self._dead_letters.send(message, error_type, error)
 
     def _batch_due(self) -> bool:
-        if not self._next_offsets:
+        if not self._batch.next_offsets:
             self._batch_started = time.monotonic()
             return False
         return (len(self._batch) >= self.settings.sink_batch_rows
@@ -158,44 +166,59 @@ class Sink:
 
     # -- inserting and committing -------------------------------------------------------
 
-    def _flush(self, retry: bool = True) -> bool:
-        """Insert the batch, then commit its offsets. False when it could not (nothing lost:
-        the offsets stay uncommitted and the messages are read again)."""
-        batch = self._batch
-        if len(batch):
+    def _hand_over(self) -> None:
+        """Start inserting the current batch in the background and begin the next one.
+        Waits for the batch before it first: at most one insert is in flight."""
+        if not self._complete_in_flight():
+            return
+        batch, self._batch = self._batch, Batch()
+        self._batch_started = time.monotonic()
+        self._in_flight = (batch, self._inserter.submit(self._insert_once, batch))
+
+    def _complete_in_flight(self, retry: bool = True) -> bool:
+        """Wait for the batch in flight; when its insert failed, retry it here (pausing
+        the partitions); then commit it. False when it could not be stored; it then
+        stays in flight (a rebalance forgets it)."""
+        if self._in_flight is None:
+            return True
+        batch, future = self._in_flight
+        try:
+            future.result()
+        except Exception as exc:
+            self.counters.insert_failures += 1
+            log.warning("sink: insert of %d rows failed (%s); retrying", len(batch), exc)
             if not self._insert(batch, retry):
                 return False
-            self.counters.inserted += len(batch)
-        if not self._dead_letters.flush(30):
-            log.warning("sink: dead letters not acknowledged; offsets not committed")
-            return False
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next_offsets.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except Exception as exc:  # rebalanced away: the rows are stored, skip sets cover it
-            log.warning("sink: commit failed (%s); the next owner skips the stored rows", exc)
-        self.counters.batches += 1
-        if self._on_batch is not None:
-            self._on_batch(len(batch))
-        self._batch = Batch()
-        self._next_offsets.clear()
+        self._in_flight = None
+        return self._commit(batch)
+
+    def _flush(self, retry: bool = True) -> bool:
+        """Insert the current batch and commit it, in this thread. False when it could
+        not (nothing lost: the offsets stay uncommitted and the messages are read again)."""
+        batch, self._batch = self._batch, Batch()
         self._batch_started = time.monotonic()
-        return True
+        return self._insert(batch, retry) and self._commit(batch)
+
+    def _insert_once(self, batch: Batch) -> None:
+        """Insert every event type's rows of ``batch``; raises the first failure."""
+        for insert in batch.inserts():
+            with self._client_lock:
+                self._client.raw_insert(
+                    RAW_TABLE, insert.columns, insert_block=insert.data, fmt="Avro",
+                    settings={"insert_deduplication_token": insert.deduplication_token,
+                              "deduplicate_blocks_in_dependent_materialized_views": 1},
+                )
 
     def _insert(self, batch: Batch, retry: bool) -> bool:
-        token = batch.deduplication_token()
+        """Insert ``batch``, retrying with backoff while ``retry`` and not stopping.
+        Inserts that did get through before a failure are dropped as duplicates by
+        ClickHouse when retried (same tokens)."""
         delay = 0.5
         paused: list[TopicPartition] = []
         try:
             while True:
                 try:
-                    with self._client_lock:
-                        self._client.insert(
-                            RAW_TABLE, batch.columns, column_names=list(COLUMNS),
-                            column_oriented=True,
-                            settings={"insert_deduplication_token": token,
-                                      "deduplicate_blocks_in_dependent_materialized_views": 1},
-                        )
+                    self._insert_once(batch)
                     return True
                 except Exception as exc:
                     self.counters.insert_failures += 1
@@ -211,6 +234,24 @@ class Sink:
         finally:
             if paused:
                 self._resume(paused)
+
+    def _commit(self, batch: Batch) -> bool:
+        """Commit ``batch``'s offsets once its dead letters are acknowledged."""
+        if not self._dead_letters.flush(30):
+            log.warning("sink: dead letters not acknowledged; offsets not committed")
+            return False
+        offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+        if offsets:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except Exception as exc:  # rebalanced away: the rows are stored, skip sets cover it
+                log.warning("sink: commit failed (%s); the next owner skips the stored rows",
+                            exc)
+        self.counters.inserted += len(batch)
+        self.counters.batches += 1
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        return True
 
     def _wait(self, seconds: float) -> None:
         """Sleep while staying in the consumer group (paused partitions fetch nothing)."""
@@ -229,11 +270,12 @@ class Sink:
     # -- rebalancing --------------------------------------------------------------------
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._next_offsets and not self._flush(retry=False):
-            # Not stored: forget the batch; the next owner reads it again from the
-            # committed offsets (and skips whatever did get stored).
-            self._batch = Batch()
-            self._next_offsets.clear()
+        # Whatever is not stored now is forgotten: the next owner reads it again from the
+        # committed offsets (and skips whatever did get stored).
+        if self._complete_in_flight(retry=False) and self._batch.next_offsets:
+            self._flush(retry=False)
+        self._in_flight = None
+        self._batch = Batch()
         for partition in partitions:
             self._already_stored.pop((partition.topic, partition.partition), None)
 

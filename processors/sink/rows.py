@@ -1,59 +1,113 @@
-"""Columnar batches of decoded events, in the column order of the ``events`` table."""
+"""Batches of validated events, framed for ClickHouse's ``Avro`` input format.
+
+The sink has already decoded and checked every event, but ClickHouse parses the rows
+itself, in C++, from the events' own Avro bodies: each event type's rows become one Avro
+object container whose record schema is the event's current schema with the source
+columns in front (``event``, ``source_topic``, ``source_partition``, ``source_offset``)
+and two fields named after their ``events`` columns (``event_time`` -> ``timestamp``,
+``duration_ms`` -> ``duration``). Avro binary carries no field names, so a row is just
+those four values' encoding followed by the event's body, untouched. Columns an event
+does not have take their defaults ('' / 0 / false / NULL).
+"""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
 
-COLUMNS: tuple[str, ...] = (
-    "event_id", "event", "timestamp", "service", "environment", "sdk_version", "user_id",
-    "account_id", "render_id", "template_id", "render_type", "reason", "error_message",
-    "duration", "retry_attempt", "threshold_ms", "slowness_factor", "width", "height",
-    "endpoint", "method", "status_code", "request_id", "rate_limited", "retry_after_s",
-    "source_topic", "source_partition", "source_offset",
-)
-# Columns that are not Nullable in ClickHouse, and what an event without them stores.
-_DEFAULTS: dict[str, Any] = {
-    "render_id": "", "template_id": "", "render_type": "", "reason": "", "error_message": "",
-    "duration": 0.0, "retry_attempt": 0,
-    "endpoint": "", "method": "", "request_id": "", "rate_limited": False,
-}
-# (record field, default) for the columns taken from the record, in order.
-_FROM_RECORD: tuple[tuple[str, Any], ...] = tuple(
-    ("duration_ms" if column == "duration" else column, _DEFAULTS.get(column))
-    for column in COLUMNS[3:25]
-)
+from schemas.compiled import zigzag
+from schemas.registry import current_schemas
+
+_RENAMED = {"event_time": "timestamp", "duration_ms": "duration"}
+_SOURCE_FIELDS = [{"name": "event", "type": "string"}, {"name": "source_topic", "type": "string"},
+                  {"name": "source_partition", "type": "int"},
+                  {"name": "source_offset", "type": "long"}]
+_SYNC_MARKER = os.urandom(16)
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    """The Avro container header and column list of one event type's rows."""
+
+    columns: list[str]
+    header: bytes
+
+
+def _string(text: str) -> bytes:
+    data = text.encode()
+    return zigzag(len(data)) + data
+
+
+@cache
+def row_format(event: str) -> RowFormat:
+    definition = current_schemas()[event].definition
+    fields = _SOURCE_FIELDS + [{**field, "name": _RENAMED.get(field["name"], field["name"])}
+                               for field in definition["fields"]]
+    schema = json.dumps({"type": "record", "name": f"{event}_row", "fields": fields}).encode()
+    metadata = (zigzag(2) + _string("avro.schema") + zigzag(len(schema)) + schema
+                + _string("avro.codec") + _string("null") + zigzag(0))
+    return RowFormat([field["name"] for field in fields],
+                     b"Obj\x01" + metadata + _SYNC_MARKER)
+
+
+@dataclass(frozen=True)
+class Insert:
+    """One ``INSERT INTO events (columns) FORMAT Avro`` of a batch."""
+
+    event: str
+    columns: list[str]
+    data: bytes
+    rows: int
+    deduplication_token: str
 
 
 class Batch:
-    """Rows accumulated for one insert, with the source offsets they came from.
+    """Rows accumulated for one flush, and the offsets to commit once they are stored.
 
-    The deduplication token is derived from the exact offset ranges, so retrying the
-    same batch is recognised by ClickHouse as the same insert.
+    Every consumed message moves its partition's next offset on (``consumed``), stored
+    or not (already stored, dead-lettered). Deduplication tokens are derived from the
+    exact offset ranges of the rows, so retrying a batch repeats the same tokens.
     """
 
     def __init__(self) -> None:
-        self.columns: list[list[Any]] = [[] for _ in COLUMNS]
-        self.ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        self._rows: dict[str, list[bytes]] = {}
+        self._ranges: dict[str, dict[tuple[str, int], tuple[int, int]]] = {}
+        self._prefixes: dict[tuple[str, str, int], bytes] = {}
+        self._size = 0
 
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return self._size
 
-    def add(self, event: str, record: dict[str, Any], topic: str, partition: int,
-            offset: int) -> None:
-        columns = self.columns
-        columns[0].append(record["event_id"])
-        columns[1].append(event)
-        columns[2].append(record["event_time"])
-        for index, (name, default) in enumerate(_FROM_RECORD, start=3):
-            value = record.get(name)
-            columns[index].append(default if value is None else value)
-        columns[25].append(topic)
-        columns[26].append(partition)
-        columns[27].append(offset)
-        first, _ = self.ranges.get((topic, partition), (offset, offset))
-        self.ranges[(topic, partition)] = (first, offset)
+    def consumed(self, topic: str, partition: int, offset: int) -> None:
+        self.next_offsets[(topic, partition)] = offset + 1
 
-    def deduplication_token(self) -> str:
-        spans = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(self.ranges.items()))
-        return hashlib.sha256(spans.encode()).hexdigest()
+    def add(self, event: str, body: bytes, topic: str, partition: int, offset: int) -> None:
+        """Add a validated event's current-schema Avro ``body`` read from ``offset``."""
+        key = (event, topic, partition)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._prefixes[key] = _string(event) + _string(topic) + zigzag(partition)
+            self._rows.setdefault(event, [])
+            self._ranges.setdefault(event, {})
+        self._rows[event].append(prefix + zigzag(offset) + body)
+        ranges = self._ranges[event]
+        first, _ = ranges.get((topic, partition), (offset, offset))
+        ranges[(topic, partition)] = (first, offset)
+        self._size += 1
+
+    def inserts(self) -> Iterator[Insert]:
+        """One insert per event type with rows, each a complete Avro container."""
+        for event, rows in self._rows.items():
+            body = b"".join(rows)
+            spans = ",".join(f"{t}:{p}:{a}-{b}"
+                             for (t, p), (a, b) in sorted(self._ranges[event].items()))
+            form = row_format(event)
+            yield Insert(event, form.columns,
+                         form.header + zigzag(len(rows)) + zigzag(len(body)) + body
+                         + _SYNC_MARKER,
+                         len(rows), hashlib.sha256(f"{event}|{spans}".encode()).hexdigest())
