@@ -2,8 +2,9 @@
 
 One sink process (in-process thread) consumes N events from the real broker into the
 embedded engine; the baseline is a bare clickhouse-connect columnar insert of the same
-rows measured in the same run. Then each of the four specification queries runs over the
-stored events. Targets: >= 150,000 rows/s; each query <= 150 ms over 10 million events.
+rows measured in the same run, and the ceiling a bare confluent-kafka consumer reading
+the same messages (what any Python sink pays before doing anything). Then each of the
+four specification queries runs over the stored events. Targets: >= 150,000 rows/s; each query <= 150 ms over 10 million events.
 ``EPT_BENCH_EVENTS`` (default 10,000,000) sets N.
 """
 
@@ -17,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from bench.common import kafka_bootstrap, median, print_table
 from deploy.connections import embedded_client
@@ -26,7 +27,7 @@ from deploy.topics import ensure_topics
 from processors.sink.consumer import Sink
 from processors.storage import queries
 from processors.storage.tables import migrate
-from schemas import Decoder, SingleObjectEncoder
+from schemas import EVENT_NAMES, Decoder, SingleObjectEncoder
 
 EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "10000000"))
 DISTINCT = 200_000  # distinct payloads, published repeatedly (each copy a new offset)
@@ -116,12 +117,16 @@ def main() -> None:
 
         baseline_seconds = bare_insert(client, sample)
         baseline_rows = EVENTS
+        consume_seconds = bare_consume(bootstrap, [settings.topic(name) for name in EVENT_NAMES])
         rows = [["sink: topic -> queryable rows (decode, validate, insert, commit)",
                  f"{EVENTS:,}", f"{sink_seconds:.1f}", f"{EVENTS / sink_seconds:,.0f}",
                  f"{(EVENTS / sink_seconds) / (baseline_rows / baseline_seconds):.2f}"],
                 ["baseline: bare clickhouse-connect insert of the same rows",
                  f"{baseline_rows:,}", f"{baseline_seconds:.1f}",
-                 f"{baseline_rows / baseline_seconds:,.0f}", "1.00"]]
+                 f"{baseline_rows / baseline_seconds:,.0f}", "1.00"],
+                ["ceiling: bare confluent-kafka consume of the same messages",
+                 f"{EVENTS:,}", f"{consume_seconds:.1f}", f"{EVENTS / consume_seconds:,.0f}",
+                 f"{(EVENTS / consume_seconds) / (baseline_rows / baseline_seconds):.2f}"]]
         print_table("Sink throughput (target >= 150,000 rows/s)",
                     ["what", "rows", "seconds", "rows/s", "ratio"], rows)
 
@@ -139,6 +144,27 @@ def main() -> None:
                                f"{max(timings):.0f}"])
         print_table(f"Specification queries over {stored:,} events (target <= 150 ms)",
                     ["query", "result rows", "median ms", "max ms"], query_rows)
+
+
+def bare_consume(bootstrap: str, topics: list[str]) -> float:
+    """Seconds for a fresh consumer group to read the EVENTS messages (first message to
+    last), touching what the sink reads of each message and nothing more."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "fetch.max.bytes": 52_428_800})
+    consumer.subscribe(topics)
+    read, began = 0, None
+    while read < EVENTS:
+        messages = consumer.consume(10_000, timeout=0.1)
+        if messages and began is None:
+            began = time.perf_counter()
+        for message in messages:
+            message.error(), message.topic(), message.partition(), message.offset()
+            message.value()
+        read += len(messages)
+    consumer.close()
+    assert began is not None
+    return time.perf_counter() - began
 
 
 # The ``events`` columns the baseline fills, and the record field each one reads.

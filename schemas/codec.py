@@ -164,9 +164,10 @@ class Decoder:
                           else self._readers[schema.name])
             for fingerprint, schema in writer_schemas_by_fingerprint().items()
         }
-        self._compiled: dict[bytes, Decode] = {
-            schema.fingerprint: build_decoder(schema.definition)
-            for schema in current.values() if raw and compilable(schema.definition)
+        # Single-object header (magic + fingerprint) -> (event, compiled decoder).
+        self._compiled: dict[bytes, tuple[str, Decode]] = {
+            SINGLE_OBJECT_MAGIC + schema.fingerprint: (name, build_decoder(schema.definition))
+            for name, schema in current.items() if raw and compilable(schema.definition)
         }
         self._by_registry_id: dict[int, tuple[str, dict[str, Any]]] = {}
 
@@ -174,6 +175,17 @@ class Decoder:
         return schema.parsed_plain if self._raw else schema.parsed
 
     def decode(self, payload: bytes) -> DecodedEvent:
+        if payload.__class__ is bytes:
+            compiled = self._compiled.get(payload[:_SINGLE_OBJECT_HEADER])
+            if compiled is not None:
+                name, read = compiled
+                try:
+                    record = read(payload, _SINGLE_OBJECT_HEADER)
+                except MalformedBody as exc:
+                    raise CorruptPayloadError(
+                        f"corrupt or truncated {name} body "
+                        f"({len(payload) - _SINGLE_OBJECT_HEADER} bytes): {exc}") from None
+                return DecodedEvent(name, record, payload[_SINGLE_OBJECT_HEADER:])
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise CorruptPayloadError(f"payload must be bytes, got {type(payload).__name__}")
         payload = bytes(payload)
@@ -188,15 +200,6 @@ class Decoder:
                     f"unknown schema fingerprint {payload[2:10].hex()} (not in schemas/)"
                 )
             name, writer, reader = known
-            compiled = self._compiled.get(payload[2:10])
-            if compiled is not None:
-                try:
-                    record = compiled(payload, _SINGLE_OBJECT_HEADER)
-                    return DecodedEvent(name, record, payload[_SINGLE_OBJECT_HEADER:])
-                except MalformedBody as exc:
-                    raise CorruptPayloadError(
-                        f"corrupt or truncated {name} body "
-                        f"({len(payload) - _SINGLE_OBJECT_HEADER} bytes): {exc}") from None
             return self._read(name, writer, reader, payload, _SINGLE_OBJECT_HEADER)
         if payload[:1] == bytes([CONFLUENT_MAGIC]) and len(payload) >= _CONFLUENT_HEADER:
             name, parsed = self._registry_schema(int.from_bytes(payload[1:5], "big"))

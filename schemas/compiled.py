@@ -174,7 +174,8 @@ def _read_string(data: bytes, position: int) -> tuple[str, int]:
 
 
 # Each reader sets ``value`` and advances ``position``; one-byte varints (short strings,
-# small numbers, enum indexes, union branches) are read inline, longer ones by a call.
+# small numbers, enum indexes, union branches) and two-byte numbers are read inline,
+# longer ones by a call.
 _READERS: dict[str, list[str]] = {
     "string": [
         "size = data[position]",
@@ -192,6 +193,10 @@ _READERS: dict[str, list[str]] = {
         "if value < 0x80:",
         "    value = (value >> 1) ^ -(value & 1)",
         "    position += 1",
+        "elif data[position + 1] < 0x80:",
+        "    value = (value & 0x7F) | (data[position + 1] << 7)",
+        "    value = (value >> 1) ^ -(value & 1)",
+        "    position += 2",
         "else:",
         "    value, position = _read_varint(data, position)",
     ],
