@@ -4,7 +4,8 @@ One sink process (in-process thread) consumes N events from the real broker into
 embedded engine; the baseline is a bare clickhouse-connect columnar insert of the same
 rows measured in the same run, and the ceiling a bare confluent-kafka consumer reading
 the same messages (what any Python sink pays before doing anything). Then each of the
-four specification queries runs over the stored events. Targets: >= 150,000 rows/s; each query <= 150 ms over 10 million events.
+four specification queries runs over the stored events. Targets: >= 150,000 rows/s; each
+query <= 150 ms over 10 million events.
 ``EPT_BENCH_EVENTS`` (default 10,000,000) sets N.
 """
 
