@@ -152,7 +152,9 @@ def bare_consume(bootstrap: str, topics: list[str]) -> float:
     last), touching what the sink reads of each message and nothing more."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "fetch.max.bytes": 52_428_800})
+                         "fetch.max.bytes": 52_428_800, "fetch.message.max.bytes": 8_388_608,
+                         "queued.min.messages": 500_000,
+                         "queued.max.messages.kbytes": 1_048_576})
     consumer.subscribe(topics)
     read, began = 0, None
     while read < EVENTS:

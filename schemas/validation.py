@@ -138,4 +138,8 @@ def field_problems(event_name: str, record: dict[str, Any]) -> list[Problem]:
 
 def problems(event_name: str, record: dict[str, Any]) -> list[str]:
     """Every rule ``record`` breaks, each naming the field; empty when it is valid."""
-    return envelope_problems(record) + [str(p) for p in field_problems(event_name, record)]
+    envelope = envelope_problems(record)
+    fields = field_problems(event_name, record)
+    if not envelope and not fields:
+        return envelope
+    return envelope + [str(problem) for problem in fields]

@@ -68,44 +68,40 @@ class Insert:
 class Batch:
     """Rows accumulated for one flush, and the offsets to commit once they are stored.
 
-    Every consumed message moves its partition's next offset on (``consumed``), stored
-    or not (already stored, dead-lettered). Deduplication tokens are derived from the
+    Every consumed message moves its partition's entry in ``next_offsets`` on, stored or
+    not (already stored, dead-lettered). Deduplication tokens are derived from the
     exact offset ranges of the rows, so retrying a batch repeats the same tokens.
     """
 
     def __init__(self) -> None:
         self.next_offsets: dict[tuple[str, int], int] = {}
         self._rows: dict[str, list[bytes]] = {}
-        self._ranges: dict[str, dict[tuple[str, int], tuple[int, int]]] = {}
+        # (event, topic, partition) -> row prefix, first offset and last offset.
         self._prefixes: dict[tuple[str, str, int], bytes] = {}
-        self._size = 0
+        self._first: dict[tuple[str, str, int], int] = {}
+        self._last: dict[tuple[str, str, int], int] = {}
 
     def __len__(self) -> int:
-        return self._size
-
-    def consumed(self, topic: str, partition: int, offset: int) -> None:
-        self.next_offsets[(topic, partition)] = offset + 1
+        return sum(len(rows) for rows in self._rows.values())
 
     def add(self, event: str, body: bytes, topic: str, partition: int, offset: int) -> None:
-        """Add a validated event's current-schema Avro ``body`` read from ``offset``."""
+        """Add a validated event's current-schema Avro ``body`` read from ``offset``.
+        Offsets of one partition must be added in increasing order."""
         key = (event, topic, partition)
         prefix = self._prefixes.get(key)
         if prefix is None:
             prefix = self._prefixes[key] = _string(event) + _string(topic) + zigzag(partition)
+            self._first[key] = offset
             self._rows.setdefault(event, [])
-            self._ranges.setdefault(event, {})
         self._rows[event].append(prefix + zigzag(offset) + body)
-        ranges = self._ranges[event]
-        first, _ = ranges.get((topic, partition), (offset, offset))
-        ranges[(topic, partition)] = (first, offset)
-        self._size += 1
+        self._last[key] = offset
 
     def inserts(self) -> Iterator[Insert]:
         """One insert per event type with rows, each a complete Avro container."""
         for event, rows in self._rows.items():
             body = b"".join(rows)
-            spans = ",".join(f"{t}:{p}:{a}-{b}"
-                             for (t, p), (a, b) in sorted(self._ranges[event].items()))
+            spans = ",".join(f"{t}:{p}:{first}-{self._last[(e, t, p)]}"
+                             for (e, t, p), first in sorted(self._first.items()) if e == event)
             form = row_format(event)
             yield Insert(event, form.columns,
                          form.header + zigzag(len(rows)) + zigzag(len(body)) + body
