@@ -28,7 +28,8 @@ from processors.storage import queries
 from processors.storage.deletion import delete_account
 from processors.storage.tables import migrate
 from producers import Tracker
-from schemas import SingleObjectEncoder
+from schemas import EVENT_NAMES, SingleObjectEncoder
+from schemas.codec import ConfluentEncoder
 from tests.conftest import free_port
 from tests.helpers import read_topics
 
@@ -453,3 +454,78 @@ def test_fuzzed_payloads_among_valid_ones(settings: Settings, storage: Client,
     time.sleep(2)
     count, _ = storage.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0]
     assert count == expected_rows
+
+
+def full_records(now_ms: int) -> dict[str, list[dict[str, object]]]:
+    """Two records per event type: every optional field set, and every one left null."""
+    out: dict[str, list[dict[str, object]]] = {}
+    for present in (True, False):
+        base = {"event_time": now_ms - 1234, "service": "svc", "environment": "prod",
+                "sdk_version": "9.9", "user_id": "u-1" if present else None,
+                "account_id": "acct-1" if present else None}
+        records = {
+            "render_failed": {"render_id": "r-ü", "template_id": "tpl", "reason": "codec_error",
+                              "error_message": "ffmpeg: bad frame", "duration_ms": 12.5,
+                              "retry_attempt": 3, "render_type": "batch" if present else None},
+            "render_completed": {"render_id": "r2", "template_id": "tpl", "render_type": "still",
+                                 "duration_ms": 99.25, "width": 3840 if present else None,
+                                 "height": 2160 if present else None},
+            "slow_render": {"render_id": "r3", "template_id": "tpl", "render_type": "video",
+                            "duration_ms": 45000.0, "threshold_ms": 30000.0,
+                            "slowness_factor": 1.5, "width": 1 if present else None,
+                            "height": 70000 if present else None},
+            "api_error": {"endpoint": "/api/render/{id}", "method": "POST" if present else None,
+                          "status_code": 429 if present else None, "error_message": "slow down",
+                          "request_id": "q1", "duration_ms": 0.5, "retry_attempt": 0,
+                          "rate_limited": present,
+                          "retry_after_s": 2.5 if present else None},
+            "api_request_completed": {"endpoint": "/api/templates", "method": "GET",
+                                      "status_code": 200, "duration_ms": 7.0,
+                                      "request_id": "q2"},
+        }
+        for name, fields in records.items():
+            out.setdefault(name, []).append(
+                {"event_id": str(uuid.uuid4()), **base, **fields})
+    return out
+
+
+def test_every_field_is_stored_as_published_in_both_framings(settings: Settings,
+                                                             storage: Client) -> None:
+    """Column by column, for both wire framings: what the sink hands ClickHouse as Avro is
+    read back as the published values; columns an event lacks hold their defaults."""
+    registry = settings.model_copy(update={"schema_registry_url": "mock://ept-sink-test"})
+    encoders = (SingleObjectEncoder(),
+                ConfluentEncoder("mock://ept-sink-test",
+                                 {name: registry.topic(name) for name in EVENT_NAMES}))
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    published = {}
+    for encoder in encoders:
+        for name, records in full_records(int(time.time() * 1000)).items():
+            for record in records:
+                producer.produce(settings.topic(name), encoder.encode(name, record), b"k")
+                published[record["event_id"]] = (name, record)
+    assert producer.flush(30) == 0
+    sink = RunningSink(registry, storage)
+    try:
+        assert wait_for_rows(storage, len(published)) == len(published)
+    finally:
+        sink.close()
+
+    columns = [c for c in storage.query("SELECT * FROM events LIMIT 0").column_names
+               if c not in ("source_topic", "source_partition", "source_offset", "inserted_at")]
+    result = storage.query(f"SELECT {', '.join(columns)} FROM events")
+    renamed = {"timestamp": "event_time", "duration": "duration_ms"}
+    defaults = {"render_id": "", "template_id": "", "render_type": "", "reason": "",
+                "error_message": "", "retry_attempt": 0, "endpoint": "", "method": "",
+                "request_id": "", "rate_limited": False}
+    for row in result.named_results():
+        name, record = published[str(row["event_id"])]
+        assert row["event"] == name
+        assert int(row["timestamp"].replace(tzinfo=dt.UTC).timestamp() * 1000) == (
+            record["event_time"])
+        for column in columns:
+            if column in ("event_id", "event", "timestamp"):
+                continue
+            value = record.get(renamed.get(column, column))
+            expected = defaults.get(column) if value is None else value
+            assert row[column] == expected, (name, column, row[column], expected)
