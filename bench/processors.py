@@ -71,16 +71,22 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def wait_for(url: str, done, timeout: float = 600.0) -> float:  # type: ignore[no-untyped-def]
-    """Seconds until ``done(json at url)`` holds."""
+def wait_for(url: str, count, timeout: float = 600.0) -> float:  # type: ignore[no-untyped-def]
+    """Events/s at ``url`` from the first event counted (``count(json)``) to the last:
+    start-up and the consumer group join are not the processing rate."""
     began = time.perf_counter()
+    first: tuple[float, int] | None = None
     while time.perf_counter() - began < timeout:
         try:
             with urllib.request.urlopen(url, timeout=5) as reply:
-                if done(json.loads(reply.read())):
-                    return time.perf_counter() - began
+                seen = count(json.loads(reply.read()))
         except OSError:
-            pass
+            seen = 0
+        now = time.perf_counter()
+        if seen and first is None:
+            first = (now, seen)
+        if seen >= EVENTS and first is not None:
+            return (seen - first[1]) / (now - first[0])
         time.sleep(0.05)
     raise TimeoutError(url)
 
@@ -105,20 +111,19 @@ def run_load(settings: Settings, log: Path, baseline: bool) -> float:
                         {"APP_ID": f"{settings.topic_prefix}counter", "PORT": str(port),
                          "BOOTSTRAP": settings.kafka_bootstrap, "TOPICS": topics,
                          "PYTHONPATH": str(app.parent)}, log)
-        url, done = f"http://127.0.0.1:{port}/count", lambda data: data["n"] >= EVENTS
+        url, count = f"http://127.0.0.1:{port}/count", lambda data: data["n"]
     else:
         process = spawn([sys.executable, "-m", "deploy.cli", "worker", "-l", "info"],
                         {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                          "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
                          "EPT_STATE_DIR": str(settings.state_dir)}, log)
         url = f"http://127.0.0.1:{port}/stats"
-        done = lambda data: sum(data["events"].values()) >= EVENTS  # noqa: E731
+        count = lambda data: sum(data["events"].values())  # noqa: E731
     try:
-        seconds = wait_for(url, done)
+        return wait_for(url, count)  # type: ignore[no-any-return]
     finally:
         process.terminate()
         process.wait(60)
-    return EVENTS / seconds
 
 
 def alert_latencies(settings: Settings, log: Path) -> list[float]:
