@@ -66,9 +66,26 @@ def compilable(definition: dict[str, Any]) -> bool:
         _field_type(field["type"]) is not None for field in definition["fields"])
 
 
-def _symbols(node: Any) -> list[str]:
-    inner = node[1] if isinstance(node, list) else node
-    return list(inner["symbols"])
+def _fields(definition: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(name, kind, nullable) of every field of a compilable record schema."""
+    fields = []
+    for field in definition["fields"]:
+        field_type = _field_type(field["type"])
+        if field_type is None:
+            raise ValueError(f"{definition.get('name')}.{field['name']}: not compilable")
+        fields.append((field["name"], *field_type))
+    return fields
+
+
+def _enums(definition: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(field name, symbols) of every enum field, nullable or not."""
+    found = []
+    for field in definition["fields"]:
+        field_type = _field_type(field["type"])
+        if field_type is not None and field_type[0] == "enum":
+            node = field["type"][1] if field_type[1] else field["type"]
+            found.append((field["name"], list(node["symbols"])))
+    return found
 
 
 # -- encoding ---------------------------------------------------------------------------
@@ -94,38 +111,33 @@ def _long(value: int, low: int, high: int) -> bytes:
     return zigzag(value)
 
 
-def _encode_value(kind: str, var: str, field: str) -> list[str]:
-    """Lines appending the encoding of ``var`` (a non-null value of ``kind``) to ``out``."""
+def _encode_value(kind: str, field: str) -> list[str]:
+    """Lines appending the encoding of ``value`` (a non-null ``kind``) to ``out``."""
     if kind == "string":
-        return [f"{var} = {var}.encode()", f"size = len({var})",
-                "out += _LENGTHS[size] if size < 2048 else zigzag(size)", f"out += {var}"]
+        return ["value = value.encode()", "size = len(value)",
+                "out += _LENGTHS[size] if size < 2048 else zigzag(size)", "out += value"]
     if kind in ("long", "int"):
         low, high = _INT64 if kind == "long" else _INT32
-        return [f"out += _LENGTHS[{var}] if {var}.__class__ is int and 0 <= {var} < 2048 "
-                f"else _long({var}, {low}, {high})"]
+        return ["out += _LENGTHS[value] if value.__class__ is int and 0 <= value < 2048 "
+                f"else _long(value, {low}, {high})"]
     if kind == "double":
-        return [f"out += _double({var})"]
+        return ["out += _double(value)"]
     if kind == "boolean":
-        return [f"if {var} is True:", "    out += b'\\x01'", f"elif {var} is False:",
+        return ["if value is True:", "    out += b'\\x01'", "elif value is False:",
                 "    out += b'\\x00'", "else:", "    raise TypeError('not a boolean')"]
-    return [f"out += _ENUM_{field}[{var}]"]
+    return [f"out += _ENUM_{field}[value]"]
 
 
 def encoder_source(definition: dict[str, Any]) -> str:
     lines = ["def encode(record):", "    out = bytearray()"]
-    for field in definition["fields"]:
-        name = field["name"]
-        field_type = _field_type(field["type"])
-        assert field_type is not None, name
-        kind, nullable = field_type
-        var = "value"
-        lines.append(f"    {var} = record[{name!r}]" if not nullable
-                     else f"    {var} = record.get({name!r})")
-        body = _encode_value(kind, var, name)
+    for name, kind, nullable in _fields(definition):
+        body = _encode_value(kind, name)
         if nullable:
-            lines += [f"    if {var} is None:", "        out += b'\\x00'", "    else:",
-                      "        out += b'\\x02'"] + [f"        {line}" for line in body]
+            lines += [f"    value = record.get({name!r})", "    if value is None:",
+                      "        out += b'\\x00'", "    else:", "        out += b'\\x02'"]
+            lines += [f"        {line}" for line in body]
         else:
+            lines.append(f"    value = record[{name!r}]")
             lines += [f"    {line}" for line in body]
     lines.append("    return bytes(out)")
     return "\n".join(lines) + "\n"
@@ -137,12 +149,9 @@ def build_encoder(definition: dict[str, Any]) -> Encode:
         "_LENGTHS": _LENGTHS, "zigzag": zigzag, "_long": _long,
         "_double": struct.Struct("<d").pack,
     }
-    for field in definition["fields"]:
-        field_type = _field_type(field["type"])
-        if field_type is not None and field_type[0] == "enum":
-            namespace[f"_ENUM_{field['name']}"] = {
-                symbol: _LENGTHS[index]
-                for index, symbol in enumerate(_symbols(field["type"]))}
+    for field, symbols in _enums(definition):
+        namespace[f"_ENUM_{field}"] = {symbol: _LENGTHS[index]
+                                       for index, symbol in enumerate(symbols)}
     exec(compile(encoder_source(definition), f"<ept encoder {definition['name']}>", "exec"),
          namespace)
     encode: Encode = namespace["encode"]
@@ -213,7 +222,7 @@ _READERS: dict[str, list[str]] = {
     ],
 }
 _READERS["int"] = _READERS["long"] + [
-    "if not -2147483648 <= value <= 2147483647:",
+    f"if not {_INT32[0]} <= value <= {_INT32[1]}:",
     "    raise MalformedBody('int out of range: %d' % value)",
 ]
 
@@ -231,11 +240,7 @@ def _reader_lines(kind: str, field: str) -> list[str]:
 def decoder_source(definition: dict[str, Any]) -> str:
     lines = ["def decode(data, position):", "    length = len(data)", "    try:"]
     names = []
-    for number, field in enumerate(definition["fields"]):
-        name = field["name"]
-        field_type = _field_type(field["type"])
-        assert field_type is not None, name
-        kind, nullable = field_type
+    for number, (name, kind, nullable) in enumerate(_fields(definition)):
         body = _reader_lines(kind, name)
         if nullable:
             lines += ["        branch = data[position]", "        position += 1",
@@ -271,10 +276,8 @@ def build_decoder(definition: dict[str, Any]) -> Decode:
         "_unpack_double": struct.Struct("<d").unpack_from, "_StructError": struct.error,
         "MalformedBody": MalformedBody,
     }
-    for field in definition["fields"]:
-        field_type = _field_type(field["type"])
-        if field_type is not None and field_type[0] == "enum":
-            namespace[f"_ENUM_{field['name']}"] = tuple(_symbols(field["type"]))
+    for field, symbols in _enums(definition):
+        namespace[f"_ENUM_{field}"] = tuple(symbols)
     exec(compile(decoder_source(definition), f"<ept decoder {definition['name']}>", "exec"),
          namespace)
     decode: Decode = namespace["decode"]
