@@ -529,3 +529,53 @@ def test_every_field_is_stored_as_published_in_both_framings(settings: Settings,
             value = record.get(renamed.get(column, column))
             expected = defaults.get(column) if value is None else value
             assert row[column] == expected, (name, column, row[column], expected)
+
+
+class FailingOnce:
+    """The real client, except that one insert raises *after* ClickHouse applied it —
+    the ambiguous failure (a timeout on the way back) that retries must not duplicate."""
+
+    def __init__(self, client: Client, fail_at: int) -> None:
+        self._client = client
+        self._inserts = 0
+        self._fail_at = fail_at
+
+    def raw_insert(self, *args: object, **kwargs: object) -> object:
+        result = self._client.raw_insert(*args, **kwargs)  # type: ignore[arg-type]
+        self._inserts += 1
+        if self._inserts == self._fail_at:
+            raise ConnectionError("injected: reply lost after the insert was applied")
+        return result
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+def test_batch_retried_after_an_applied_insert_stores_each_event_once(
+        settings: Settings, storage: Client) -> None:
+    """A batch of three event types is three inserts; the second one's reply is lost, so
+    the whole batch is retried: ClickHouse drops the two already applied (same tokens)."""
+    tracker = Tracker(settings)
+    for index in range(300):
+        tracker.track_render_completed(f"c{index}", "tpl", "still", 1.0)
+        tracker.track_api_request_completed("/api/x", "GET", 200, 1.0)
+        tracker.track_render_failed(f"f{index}", "timeout", "timed out", "tpl", 5.0)
+    assert tracker.flush(30) == 0
+    tracker.close()
+    stop = threading.Event()
+    sink = Sink(settings.model_copy(update={"sink_batch_seconds": 5.0}),
+                FailingOnce(storage, fail_at=2),  # type: ignore[arg-type]
+                group=f"{settings.topic_prefix}sink")
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert wait_for_rows(storage, 900) == 900
+        time.sleep(1)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert sink.counters.insert_failures == 1
+    assert storage.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0] == (
+        900, 900)
+    # The rollup views saw each row once too.
+    assert storage.query("SELECT sum(events) FROM events_hourly").result_rows[0][0] == 900
