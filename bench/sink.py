@@ -153,8 +153,8 @@ def bare_consume(bootstrap: str, topics: list[str]) -> float:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "fetch.max.bytes": 52_428_800, "fetch.message.max.bytes": 8_388_608,
-                         "queued.min.messages": 500_000,
-                         "queued.max.messages.kbytes": 1_048_576})
+                         "queued.min.messages": 100_000,
+                         "queued.max.messages.kbytes": 131_072})
     consumer.subscribe(topics)
     read, began = 0, None
     while read < EVENTS:

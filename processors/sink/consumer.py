@@ -83,8 +83,8 @@ class Sink:
             # partition per fetch) a backlog is read at a third of this speed, fetch-bound.
             "fetch.max.bytes": 52_428_800,
             "fetch.message.max.bytes": 8_388_608,
-            "queued.min.messages": 500_000,
-            "queued.max.messages.kbytes": 1_048_576,
+            "queued.min.messages": 100_000,
+            "queued.max.messages.kbytes": 131_072,
             "topic.metadata.refresh.interval.ms": 5_000,
         })
         self._dead_letters = DeadLetters(base, settings.topic("dlq"))
