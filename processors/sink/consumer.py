@@ -154,7 +154,13 @@ class Sink:
         if found:
             self._dead_letter(message, "InvalidValues", "; ".join(found))
             return
-        body = event.body if event.body is not None else current_body(event.name, event.record)
+        body = event.body
+        if body is None:  # an older schema or the registry framing: store the current one
+            try:
+                body = current_body(event.name, event.record)
+            except (TypeError, ValueError) as exc:
+                self._dead_letter(message, "NotStorable", f"{type(exc).__name__}: {exc}")
+                return
         self._batch.add(event.name, body, topic, partition, offset)
 
     def _dead_letter(self, message: Message, error_type: str, error: str) -> None:
