@@ -21,8 +21,7 @@ def run_query(settings: Settings, name: str, since: str | None, until: str | Non
               template: str | None, fmt: str) -> str:
     """The named query's result rendered as ``fmt``. Raises ValueError / KeyError for bad
     input and RuntimeError when neither ClickHouse nor the sink's API can be reached."""
-    if name not in queries.QUERIES:
-        raise queries.UnknownQueryError(name)
+    name = queries.canonical_name(name)
     since_time, until_time = parse_time(since, "since"), parse_time(until, "until")
     try:
         client = clickhouse_client(settings)

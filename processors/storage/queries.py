@@ -209,11 +209,18 @@ def parameters(query: NamedQuery, since: dt.datetime | None, until: dt.datetime 
     }
 
 
+def canonical_name(name: str) -> str:
+    """The registered name of query ``name`` (``render_failure_rate`` is accepted for
+    ``render-failure-rate``). Raises UnknownQueryError."""
+    canonical = name.strip().lower().replace("_", "-")
+    if canonical not in QUERIES:
+        raise UnknownQueryError(name)
+    return canonical
+
+
 def run(client: Client, name: str, since: dt.datetime | None = None,
         until: dt.datetime | None = None, template: str | None = None) -> QueryResult:
     """Run the named query; user values are bound as parameters. Raises UnknownQueryError."""
-    query = QUERIES.get(name)
-    if query is None:
-        raise UnknownQueryError(name)
+    query = QUERIES[canonical_name(name)]
     result = client.query(query.bound_sql(), parameters=parameters(query, since, until, template))
     return QueryResult(list(result.column_names), [list(row) for row in result.result_rows])

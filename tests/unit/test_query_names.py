@@ -1,0 +1,19 @@
+"""Query names as a user types them."""
+
+import pytest
+
+from processors.storage.queries import QUERIES, UnknownQueryError, canonical_name
+
+
+@pytest.mark.parametrize("typed", ["render-failure-rate", "render_failure_rate",
+                                   " Render_Failure_Rate "])
+def test_hyphens_underscores_and_case_name_the_same_query(typed: str) -> None:
+    assert canonical_name(typed) == "render-failure-rate"
+
+
+def test_unknown_names_list_the_known_ones() -> None:
+    with pytest.raises(UnknownQueryError) as raised:
+        canonical_name("render_failures")
+    message = str(raised.value)
+    assert "'render_failures'" in message
+    assert all(name in message for name in QUERIES)
