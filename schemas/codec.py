@@ -182,9 +182,7 @@ class Decoder:
                 try:
                     record = read(payload, _SINGLE_OBJECT_HEADER)
                 except MalformedBody as exc:
-                    raise CorruptPayloadError(
-                        f"corrupt or truncated {name} body "
-                        f"({len(payload) - _SINGLE_OBJECT_HEADER} bytes): {exc}") from None
+                    raise _corrupt(name, payload, _SINGLE_OBJECT_HEADER, exc) from None
                 return DecodedEvent(name, record, payload[_SINGLE_OBJECT_HEADER:])
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise CorruptPayloadError(f"payload must be bytes, got {type(payload).__name__}")
@@ -239,10 +237,7 @@ class Decoder:
         try:
             record = schemaless_reader(body, writer, reader)
         except Exception as exc:  # fastavro raises many types on bad bytes
-            raise CorruptPayloadError(
-                f"corrupt or truncated {name} body ({len(payload) - offset} bytes): "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            raise _corrupt(name, payload, offset, exc) from exc
         if body.tell() != len(payload):
             raise CorruptPayloadError(
                 f"{len(payload) - body.tell()} trailing bytes after the {name} record"
@@ -251,6 +246,11 @@ class Decoder:
             raise CorruptPayloadError(f"{name} body did not decode to a record")
         # No reader schema: written with the current one, so the body is in its encoding.
         return DecodedEvent(name, record, payload[offset:] if reader is None else None)
+
+
+def _corrupt(name: str, payload: bytes, offset: int, cause: Exception) -> CorruptPayloadError:
+    return CorruptPayloadError(f"corrupt or truncated {name} body ({len(payload) - offset} "
+                               f"bytes): {type(cause).__name__}: {cause}")
 
 
 @cache

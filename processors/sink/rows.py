@@ -58,10 +58,8 @@ def row_format(event: str) -> RowFormat:
 class Insert:
     """One ``INSERT INTO events (columns) FORMAT Avro`` of a batch."""
 
-    event: str
     columns: list[str]
     data: bytes
-    rows: int
     deduplication_token: str
 
 
@@ -103,7 +101,7 @@ class Batch:
             spans = ",".join(f"{t}:{p}:{first}-{self._last[(e, t, p)]}"
                              for (e, t, p), first in sorted(self._first.items()) if e == event)
             form = row_format(event)
-            yield Insert(event, form.columns,
+            yield Insert(form.columns,
                          form.header + zigzag(len(rows)) + zigzag(len(body)) + body
                          + _SYNC_MARKER,
-                         len(rows), hashlib.sha256(f"{event}|{spans}".encode()).hexdigest())
+                         hashlib.sha256(f"{event}|{spans}".encode()).hexdigest())
