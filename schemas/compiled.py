@@ -90,15 +90,30 @@ def _enums(definition: dict[str, Any]) -> list[tuple[str, list[str]]]:
 
 # -- encoding ---------------------------------------------------------------------------
 
-def zigzag(value: int) -> bytes:
-    """The Avro varint of a long, already range-checked."""
-    number = (value << 1) ^ (value >> 63)
+def _varint(number: int) -> bytes:
     out = bytearray()
     while number > 0x7F:
         out.append((number & 0x7F) | 0x80)
         number >>= 7
     out.append(number)
     return bytes(out)
+
+
+# Varints of 0..2**14-1 (one or two bytes), and the low 14 bits of larger numbers as two
+# continued bytes: a zigzag below 2**28 (longs in -2**27 .. 2**27-1) is at most two
+# lookups. Kafka offsets and string lengths are written this way for every row.
+_VARINTS = tuple(_varint(n) for n in range(1 << 14))
+_LOW_14 = tuple(bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14))
+
+
+def zigzag(value: int) -> bytes:
+    """The Avro varint of a long, already range-checked."""
+    number = (value << 1) ^ (value >> 63)
+    if number < 1 << 14:
+        return _VARINTS[number]
+    if number < 1 << 28:
+        return _LOW_14[number & 0x3FFF] + _VARINTS[number >> 14]
+    return _varint(number)
 
 
 # Varints of 0..2047, so short strings (nearly all) and small numbers cost a lookup.
@@ -237,20 +252,43 @@ def _reader_lines(kind: str, field: str) -> list[str]:
     ]
 
 
+def field_reads(definition: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Per field of a compilable record schema, in order: its name and the lines that
+    read it from ``data`` at ``position`` into ``value`` and advance ``position``. The
+    lines expect ``length = len(data)`` and the names of :func:`reader_namespace`; on
+    malformed bytes they raise MalformedBody, IndexError, struct.error or
+    UnicodeDecodeError."""
+    reads = []
+    for name, kind, nullable in _fields(definition):
+        body = _reader_lines(kind, name)
+        if nullable:
+            lines = ["branch = data[position]", "position += 1", "if branch == 0:",
+                     "    value = None", "elif branch == 2:"]
+            lines += [f"    {line}" for line in body]
+            lines += ["else:", f"    raise MalformedBody('{name}: union branch byte %d' % branch)"]
+        else:
+            lines = list(body)
+        reads.append((name, lines))
+    return reads
+
+
+def reader_namespace(definition: dict[str, Any]) -> dict[str, Any]:
+    """The globals the lines of :func:`field_reads` use."""
+    namespace: dict[str, Any] = {
+        "_read_varint": _read_varint, "_read_string": _read_string,
+        "_unpack_double": struct.Struct("<d").unpack_from, "_StructError": struct.error,
+        "MalformedBody": MalformedBody,
+    }
+    for field, symbols in _enums(definition):
+        namespace[f"_ENUM_{field}"] = tuple(symbols)
+    return namespace
+
+
 def decoder_source(definition: dict[str, Any]) -> str:
     lines = ["def decode(data, position):", "    length = len(data)", "    try:"]
     names = []
-    for number, (name, kind, nullable) in enumerate(_fields(definition)):
-        body = _reader_lines(kind, name)
-        if nullable:
-            lines += ["        branch = data[position]", "        position += 1",
-                      "        if branch == 0:", "            value = None",
-                      "        elif branch == 2:"]
-            lines += [f"            {line}" for line in body]
-            lines += ["        else:",
-                      f"            raise MalformedBody('{name}: union branch byte %d' % branch)"]
-        else:
-            lines += [f"        {line}" for line in body]
+    for number, (name, reads) in enumerate(field_reads(definition)):
+        lines += [f"        {line}" for line in reads]
         lines.append(f"        field_{number} = value")
         names.append(name)
     lines += [
@@ -271,13 +309,7 @@ def decoder_source(definition: dict[str, Any]) -> str:
 def build_decoder(definition: dict[str, Any]) -> Decode:
     """The compiled decoder of the record schema ``definition``: ``decode(data, start)``
     reads one record from ``data[start:]``, which must end exactly where it ends."""
-    namespace: dict[str, Any] = {
-        "_read_varint": _read_varint, "_read_string": _read_string,
-        "_unpack_double": struct.Struct("<d").unpack_from, "_StructError": struct.error,
-        "MalformedBody": MalformedBody,
-    }
-    for field, symbols in _enums(definition):
-        namespace[f"_ENUM_{field}"] = tuple(symbols)
+    namespace = reader_namespace(definition)
     exec(compile(decoder_source(definition), f"<ept decoder {definition['name']}>", "exec"),
          namespace)
     decode: Decode = namespace["decode"]

@@ -2,6 +2,12 @@
 
 The SDK checks them before publishing and the sink checks them again before storing,
 so a record from any publisher is held to the same rules.
+
+Every rule is a small value object with two readings of the same rule:
+``problem(record)`` judges a record of any types (what the SDK is handed), and
+``valid_when`` is a Python expression over ``value`` — the field as the Avro schema
+decodes it — that is true exactly when ``problem`` finds nothing. The sink's compiled
+scan (:mod:`schemas.scan`) inlines the expressions; unit tests hold both readings equal.
 """
 
 from __future__ import annotations
@@ -11,33 +17,20 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-_EARLIEST_MS = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp() * 1000
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+EARLIEST_MS = int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+UUID_PATTERN = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_TEXT = 8192
 _MAX_ID = 512
+_FUTURE_MS = 86_400_000
 
 
-def envelope_problems(record: dict[str, Any]) -> list[str]:
-    """Rules of the shared envelope (event id, event time) that ``record`` breaks.
-
-    Accepts both decodings: UUID / datetime objects, or strings / epoch milliseconds.
-    """
-    found: list[str] = []
-    event_id = record.get("event_id")
-    if not isinstance(event_id, uuid.UUID) and (
-            not isinstance(event_id, str) or _UUID.fullmatch(event_id) is None):
-        found.append(f"event_id: not a UUID: {event_id!r}")
-    when = record.get("event_time")
-    millis = when.timestamp() * 1000 if isinstance(when, dt.datetime) else when
-    horizon = (time.time() + 86_400) * 1000
-    if (isinstance(millis, bool) or not isinstance(millis, int | float)
-            or not _EARLIEST_MS <= millis <= horizon):
-        found.append(f"event_time: outside 2000-01-01 .. now+1d: {when!r}")
-    return found
+def latest_event_time_ms() -> float:
+    """The latest acceptable event time now (epoch milliseconds): now + 1 day."""
+    return time.time() * 1000 + _FUTURE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,94 +45,171 @@ class Problem:
         return f"{self.field}: {self.message}"
 
 
-Check = Callable[[dict[str, Any]], "Problem | None"]
+class Rule(Protocol):
+    field: str
+
+    def problem(self, record: dict[str, Any]) -> Problem | None:
+        """What is wrong with ``record[field]`` (absent counts as None), or None."""
+        ...
+
+    @property
+    def valid_when(self) -> str:
+        """An expression over ``value`` (the decoded field, or None when the schema has no
+        such field) and ``latest_ms`` (:func:`latest_event_time_ms`), true exactly when
+        :meth:`problem` is None for such a value. Names it uses: ``_UUID``,
+        ``_EARLIEST_MS``, ``_INF``."""
+        ...
 
 
-def _text(field: str) -> Check:
-    def check(record: dict[str, Any]) -> Problem | None:
-        value = record.get(field)
-        if not isinstance(value, str):
-            return Problem(field, f"must be a string, got {type(value).__name__}", True)
-        if not value or value.isspace():
-            return Problem(field, "must not be empty")
-        if len(value) > _MAX_ID:
-            return Problem(field, f"longer than {_MAX_ID} characters")
-        return None
-    return check
+def _type_name(value: Any) -> str:
+    return type(value).__name__
 
 
-def _number(field: str, integer: bool, optional: bool = False, positive: bool = False
-            ) -> Check:
-    kinds = int if integer else (int, float)
+@dataclass(frozen=True, slots=True)
+class EventId:
+    field: str = "event_id"
 
-    def check(record: dict[str, Any]) -> Problem | None:
-        value = record.get(field)
-        if value is None and optional:
+    def problem(self, record: dict[str, Any]) -> Problem | None:
+        value = record.get(self.field)
+        if isinstance(value, uuid.UUID) or (
+                isinstance(value, str) and UUID_PATTERN.fullmatch(value) is not None):
             return None
-        if value.__class__ is bool or not isinstance(value, kinds):
-            expected = "an integer" if integer else "a number"
-            return Problem(field, f"must be {expected}, got {type(value).__name__}", True)
-        if not math.isfinite(value) or value < 0:
-            return Problem(field, f"must be finite and >= 0, got {value!r}")
-        if positive and value == 0:
-            return Problem(field, "must be > 0")
+        return Problem(self.field, f"not a UUID: {value!r}")
+
+    @property
+    def valid_when(self) -> str:
+        return "value.__class__ is str and _UUID.fullmatch(value) is not None"
+
+
+@dataclass(frozen=True, slots=True)
+class EventTime:
+    """Epoch milliseconds (or an aware datetime) between 2000-01-01 and now + 1 day."""
+
+    field: str = "event_time"
+
+    def problem(self, record: dict[str, Any]) -> Problem | None:
+        when = record.get(self.field)
+        millis = when.timestamp() * 1000 if isinstance(when, dt.datetime) else when
+        if (isinstance(millis, bool) or not isinstance(millis, int | float)
+                or not EARLIEST_MS <= millis <= latest_event_time_ms()):
+            return Problem(self.field, f"outside 2000-01-01 .. now+1d: {when!r}")
         return None
-    return check
+
+    @property
+    def valid_when(self) -> str:
+        return "value.__class__ is int and _EARLIEST_MS <= value <= latest_ms"
 
 
-def _status(optional: bool) -> Check:
-    def check(record: dict[str, Any]) -> Problem | None:
-        status = record.get("status_code")
-        if status is None and optional:
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A string of at most ``max_chars`` characters; ``identifier`` ones not blank either."""
+
+    field: str
+    max_chars: int = _MAX_ID
+    identifier: bool = True
+
+    def problem(self, record: dict[str, Any]) -> Problem | None:
+        value = record.get(self.field)
+        if not isinstance(value, str):
+            return Problem(self.field, f"must be a string, got {_type_name(value)}", True)
+        if self.identifier and (not value or value.isspace()):
+            return Problem(self.field, "must not be empty")
+        if len(value) > self.max_chars:
+            return Problem(self.field, f"longer than {self.max_chars} characters")
+        return None
+
+    @property
+    def valid_when(self) -> str:
+        blank = "value and not value.isspace() and " if self.identifier else ""
+        return f"value.__class__ is str and {blank}len(value) <= {self.max_chars}"
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A finite number >= 0 (> 0 when ``positive``); an int when ``integer``; None
+    allowed when ``optional``."""
+
+    field: str
+    integer: bool = False
+    optional: bool = False
+    positive: bool = False
+
+    def problem(self, record: dict[str, Any]) -> Problem | None:
+        value = record.get(self.field)
+        if value is None and self.optional:
+            return None
+        kinds = int if self.integer else (int, float)
+        if value.__class__ is bool or not isinstance(value, kinds):
+            expected = "an integer" if self.integer else "a number"
+            return Problem(self.field, f"must be {expected}, got {_type_name(value)}", True)
+        if not math.isfinite(value) or value < 0:
+            return Problem(self.field, f"must be finite and >= 0, got {value!r}")
+        if self.positive and value == 0:
+            return Problem(self.field, "must be > 0")
+        return None
+
+    @property
+    def valid_when(self) -> str:
+        kinds = "value.__class__ is int" if self.integer else (
+            "(value.__class__ is float or value.__class__ is int)")
+        low = "0 < value" if self.positive else "0 <= value"
+        condition = f"{kinds} and {low} < _INF"
+        return f"(value is None or {condition})" if self.optional else condition
+
+
+@dataclass(frozen=True, slots=True)
+class HttpStatus:
+    field: str = "status_code"
+    optional: bool = False
+
+    def problem(self, record: dict[str, Any]) -> Problem | None:
+        status = record.get(self.field)
+        if status is None and self.optional:
             return None
         if status.__class__ is bool or not isinstance(status, int):
-            return Problem("status_code", f"must be an integer, got {type(status).__name__}",
-                           True)
+            return Problem(self.field, f"must be an integer, got {_type_name(status)}", True)
         if not 100 <= status <= 599:
-            return Problem("status_code", f"must be an HTTP status 100..599, got {status}")
+            return Problem(self.field, f"must be an HTTP status 100..599, got {status}")
         return None
-    return check
+
+    @property
+    def valid_when(self) -> str:
+        condition = "value.__class__ is int and 100 <= value <= 599"
+        return f"(value is None or {condition})" if self.optional else condition
 
 
-def _message(record: dict[str, Any]) -> Problem | None:
-    message = record.get("error_message")
-    if not isinstance(message, str):
-        return Problem("error_message", f"must be a string, got {type(message).__name__}", True)
-    if len(message) > MAX_TEXT:
-        return Problem("error_message", f"longer than {MAX_TEXT} characters")
-    return None
-
-
-_RENDER_IDS = (_text("render_id"), _text("template_id"))
-_DIMENSIONS = (_number("width", integer=True, optional=True),
-               _number("height", integer=True, optional=True))
-_CHECKS: dict[str, tuple[Check, ...]] = {
-    "render_failed": (*_RENDER_IDS, _number("duration_ms", integer=False),
-                      _number("retry_attempt", integer=True), _message),
-    "render_completed": (*_RENDER_IDS, _number("duration_ms", integer=False), *_DIMENSIONS),
-    "slow_render": (*_RENDER_IDS, _number("duration_ms", integer=False),
-                    _number("threshold_ms", integer=False, positive=True), *_DIMENSIONS),
-    "api_error": (_text("endpoint"), _text("request_id"), _number("duration_ms", integer=False),
-                  _number("retry_attempt", integer=True), _status(optional=True), _message),
-    "api_request_completed": (_text("endpoint"), _text("request_id"), _text("method"),
-                              _number("duration_ms", integer=False), _status(optional=False)),
+ENVELOPE_RULES: tuple[Rule, ...] = (EventId(), EventTime())
+_RENDER_IDS = (Text("render_id"), Text("template_id"))
+_DIMENSIONS = (Number("width", integer=True, optional=True),
+               Number("height", integer=True, optional=True))
+_MESSAGE = Text("error_message", max_chars=MAX_TEXT, identifier=False)
+FIELD_RULES: dict[str, tuple[Rule, ...]] = {
+    "render_failed": (*_RENDER_IDS, Number("duration_ms"),
+                      Number("retry_attempt", integer=True), _MESSAGE),
+    "render_completed": (*_RENDER_IDS, Number("duration_ms"), *_DIMENSIONS),
+    "slow_render": (*_RENDER_IDS, Number("duration_ms"),
+                    Number("threshold_ms", positive=True), *_DIMENSIONS),
+    "api_error": (Text("endpoint"), Text("request_id"), Number("duration_ms"),
+                  Number("retry_attempt", integer=True), HttpStatus(optional=True), _MESSAGE),
+    "api_request_completed": (Text("endpoint"), Text("request_id"), Text("method"),
+                              Number("duration_ms"), HttpStatus()),
 }
+
+
+def rules(event_name: str) -> tuple[Rule, ...]:
+    """Every rule an event of ``event_name`` must obey, envelope first."""
+    return ENVELOPE_RULES + FIELD_RULES[event_name]
+
+
+def _broken(checked: tuple[Rule, ...], record: dict[str, Any]) -> list[Problem]:
+    return [problem for rule in checked if (problem := rule.problem(record)) is not None]
 
 
 def field_problems(event_name: str, record: dict[str, Any]) -> list[Problem]:
     """Rules of the event's own fields that ``record`` breaks (empty when valid)."""
-    found = []
-    for check in _CHECKS[event_name]:
-        problem = check(record)
-        if problem is not None:
-            found.append(problem)
-    return found
+    return _broken(FIELD_RULES[event_name], record)
 
 
 def problems(event_name: str, record: dict[str, Any]) -> list[str]:
     """Every rule ``record`` breaks, each naming the field; empty when it is valid."""
-    envelope = envelope_problems(record)
-    fields = field_problems(event_name, record)
-    if not envelope and not fields:
-        return envelope
-    return envelope + [str(problem) for problem in fields]
+    return [str(problem) for problem in _broken(rules(event_name), record)]

@@ -34,9 +34,10 @@ from deploy.settings import Settings
 from processors.sink.dlq import DeadLetters
 from processors.sink.rows import Batch
 from processors.storage.tables import RAW_TABLE
-from schemas.codec import DecodeError, Decoder, current_body
-from schemas.registry import EVENT_NAMES
-from schemas.validation import problems
+from schemas.codec import SINGLE_OBJECT_MAGIC, DecodeError, Decoder, current_body
+from schemas.registry import EVENT_NAMES, current_schemas
+from schemas.scan import scanner
+from schemas.validation import latest_event_time_ms, problems
 
 log = logging.getLogger("ept.sink")
 
@@ -70,7 +71,12 @@ class Sink:
         self._on_batch = on_batch
         self._decoder = Decoder(settings.schema_registry_url, raw=True)
         self._topics = [settings.topic(name) for name in EVENT_NAMES]
-        self._event_by_topic = {settings.topic(name): name for name in EVENT_NAMES}
+        # Per topic: its event, the single-object header of the event's current schema
+        # and the compiled scan of that schema.
+        self._scan_by_topic = {
+            settings.topic(name): (name, SINGLE_OBJECT_MAGIC + schema.fingerprint,
+                                   scanner(name))
+            for name, schema in current_schemas().items()}
         base = kafka_config(settings)
         self._consumer = Consumer({
             **base,
@@ -108,8 +114,9 @@ class Sink:
                 room = max(1, min(10_000, self.settings.sink_batch_rows - len(self._batch)))
                 messages = self._consumer.consume(room, timeout=0.1)
                 self.counters.consumed += len(messages)
+                latest_ms = latest_event_time_ms()
                 for message in messages:
-                    self._accept(message)
+                    self._accept(message, latest_ms)
                 if self._in_flight is not None and self._in_flight[1].done():
                     self._complete_in_flight()
                 if self._batch_due():
@@ -126,7 +133,11 @@ class Sink:
 
     # -- consuming ----------------------------------------------------------------------
 
-    def _accept(self, message: Message) -> None:
+    def _accept(self, message: Message, latest_ms: float) -> None:
+        """Route one consumed message into the batch or to the dead letters.
+
+        A body the compiled scan finds valid is added as it is; anything else takes
+        :meth:`_accept_checked`, which decodes it and says what is wrong."""
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -134,21 +145,32 @@ class Sink:
             return
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         assert topic is not None and partition is not None and offset is not None
-        self._batch.next_offsets[(topic, partition)] = offset + 1
-        stored = self._already_stored.get((topic, partition))
-        if stored and offset in stored:
-            stored.discard(offset)
-            self.counters.skipped_already_stored += 1
-            return
+        source = (topic, partition)
+        self._batch.next_offsets[source] = offset + 1
+        if self._already_stored:
+            stored = self._already_stored.get(source)
+            if stored and offset in stored:
+                stored.discard(offset)
+                self.counters.skipped_already_stored += 1
+                return
+        payload = message.value() or b""
+        event, header, scan = self._scan_by_topic[topic]
+        if (scan is not None and payload.startswith(header)
+                and scan(payload, len(header), latest_ms)):
+            self._batch.add(event, payload[len(header):], source, offset)
+        else:
+            self._accept_checked(message, payload, event, source, offset)
+
+    def _accept_checked(self, message: Message, payload: bytes, expected: str,
+                        source: tuple[str, int], offset: int) -> None:
         try:
-            event = self._decoder.decode(message.value() or b"")
+            event = self._decoder.decode(payload)
         except DecodeError as exc:
             self._dead_letter(message, type(exc).__name__, str(exc))
             return
-        expected = self._event_by_topic.get(topic)
         if event.name != expected:
             self._dead_letter(message, "WrongTopic",
-                              f"a {event.name} event on topic {topic} (expected {expected})")
+                              f"a {event.name} event on topic {source[0]} (expected {expected})")
             return
         found = problems(event.name, event.record)
         if found:
@@ -161,7 +183,7 @@ class Sink:
             except (TypeError, ValueError) as exc:
                 self._dead_letter(message, "NotStorable", f"{type(exc).__name__}: {exc}")
                 return
-        self._batch.add(event.name, body, topic, partition, offset)
+        self._batch.add(event.name, body, source, offset)
 
     def _dead_letter(self, message: Message, error_type: str, error: str) -> None:
         self.counters.dead_lettered += 1

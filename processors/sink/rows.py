@@ -63,6 +63,19 @@ class Insert:
     deduplication_token: str
 
 
+class _Run:
+    """The rows of one batch read from one partition: one block of its event's container."""
+
+    __slots__ = ("event", "first", "last", "prefix", "rows")
+
+    def __init__(self, event: str, prefix: bytes, first: int) -> None:
+        self.event = event
+        self.prefix = prefix
+        self.first = first
+        self.last = first
+        self.rows: list[bytes] = []
+
+
 class Batch:
     """Rows accumulated for one flush, and the offsets to commit once they are stored.
 
@@ -73,35 +86,38 @@ class Batch:
 
     def __init__(self) -> None:
         self.next_offsets: dict[tuple[str, int], int] = {}
-        self._rows: dict[str, list[bytes]] = {}
-        # (event, topic, partition) -> row prefix, first offset and last offset.
-        self._prefixes: dict[tuple[str, str, int], bytes] = {}
-        self._first: dict[tuple[str, str, int], int] = {}
-        self._last: dict[tuple[str, str, int], int] = {}
+        self._runs: dict[tuple[str, int], _Run] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(len(rows) for rows in self._rows.values())
+        return self._count
 
-    def add(self, event: str, body: bytes, topic: str, partition: int, offset: int) -> None:
-        """Add a validated event's current-schema Avro ``body`` read from ``offset``.
-        Offsets of one partition must be added in increasing order."""
-        key = (event, topic, partition)
-        prefix = self._prefixes.get(key)
-        if prefix is None:
-            prefix = self._prefixes[key] = _string(event) + _string(topic) + zigzag(partition)
-            self._first[key] = offset
-            self._rows.setdefault(event, [])
-        self._rows[event].append(prefix + zigzag(offset) + body)
-        self._last[key] = offset
+    def add(self, event: str, body: bytes, source: tuple[str, int], offset: int) -> None:
+        """Add a validated event's current-schema Avro ``body`` read from ``offset`` of
+        the ``source`` (topic, partition), whose events all are ``event``s. Offsets of
+        one partition must be added in increasing order."""
+        run = self._runs.get(source)
+        if run is None:
+            topic, partition = source
+            run = self._runs[source] = _Run(
+                event, _string(event) + _string(topic) + zigzag(partition), offset)
+        run.rows += (run.prefix, zigzag(offset), body)
+        run.last = offset
+        self._count += 1
 
     def inserts(self) -> Iterator[Insert]:
-        """One insert per event type with rows, each a complete Avro container."""
-        for event, rows in self._rows.items():
-            body = b"".join(rows)
-            spans = ",".join(f"{t}:{p}:{first}-{self._last[(e, t, p)]}"
-                             for (e, t, p), first in sorted(self._first.items()) if e == event)
+        """One insert per event type with rows: an Avro container of one block per
+        partition."""
+        by_event: dict[str, list[tuple[tuple[str, int], _Run]]] = {}
+        for source, run in sorted(self._runs.items(), key=lambda item: item[0]):
+            by_event.setdefault(run.event, []).append((source, run))
+        for event, runs in by_event.items():
+            blocks = []
+            for _, run in runs:
+                body = b"".join(run.rows)
+                blocks += (zigzag(len(run.rows) // 3), zigzag(len(body)), body, _SYNC_MARKER)
+            spans = ",".join(f"{topic}:{partition}:{run.first}-{run.last}"
+                             for (topic, partition), run in runs)
             form = row_format(event)
-            yield Insert(form.columns,
-                         form.header + zigzag(len(rows)) + zigzag(len(body)) + body
-                         + _SYNC_MARKER,
+            yield Insert(form.columns, form.header + b"".join(blocks),
                          hashlib.sha256(f"{event}|{spans}".encode()).hexdigest())
