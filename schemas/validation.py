@@ -46,7 +46,10 @@ class Problem:
 
 
 class Rule(Protocol):
-    field: str
+    @property
+    def field(self) -> str:
+        """The record field the rule judges."""
+        ...
 
     def problem(self, record: dict[str, Any]) -> Problem | None:
         """What is wrong with ``record[field]`` (absent counts as None), or None."""

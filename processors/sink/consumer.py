@@ -9,6 +9,12 @@ Exactly once, by two mechanisms that cover each other (docs/exactly-once.md):
   insert retried after an ambiguous failure (timeout after the server applied it) is
   dropped by ClickHouse — this covers retries within one process.
 
+A batch holds up to ``EPT_SINK_BATCH_ROWS`` rows of each event type (each type's rows
+are one insert, so the bound is the size of an insert) and is flushed when one type
+reaches it or ``EPT_SINK_BATCH_SECONDS`` after its first message. Valid events are
+recognised by a compiled scan of their bytes (:mod:`schemas.scan`) and stored as they
+are; anything else is decoded to find out what is wrong with it.
+
 Inserts are pipelined: while one batch is being inserted (a background thread; the
 engine parses the rows in C++ without holding the GIL), the next one is consumed,
 decoded and checked. Offsets are committed in batch order, only after ClickHouse
@@ -91,6 +97,10 @@ class Sink:
             "fetch.message.max.bytes": 8_388_608,
             "queued.min.messages": 100_000,
             "queued.max.messages.kbytes": 131_072,
+            # Once the queue is full, fetch again soon after it drains below the bounds,
+            # not a second later (the default): with 1 s, reading a backlog stalled on an
+            # empty queue and a bare consume ran at a third of its speed (bench-sink).
+            "fetch.queue.backoff.ms": 10,
             "topic.metadata.refresh.interval.ms": 5_000,
         })
         self._dead_letters = DeadLetters(base, settings.topic("dlq"))
@@ -111,12 +121,11 @@ class Sink:
                                  on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
-                room = max(1, min(10_000, self.settings.sink_batch_rows - len(self._batch)))
+                room = max(1, min(10_000,
+                                  self.settings.sink_batch_rows - self._batch.largest_insert()))
                 messages = self._consumer.consume(room, timeout=0.1)
                 self.counters.consumed += len(messages)
-                latest_ms = latest_event_time_ms()
-                for message in messages:
-                    self._accept(message, latest_ms)
+                self._accept(messages)
                 if self._in_flight is not None and self._in_flight[1].done():
                     self._complete_in_flight()
                 if self._batch_due():
@@ -133,44 +142,59 @@ class Sink:
 
     # -- consuming ----------------------------------------------------------------------
 
-    def _accept(self, message: Message, latest_ms: float) -> None:
-        """Route one consumed message into the batch or to the dead letters.
+    def _accept(self, messages: list[Message]) -> None:
+        """Route consumed messages into the batch or to the dead letters.
 
-        A body the compiled scan finds valid is added as it is; anything else takes
+        The hot loop of the sink. librdkafka hands messages out partition by partition,
+        so the lookups are made once per run of one partition's messages. A body the
+        compiled scan finds valid is added as it is; anything else takes
         :meth:`_accept_checked`, which decodes it and says what is wrong."""
-        error = message.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("sink: consumer error: %s", error)
-            return
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None and partition is not None and offset is not None
-        source = (topic, partition)
-        self._batch.next_offsets[source] = offset + 1
-        if self._already_stored:
-            stored = self._already_stored.get(source)
+        latest_ms = latest_event_time_ms()
+        batch = self._batch
+        source: tuple[str, int] | None = None
+        next_offset = 0
+        for message in messages:
+            if message.error() is not None:
+                self._consumer_error(message)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
+            if source is None or partition != source[1] or topic != source[0]:
+                if source is not None:
+                    batch.next_offsets[source] = next_offset
+                source = (topic, partition)
+                event, header, scan = self._scan_by_topic[topic]
+                add = batch.rows_of(source, event).add
+                stored = self._already_stored.get(source)
+            next_offset = offset + 1
             if stored and offset in stored:
                 stored.discard(offset)
                 self.counters.skipped_already_stored += 1
-                return
-        payload = message.value() or b""
-        event, header, scan = self._scan_by_topic[topic]
-        if (scan is not None and payload.startswith(header)
-                and scan(payload, len(header), latest_ms)):
-            self._batch.add(event, payload[len(header):], source, offset)
-        else:
-            self._accept_checked(message, payload, event, source, offset)
+                continue
+            payload = message.value() or b""
+            if (scan is not None and payload.startswith(header)
+                    and scan(payload, len(header), latest_ms)):
+                add(offset, payload[len(header):])
+            else:
+                self._accept_checked(message, payload, event, add, offset)
+        if source is not None:
+            batch.next_offsets[source] = next_offset
+
+    def _consumer_error(self, message: Message) -> None:
+        error = message.error()
+        if error is not None and error.code() != KafkaError._PARTITION_EOF:
+            log.warning("sink: consumer error: %s", error)
 
     def _accept_checked(self, message: Message, payload: bytes, expected: str,
-                        source: tuple[str, int], offset: int) -> None:
+                        add: Callable[[int, bytes], None], offset: int) -> None:
         try:
             event = self._decoder.decode(payload)
         except DecodeError as exc:
             self._dead_letter(message, type(exc).__name__, str(exc))
             return
         if event.name != expected:
-            self._dead_letter(message, "WrongTopic",
-                              f"a {event.name} event on topic {source[0]} (expected {expected})")
+            self._dead_letter(message, "WrongTopic", f"a {event.name} event on topic "
+                              f"{message.topic()} (expected {expected})")
             return
         found = problems(event.name, event.record)
         if found:
@@ -183,7 +207,7 @@ class Sink:
             except (TypeError, ValueError) as exc:
                 self._dead_letter(message, "NotStorable", f"{type(exc).__name__}: {exc}")
                 return
-        self._batch.add(event.name, body, source, offset)
+        add(offset, body)
 
     def _dead_letter(self, message: Message, error_type: str, error: str) -> None:
         self.counters.dead_lettered += 1
@@ -195,7 +219,7 @@ class Sink:
         if not self._batch.next_offsets:
             self._batch_started = time.monotonic()
             return False
-        return (len(self._batch) >= self.settings.sink_batch_rows
+        return (self._batch.largest_insert() >= self.settings.sink_batch_rows
                 or time.monotonic() - self._batch_started >= self.settings.sink_batch_seconds)
 
     # -- inserting and committing -------------------------------------------------------

@@ -63,21 +63,33 @@ class Insert:
     deduplication_token: str
 
 
-class _Run:
-    """The rows of one batch read from one partition: one block of its event's container."""
+class PartitionRows:
+    """The rows of one batch read from one partition, all of one event type: one block
+    of that event's container."""
 
     __slots__ = ("event", "first", "last", "prefix", "rows")
 
-    def __init__(self, event: str, prefix: bytes, first: int) -> None:
+    def __init__(self, event: str, topic: str, partition: int) -> None:
         self.event = event
-        self.prefix = prefix
-        self.first = first
-        self.last = first
-        self.rows: list[bytes] = []
+        self.prefix = _string(event) + _string(topic) + zigzag(partition)
+        self.first = self.last = -1
+        self.rows: list[bytes] = []  # three pieces per row: prefix, offset, body
+
+    def add(self, offset: int, body: bytes) -> None:
+        """Add a validated event's current-schema Avro ``body`` read from ``offset``;
+        offsets must increase."""
+        if not self.rows:
+            self.first = offset
+        self.rows += (self.prefix, zigzag(offset), body)
+        self.last = offset
+
+    def __len__(self) -> int:
+        return len(self.rows) // 3
 
 
 class Batch:
     """Rows accumulated for one flush, and the offsets to commit once they are stored.
+    Each event type's rows are one insert.
 
     Every consumed message moves its partition's entry in ``next_offsets`` on, stored or
     not (already stored, dead-lettered). Deduplication tokens are derived from the
@@ -86,38 +98,40 @@ class Batch:
 
     def __init__(self) -> None:
         self.next_offsets: dict[tuple[str, int], int] = {}
-        self._runs: dict[tuple[str, int], _Run] = {}
-        self._count = 0
+        self._partitions: dict[tuple[str, int], PartitionRows] = {}
 
     def __len__(self) -> int:
-        return self._count
+        return sum(len(rows) for rows in self._partitions.values())
 
-    def add(self, event: str, body: bytes, source: tuple[str, int], offset: int) -> None:
-        """Add a validated event's current-schema Avro ``body`` read from ``offset`` of
-        the ``source`` (topic, partition), whose events all are ``event``s. Offsets of
-        one partition must be added in increasing order."""
-        run = self._runs.get(source)
-        if run is None:
-            topic, partition = source
-            run = self._runs[source] = _Run(
-                event, _string(event) + _string(topic) + zigzag(partition), offset)
-        run.rows += (run.prefix, zigzag(offset), body)
-        run.last = offset
-        self._count += 1
+    def largest_insert(self) -> int:
+        """The rows of the event type with the most rows: the largest insert so far."""
+        rows_by_event: dict[str, int] = {}
+        for rows in self._partitions.values():
+            rows_by_event[rows.event] = rows_by_event.get(rows.event, 0) + len(rows)
+        return max(rows_by_event.values(), default=0)
+
+    def rows_of(self, source: tuple[str, int], event: str) -> PartitionRows:
+        """The rows read from the ``source`` (topic, partition), whose events are all
+        ``event``s."""
+        rows = self._partitions.get(source)
+        if rows is None:
+            rows = self._partitions[source] = PartitionRows(event, *source)
+        return rows
 
     def inserts(self) -> Iterator[Insert]:
         """One insert per event type with rows: an Avro container of one block per
         partition."""
-        by_event: dict[str, list[tuple[tuple[str, int], _Run]]] = {}
-        for source, run in sorted(self._runs.items(), key=lambda item: item[0]):
-            by_event.setdefault(run.event, []).append((source, run))
-        for event, runs in by_event.items():
-            blocks = []
-            for _, run in runs:
-                body = b"".join(run.rows)
-                blocks += (zigzag(len(run.rows) // 3), zigzag(len(body)), body, _SYNC_MARKER)
-            spans = ",".join(f"{topic}:{partition}:{run.first}-{run.last}"
-                             for (topic, partition), run in runs)
+        by_event: dict[str, list[tuple[tuple[str, int], PartitionRows]]] = {}
+        for source, rows in sorted(self._partitions.items(), key=lambda item: item[0]):
+            if rows.rows:
+                by_event.setdefault(rows.event, []).append((source, rows))
+        for event, partitions in by_event.items():
+            blocks: list[bytes] = []
+            for _, rows in partitions:
+                body = b"".join(rows.rows)
+                blocks += (zigzag(len(rows)), zigzag(len(body)), body, _SYNC_MARKER)
+            spans = ",".join(f"{topic}:{partition}:{rows.first}-{rows.last}"
+                             for (topic, partition), rows in partitions)
             form = row_format(event)
             yield Insert(form.columns, form.header + b"".join(blocks),
                          hashlib.sha256(f"{event}|{spans}".encode()).hexdigest())
