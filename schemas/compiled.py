@@ -175,18 +175,24 @@ def build_encoder(definition: dict[str, Any]) -> Encode:
 
 # -- decoding ---------------------------------------------------------------------------
 
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
-    """(zigzag-decoded long, next position) of the varint at ``position``."""
+def _read_unsigned(data: bytes, position: int) -> tuple[int, int]:
+    """(unsigned number, next position) of the varint at ``position``."""
     number = shift = 0
     while True:
         byte = data[position]  # IndexError when truncated: reported by the decoder
         position += 1
         number |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return (number >> 1) ^ -(number & 1), position
+            return number, position
         shift += 7
         if shift > 63:
             raise MalformedBody(f"varint longer than 10 bytes at byte {position}")
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    """(zigzag-decoded long, next position) of the varint at ``position``."""
+    number, position = _read_unsigned(data, position)
+    return (number >> 1) ^ -(number & 1), position
 
 
 def _read_string(data: bytes, position: int) -> tuple[str, int]:
@@ -195,6 +201,24 @@ def _read_string(data: bytes, position: int) -> tuple[str, int]:
     if size < 0 or end > len(data):
         raise MalformedBody(f"string of {size} bytes at byte {position} overruns the body")
     return data[position:end].decode(), end
+
+
+def _long_reader(inline_bytes: int = 7) -> list[str]:
+    """Lines reading a zigzag varint: up to ``inline_bytes`` bytes unrolled (timestamps
+    in epoch milliseconds take six), longer ones by a call."""
+    lines = ["value = data[position]", "if value < 0x80:",
+             "    value = (value >> 1) ^ -(value & 1)", "    position += 1", "else:",
+             "    number = value & 0x7F"]
+    indent = "    "
+    for index in range(1, inline_bytes):
+        lines += [f"{indent}value = data[position + {index}]",
+                  f"{indent}number |= (value & 0x7F) << {7 * index}",
+                  f"{indent}if value < 0x80:", f"{indent}    position += {index + 1}",
+                  f"{indent}else:"]
+        indent += "    "
+    lines += [f"{indent}number, position = _read_unsigned(data, position)",
+              "    value = (number >> 1) ^ -(number & 1)"]
+    return lines
 
 
 # Each reader sets ``value`` and advances ``position``; one-byte varints (short strings,
@@ -212,18 +236,7 @@ _READERS: dict[str, list[str]] = {
         "else:",
         "    value, position = _read_string(data, position)",
     ],
-    "long": [
-        "value = data[position]",
-        "if value < 0x80:",
-        "    value = (value >> 1) ^ -(value & 1)",
-        "    position += 1",
-        "elif data[position + 1] < 0x80:",
-        "    value = (value & 0x7F) | (data[position + 1] << 7)",
-        "    value = (value >> 1) ^ -(value & 1)",
-        "    position += 2",
-        "else:",
-        "    value, position = _read_varint(data, position)",
-    ],
+    "long": _long_reader(),
     "double": [
         "value = _unpack_double(data, position)[0]",
         "position += 8",
@@ -275,7 +288,7 @@ def field_reads(definition: dict[str, Any]) -> list[tuple[str, list[str]]]:
 def reader_namespace(definition: dict[str, Any]) -> dict[str, Any]:
     """The globals the lines of :func:`field_reads` use."""
     namespace: dict[str, Any] = {
-        "_read_varint": _read_varint, "_read_string": _read_string,
+        "_read_unsigned": _read_unsigned, "_read_string": _read_string,
         "_unpack_double": struct.Struct("<d").unpack_from, "_StructError": struct.error,
         "MalformedBody": MalformedBody,
     }
