@@ -255,7 +255,14 @@ _READERS["int"] = _READERS["long"] + [
 ]
 
 
-def _reader_lines(kind: str, field: str) -> list[str]:
+# The overrun check of a short string, which only the precise error message needs: past
+# it, an overrun also shows as an IndexError or as ``position`` ending beyond the body.
+_STRING_OVERRUN = _READERS["string"][3:5]
+
+
+def _reader_lines(kind: str, field: str, checked: bool) -> list[str]:
+    if kind == "string" and not checked:
+        return [line for line in _READERS["string"] if line not in _STRING_OVERRUN]
     if kind != "enum":
         return _READERS[kind]
     return _READERS["long"] + [
@@ -265,15 +272,18 @@ def _reader_lines(kind: str, field: str) -> list[str]:
     ]
 
 
-def field_reads(definition: dict[str, Any]) -> list[tuple[str, list[str]]]:
+def field_reads(definition: dict[str, Any], *, checked: bool = True
+                ) -> list[tuple[str, list[str]]]:
     """Per field of a compilable record schema, in order: its name and the lines that
     read it from ``data`` at ``position`` into ``value`` and advance ``position``. The
     lines expect ``length = len(data)`` and the names of :func:`reader_namespace`; on
     malformed bytes they raise MalformedBody, IndexError, struct.error or
-    UnicodeDecodeError."""
+    UnicodeDecodeError. Unless ``checked``, a short string overrunning the body is not
+    caught where it is read: the caller must then treat ``position`` ending anywhere but
+    at ``length`` as malformed (a yes/no check may; a decoder reporting why may not)."""
     reads = []
     for name, kind, nullable in _fields(definition):
-        body = _reader_lines(kind, name)
+        body = _reader_lines(kind, name, checked)
         if nullable:
             lines = ["branch = data[position]", "position += 1", "if branch == 0:",
                      "    value = None", "elif branch == 2:"]

@@ -32,7 +32,7 @@ def scan_source(event_name: str) -> str:
     for rule in rules(event_name):
         conditions.setdefault(rule.field, []).append(rule.valid_when)
     lines = ["def scan(data, position, latest_ms):", "    length = len(data)", "    try:"]
-    for name, reads in field_reads(definition):
+    for name, reads in field_reads(definition, checked=False):
         lines += [f"        {line}" for line in reads]
         for condition in conditions.pop(name, []):
             lines += [f"        if not ({condition}):", "            return False"]

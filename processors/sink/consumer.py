@@ -164,6 +164,7 @@ class Sink:
                     batch.next_offsets[source] = next_offset
                 source = (topic, partition)
                 event, header, scan = self._scan_by_topic[topic]
+                body_start = len(header)
                 add = batch.rows_of(source, event).add
                 stored = self._already_stored.get(source)
             next_offset = offset + 1
@@ -173,8 +174,8 @@ class Sink:
                 continue
             payload = message.value() or b""
             if (scan is not None and payload.startswith(header)
-                    and scan(payload, len(header), latest_ms)):
-                add(offset, payload[len(header):])
+                    and scan(payload, body_start, latest_ms)):
+                add(offset, payload[body_start:])
             else:
                 self._accept_checked(message, payload, event, add, offset)
         if source is not None:
