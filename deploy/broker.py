@@ -25,6 +25,15 @@ KAFKA_VERSION = "4.1.1"
 HOST = "127.0.0.1"
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id. Like Kafka's own Uuid.randomUuid, never one starting with
+    '-': StorageTool would read it as an option and refuse to format (1 start in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class BrokerError(RuntimeError):
     """The local broker could not be set up, started or stopped; the message says why."""
 
@@ -216,7 +225,7 @@ class LocalBroker:
         properties = self._write_properties()
         classpath = f"{libs}/*"
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = _cluster_id()
             scram = []
             if self.scram_user is not None:
                 user, password = self.scram_user

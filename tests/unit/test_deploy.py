@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import click
+import pytest
 import yaml
 
 from deploy.cli import main
@@ -97,3 +98,18 @@ def test_clickhouse_users_are_split_read_only_and_writer() -> None:
     text = (DEPLOY / "clickhouse" / "users.sql").read_text()
     assert "readonly = 1" in text and "GRANT SELECT ON ept.* TO ept_analyst" in text
     assert "INSERT" in text.split("TO ept_writer")[0]
+
+
+def test_broker_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """StorageTool reads "-t -KNJ..." as an unknown option: a CI run failed on one."""
+    import uuid
+
+    from deploy import broker
+
+    dashed = uuid.UUID(bytes=b"\xf8" + bytes(15))  # base64 "+A..." urlsafe: "-A..."
+    plain = uuid.UUID(bytes=b"\x00" * 15 + b"\x01")
+    draws = iter([dashed, plain])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(draws))
+    assert broker.base64.urlsafe_b64encode(dashed.bytes).decode().startswith("-")
+    assert broker._cluster_id() == broker.base64.urlsafe_b64encode(
+        plain.bytes).decode().rstrip("=")
