@@ -182,9 +182,11 @@ def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings, storage
     good = [_valid_record(i) for i in range(4)]
     invalid_values = {**_valid_record(99), "duration_ms": -5.0, "render_id": ""}
     unknown_fingerprint = b"\xc3\x01" + b"\x01" * 8 + b"\x00" * 20
+    # Random bytes, but not starting with a framing's magic (0x00 registry, C3 01 single object).
+    no_framing = b"\xff" + random.Random(5).randbytes(63)
     truncated = encoder.encode("render_failed", _valid_record(98))[:-6]
     payloads = [
-        encoder.encode("render_failed", good[0]), os.urandom(64),
+        encoder.encode("render_failed", good[0]), no_framing,
         encoder.encode("render_failed", good[1]), unknown_fingerprint,
         encoder.encode("render_failed", good[2]), truncated,
         encoder.encode("render_failed", invalid_values),
@@ -422,7 +424,7 @@ def test_fuzzed_payloads_among_valid_ones(settings: Settings, storage: Client,
     fuzzed = []
     for index in range(1000):
         if index % 3 == 0:
-            fuzzed.append(os.urandom(rng.randrange(0, 120)))
+            fuzzed.append(rng.randbytes(rng.randrange(0, 120)))
         else:
             payload = bytearray(valid[index])
             for _ in range(rng.randrange(1, 6)):
