@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # Worker
     rules_file: Path | None = None
     allowed_lateness_s: int = Field(default=120, ge=0)
+    # How long a worker may go silent before its partitions move to the others (Faust
+    # heartbeats every 3 s); Kafka's own default.
+    worker_session_timeout_s: float = Field(default=45.0, ge=10, le=1800)
 
     # HTTP servers (worker stats, sink query API + dashboard)
     http_host: str = "127.0.0.1"

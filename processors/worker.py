@@ -17,9 +17,12 @@ is beyond the last one it applied from that source partition (signals of one sco
 source arrive in order), and alert notifications are reconciled against the alert topic
 itself — a state that says "firing" publishes only if the topic's last word for that
 fingerprint is not already "firing" — so a killed worker neither repeats nor misses one.
+It consumes through :mod:`processors.faust_kafka`, so no offset is committed that an
+agent was not handed.
 
 Event time only advances with events; ``collect`` sends a tick to every signals partition
-when its event-time minute advances, so alerts of idle scopes still resolve.
+when its event-time minute advances, so alerts of idle scopes still resolve — judged at
+minute boundaries of event time (:mod:`processors.evaluation`), whatever the batching.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ import faust
 
 from deploy.connections import faust_broker_options, kafka_config
 from deploy.settings import Settings
-from processors.alerting import AlertState, alert_message, fingerprint, step
+from processors.alerting import alert_message, fingerprint
+from processors.evaluation import Evaluator, Notice, has_active_alert
+from processors.faust_kafka import use_transport
 from processors.rules import Rule
-from processors.signals import FAMILY_OF_KIND, Scope, measure, signals_of
-from processors.windows import MINUTE_MS, MinuteBuckets, minute_of
+from processors.signals import Scope, measure, signals_of
+from processors.windows import MinuteBuckets, minute_of
 from schemas.codec import DecodeError, Decoder
 from schemas.registry import EVENT_NAMES
 
@@ -53,7 +58,6 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.events = Counter[str]()
         self.decode_errors = 0
-        self.late_events = 0
         self.alerts = Counter[str]()
 
 
@@ -116,11 +120,6 @@ class PublishedAlerts:
         return last
 
 
-def _has_active_alert(state: dict[str, Any] | None) -> bool:
-    return any(alert.get("status") != "inactive"
-               for alert in (state or {}).get("alerts", {}).values())
-
-
 def _scope_partition(scope_key: str, partitions: int) -> int:
     return zlib.crc32(scope_key.encode()) % partitions
 
@@ -128,17 +127,14 @@ def _scope_partition(scope_key: str, partitions: int) -> int:
 def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
     """Build the worker's Faust app. Nothing connects until the worker starts."""
     partitions = settings.topic_partitions
-    lateness_ms = settings.allowed_lateness_s * 1000
-    retain_minutes = max(rule.window_minutes for rule in rules) + lateness_ms // MINUTE_MS + 1
-    rules_by_family: dict[str, list[Rule]] = defaultdict(list)
-    for rule in rules:
-        rules_by_family[FAMILY_OF_KIND[rule.kind]].append(rule)
+    evaluator = Evaluator(rules, settings.allowed_lateness_s * 1000)
 
     app = faust.App(
         f"{settings.topic_prefix}worker",
         **faust_broker_options(settings),
         store="memory://",
         broker_commit_interval=0.5,
+        broker_session_timeout=settings.worker_session_timeout_s,
         topic_partitions=partitions,
         topic_replication_factor=settings.topic_replication,
         web_enabled=True,
@@ -149,6 +145,7 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
         table_cleanup_interval=60.0,
         producer_linger_ms=5,
     )
+    use_transport(app)
     metrics = WorkerMetrics()
     decoder = Decoder(settings.schema_registry_url, raw=True)
     event_topics = app.topic(*[settings.topic(name) for name in EVENT_NAMES],
@@ -198,29 +195,17 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
     published = PublishedAlerts(settings)
     app.on_partitions_assigned.connect(published.invalidate)
 
-    async def evaluate_scope(scope_key: str, buckets: MinuteBuckets, state: dict[str, Any],
-                             now_ms: int) -> None:
-        scope = Scope.parse(scope_key)
-        alert_states = state.setdefault("alerts", {})
-        for rule in rules_by_family[scope.family]:
-            if scope.scope_type not in rule.scopes:
-                continue
-            value, samples = measure(rule.kind, buckets.window(rule.window_minutes, now_ms))
-            before = AlertState.from_json(alert_states.get(rule.name))
-            after, note = step(rule, before, value, samples, now_ms)
-            if after != before:
-                alert_states[rule.name] = after.to_json()
-            if note is None:
-                continue
-            key = fingerprint(rule.name, scope.labels)
+    async def publish(notices: list[Notice]) -> None:
+        for notice in notices:
+            key = fingerprint(notice.rule.name, notice.scope.labels)
             last = await published.last_status(key)
-            if note.status == last and not note.renotify:
+            if notice.note.status == last and not notice.note.renotify:
                 continue  # already on the topic (published before a restart)
-            message = alert_message(rule, scope.labels, note)
-            metrics.alerts[f"{rule.name}:{note.status}"] += 1
-            log.info("alert %s %s", note.status, message["summary"])
+            message = alert_message(notice.rule, notice.scope.labels, notice.note)
+            metrics.alerts[f"{notice.rule.name}:{notice.note.status}"] += 1
+            log.info("alert %s %s", notice.note.status, message["summary"])
             await alerts.send(key=key.encode(), value=json.dumps(message).encode())
-            published.record(key, note.status)
+            published.record(key, notice.note.status)
 
     @app.agent(signals)
     async def evaluate(stream: faust.StreamT[Any]) -> None:
@@ -239,45 +224,25 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
                 if offset <= before.get(source, -1):
                     continue  # replayed after a restart: already counted
                 applied[source] = max(offset, applied.get(source, -1))
-                await apply_event(scope_key, state, buckets, partition, event_ms, counter)
+                await publish(evaluator.count(scope_key, state, buckets, event_ms, counter,
+                                              partition_watermark.get(partition, 0)))
             state["window"] = buckets.to_json()
             scopes[scope_key] = state
 
-    async def apply_event(scope_key: str, state: dict[str, Any], buckets: MinuteBuckets,
-                          partition: int, event_ms: int, counter: str) -> None:
-        """Count one event and evaluate the scope's rules, as if it arrived alone."""
-        if not buckets.add(minute_of(event_ms), {counter: 1}, event_ms, lateness_ms,
-                           retain_minutes):
-            metrics.late_events += 1
-        # Decide at the scope's own event time, so the decision does not depend on how
-        # other scopes' events interleave. The scope's clock never goes back: once its
-        # active alerts caught up with event time elsewhere in the partition (a backlog
-        # being replayed), its own late events are judged at that later time.
-        now_ms = max(buckets.watermark_ms, state.get("clock", 0))
-        await evaluate_scope(scope_key, buckets, state, now_ms)
-        elsewhere = partition_watermark.get(partition, 0)
-        if elsewhere > now_ms and _has_active_alert(state):
-            now_ms = elsewhere
-            await evaluate_scope(scope_key, buckets, state, now_ms)
-        state["clock"] = now_ms
-
     async def on_tick(partition: int, now_ms: int) -> None:
-        """Event time moved on: re-evaluate this partition's scopes with active alerts."""
+        """Event time moved on: catch up this partition's scopes with active alerts."""
         if now_ms <= partition_watermark.get(partition, 0):
             return
         partition_watermark[partition] = now_ms
         for scope_key, state in list(scopes.items()):
             if _scope_partition(scope_key, partitions) != partition:
                 continue
-            if not _has_active_alert(state):
+            if not has_active_alert(state):
                 continue
             state = dict(state)
-            at_ms = max(now_ms, state.get("clock", 0))
             buckets = MinuteBuckets.from_json(state.get("window"))
-            buckets.advance(at_ms, retain_minutes)
+            await publish(evaluator.catch_up(scope_key, state, buckets, now_ms))
             state["window"] = buckets.to_json()
-            await evaluate_scope(scope_key, buckets, state, at_ms)
-            state["clock"] = at_ms
             scopes[scope_key] = state
 
     def current_rates() -> list[dict[str, Any]]:
@@ -285,9 +250,7 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
         for scope_key, state in list(scopes.items()):
             scope = Scope.parse(scope_key)
             buckets = MinuteBuckets.from_json((state or {}).get("window"))
-            for rule in rules_by_family[scope.family]:
-                if scope.scope_type not in rule.scopes:
-                    continue
+            for rule in evaluator.rules_of(scope):
                 value, samples = measure(rule.kind, buckets.window(rule.window_minutes))
                 status = (state.get("alerts", {}).get(rule.name) or {}).get("status", "inactive")
                 rates.append({"rule": rule.name, "scope": scope.scope_type,
@@ -333,7 +296,7 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
                   f"ept_worker_decode_errors_total {metrics.decode_errors}",
                   "# HELP ept_worker_late_events_total Events older than the allowed lateness.",
                   "# TYPE ept_worker_late_events_total counter",
-                  f"ept_worker_late_events_total {metrics.late_events}",
+                  f"ept_worker_late_events_total {evaluator.late_events}",
                   "# HELP ept_worker_alerts_total Alert notifications, by rule and status.",
                   "# TYPE ept_worker_alerts_total counter"]
         for key, count in sorted(metrics.alerts.items()):

@@ -30,10 +30,13 @@ class Worker:
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.port = free_port()
         self.log_path = log_path
+        self._log_start = log_path.stat().st_size if log_path.exists() else 0  # log is shared
         environment = {**os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                        "EPT_TOPIC_PREFIX": settings.topic_prefix,
                        "EPT_TOPIC_PARTITIONS": str(settings.topic_partitions),
-                       "EPT_WORKER_PORT": str(self.port), "EPT_STATE_DIR": str(settings.state_dir)}
+                       "EPT_WORKER_PORT": str(self.port), "EPT_STATE_DIR": str(settings.state_dir),
+                       # a killed worker's partitions move on after 10 s, not 45
+                       "EPT_WORKER_SESSION_TIMEOUT_S": "10"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "deploy.cli", "worker", "-l", "info"], env=environment,
             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO)  # noqa: SIM115
@@ -43,7 +46,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()[-3000:]
-            if b"[^Worker]: Ready" in self.log_path.read_bytes():
+            if b"[^Worker]: Ready" in self.log_path.read_bytes()[self._log_start:]:
                 return
             time.sleep(0.5)
         raise AssertionError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
