@@ -20,12 +20,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from deploy.broker import LocalBroker
 from deploy.connections import clickhouse_client
 from deploy.settings import Settings, load_settings
+
+# Property tests judge results, never speed: on a loaded 2-core CI machine Hypothesis's
+# "too slow" health check failed a run whose every example passed.
+hypothesis.settings.register_profile("ept", deadline=None,
+                                     suppress_health_check=[hypothesis.HealthCheck.too_slow])
+hypothesis.settings.load_profile("ept")
 
 
 def _docker_answers() -> bool:

@@ -56,7 +56,7 @@ def test_every_event_schema_is_compilable(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", EVENT_NAMES)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(data=st.data())
 def test_encoder_writes_fastavros_bytes_and_decoder_reads_them_back(
         name: str, data: st.DataObject) -> None:
@@ -70,7 +70,7 @@ def test_encoder_writes_fastavros_bytes_and_decoder_reads_them_back(
 
 
 @pytest.mark.parametrize("name", EVENT_NAMES)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(data=st.data())
 def test_decoder_rejects_every_truncation_and_extension(name: str, data: st.DataObject) -> None:
     encoded = fastavro_bytes(name, data.draw(records(name)))
@@ -82,7 +82,7 @@ def test_decoder_rejects_every_truncation_and_extension(name: str, data: st.Data
         decode(encoded + data.draw(st.binary(min_size=1, max_size=4)), 0)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=2000)
 @given(st.sampled_from(EVENT_NAMES), st.binary(max_size=200))
 def test_random_bodies_decode_as_fastavro_does_or_raise_malformed(name: str,
                                                                   body: bytes) -> None:

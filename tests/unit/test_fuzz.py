@@ -6,7 +6,7 @@ import contextlib
 import time
 import uuid
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import DecodeError, Decoder, SingleObjectEncoder
@@ -28,13 +28,13 @@ def decodes_or_raises_typed_error(payload: bytes) -> None:
             decoder.decode(payload)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=1000)
 @given(st.binary(max_size=300))
 def test_random_bytes_give_a_typed_error_or_an_event(payload: bytes) -> None:
     decodes_or_raises_typed_error(payload)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=1000)
 @given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=8),
        st.integers(0, len(VALID)))
 def test_mutated_valid_payloads_give_a_typed_error_or_an_event(
@@ -50,7 +50,7 @@ ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_na
                      st.lists(st.integers(), max_size=3), st.dictionaries(st.text(), st.integers()))
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000)
 @given(st.tuples(ANYTHING, ANYTHING, ANYTHING, ANYTHING, ANYTHING, ANYTHING))
 def test_lenient_sdk_never_raises_and_strict_raises_only_value_or_type_errors(args: tuple) -> None:
     lenient, _ = recording_tracker(strict=False)

@@ -48,7 +48,7 @@ def sensitive_part(kind: str, secret: str) -> str:
 
 
 def make_test(kind: str):  # type: ignore[no-untyped-def]
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300)
     @given(before=text, secret=SECRETS[kind], after=text, separator=st.sampled_from(" \n,;:("))
     def check(before: str, secret: str, after: str, separator: str) -> None:
         message = f"{before}{separator}{secret}{separator}{after}"
@@ -64,7 +64,7 @@ for _kind in SECRETS:
     globals()[f"test_{_kind}_never_survives"] = make_test(_kind)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.text(alphabet=string.ascii_letters + " ", max_size=80))
 def test_plain_text_is_unchanged(message: str) -> None:
     assert sanitize(message) == message

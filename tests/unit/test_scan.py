@@ -78,7 +78,7 @@ def slow_path_stores(name: str, body: bytes, latest_ms: float) -> bool:
 
 
 @pytest.mark.parametrize("name", EVENT_NAMES)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(data=st.data())
 def test_scan_accepts_exactly_the_records_the_rules_accept(name: str,
                                                            data: st.DataObject) -> None:
@@ -131,7 +131,7 @@ def test_scan_agrees_with_the_rules_on_every_edge_of_every_field(name: str) -> N
 
 
 @pytest.mark.parametrize("name", EVENT_NAMES)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(data=st.data())
 def test_scan_never_accepts_a_damaged_body_the_slow_path_refuses(name: str,
                                                                  data: st.DataObject) -> None:
@@ -152,7 +152,7 @@ def test_scan_never_accepts_a_damaged_body_the_slow_path_refuses(name: str,
         assert slow_path_stores(name, bytes(body), latest)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=2000)
 @given(st.sampled_from(EVENT_NAMES), st.binary(max_size=200))
 def test_scan_of_random_bytes_never_raises_and_never_accepts_what_is_refused(
         name: str, body: bytes) -> None:
