@@ -18,3 +18,7 @@ CREATE TABLE IF NOT EXISTS ept.events_daily_local ON CLUSTER ept_cluster ( bucke
 CREATE TABLE IF NOT EXISTS ept.events_daily ON CLUSTER ept_cluster AS ept.events_daily_local ENGINE = Distributed(ept_cluster, ept, events_daily_local, rand());
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS ept.events_daily_mv ON CLUSTER ept_cluster TO ept.events_daily_local AS SELECT toStartOfDay(timestamp) AS bucket, event, service, environment, template_id, render_type, reason, endpoint, ifNull(status_code, 0) AS status, rate_limited, ifNull(account_id, '') AS account, count() AS events, sum(duration) AS duration_sum, max(duration) AS duration_max, quantilesTDigestState(0.5, 0.9, 0.99)(duration) AS duration_quantiles, sum(ifNull(slowness_factor, 0)) AS slowness_sum FROM ept.events_local GROUP BY bucket, event, service, environment, template_id, render_type, reason, endpoint, status, rate_limited, account;
+
+ALTER TABLE ept.events_local ON CLUSTER ept_cluster ADD INDEX IF NOT EXISTS event_name_set event_name TYPE set(0) GRANULARITY 1;
+
+ALTER TABLE ept.events_local ON CLUSTER ept_cluster MATERIALIZE INDEX event_name_set;
