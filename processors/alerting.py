@@ -91,6 +91,10 @@ def alert_message(rule: Rule, labels: dict[str, str], note: Notification) -> dic
     summary = (f"{what} {value} {'>' if verb == 'above' else '<='} "
                f"{threshold if verb == 'above' else f'{rule.resolve_threshold:g}{unit}'} "
                f"over {rule.window_minutes}m for {scope}")
+    if note.status == "resolved" and note.value > rule.resolve_threshold:
+        # Cleared for want of samples, not by the value (see step()).
+        summary = (f"{what} {value} over {rule.window_minutes}m for {scope}: resolved, "
+                   f"{note.samples} samples < min_samples {rule.min_samples}")
     return {
         "fingerprint": fingerprint(rule.name, labels),
         "rule": rule.name,

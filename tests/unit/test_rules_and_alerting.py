@@ -104,6 +104,19 @@ def test_min_samples_blocks_tiny_ratios() -> None:
     assert note is None and state.status == INACTIVE
 
 
+def test_a_resolution_for_want_of_samples_says_so() -> None:
+    rule = {rule.name: rule for rule in load_rules(None)}["high_error_rate"]
+    firing, _ = step(rule, AlertState(), 10.0, 100, 0)
+    _, by_value = step(rule, firing, 3.0, 100, 60_000)
+    _, by_samples = step(rule, firing, 23.5, 17, 60_000)
+    assert by_value is not None and by_samples is not None
+    assert alert_message(rule, {}, by_value)["summary"] == (
+        "Render error rate 3.0% <= 4% over 15m for all traffic")
+    assert alert_message(rule, {}, by_samples)["summary"] == (
+        f"Render error rate 23.5% over 15m for all traffic: resolved, 17 samples < "
+        f"min_samples {rule.min_samples}")
+
+
 def test_alert_message_fields_and_stable_fingerprint() -> None:
     rules = {rule.name: rule for rule in load_rules(None)}
     _, note = step(rules["template_failures"], AlertState(), 4, 4, 1_700_000_000_000)
