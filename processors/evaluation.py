@@ -60,9 +60,13 @@ class Evaluator:
               event_ms: int, counter: str, elsewhere_ms: int) -> list[Notice]:
         """Count one event at ``event_ms`` and judge the scope, as if it arrived alone.
 
-        ``elsewhere_ms`` is the event time the scope's partition has reached; active
-        alerts are caught up to it afterwards. An event older than the allowed lateness
-        is not counted (``late_events`` grows), and the scope is still judged.
+        The scope is judged at its own latest event time, so the decision does not depend
+        on how other scopes' events interleave — but never before its clock: once its
+        active alerts caught up with event time elsewhere (a backlog being replayed), its
+        late events are judged at that later time. ``elsewhere_ms`` is the event time the
+        scope's partition has reached; active alerts are caught up to it afterwards. An
+        event older than the allowed lateness is not counted (``late_events`` grows), and
+        the scope is still judged.
         """
         notices = self.catch_up(scope_key, state, buckets, event_ms)
         if not buckets.add(minute_of(event_ms), {counter: 1}, event_ms, self._lateness_ms,
