@@ -224,18 +224,24 @@ def _long_reader(inline_bytes: int = 7) -> list[str]:
 # Each reader sets ``value`` and advances ``position``; one-byte varints (short strings,
 # small numbers, enum indexes, union branches) and two-byte numbers are read inline,
 # longer ones by a call.
+def _string_reader(checked: bool) -> list[str]:
+    """Lines reading a string. Unless ``checked``, a short string overrunning the body is
+    not caught here: it then shows as an IndexError or as ``position`` ending beyond the
+    body, which only a yes/no check can settle for (a decoder must say where)."""
+    overrun = ["    if end > length:",
+               "        raise MalformedBody('string overruns the body at byte %d' % position)"]
+    return ["size = data[position]",
+            "if size < 0x80 and not size & 1:",
+            "    end = position + 1 + (size >> 1)",
+            *(overrun if checked else []),
+            "    value = data[position + 1:end].decode()",
+            "    position = end",
+            "else:",
+            "    value, position = _read_string(data, position)"]
+
+
 _READERS: dict[str, list[str]] = {
-    "string": [
-        "size = data[position]",
-        "if size < 0x80 and not size & 1:",
-        "    end = position + 1 + (size >> 1)",
-        "    if end > length:",
-        "        raise MalformedBody('string overruns the body at byte %d' % position)",
-        "    value = data[position + 1:end].decode()",
-        "    position = end",
-        "else:",
-        "    value, position = _read_string(data, position)",
-    ],
+    "string": _string_reader(checked=True),
     "long": _long_reader(),
     "double": [
         "value = _unpack_double(data, position)[0]",
@@ -255,14 +261,9 @@ _READERS["int"] = _READERS["long"] + [
 ]
 
 
-# The overrun check of a short string, which only the precise error message needs: past
-# it, an overrun also shows as an IndexError or as ``position`` ending beyond the body.
-_STRING_OVERRUN = _READERS["string"][3:5]
-
-
 def _reader_lines(kind: str, field: str, checked: bool) -> list[str]:
     if kind == "string" and not checked:
-        return [line for line in _READERS["string"] if line not in _STRING_OVERRUN]
+        return _string_reader(checked=False)
     if kind != "enum":
         return _READERS[kind]
     return _READERS["long"] + [

@@ -154,8 +154,9 @@ class Sink:
         source: tuple[str, int] | None = None
         next_offset = 0
         for message in messages:
-            if message.error() is not None:
-                self._consumer_error(message)
+            error = message.error()
+            if error is not None:
+                self._consumer_error(error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
@@ -181,9 +182,8 @@ class Sink:
         if source is not None:
             batch.next_offsets[source] = next_offset
 
-    def _consumer_error(self, message: Message) -> None:
-        error = message.error()
-        if error is not None and error.code() != KafkaError._PARTITION_EOF:
+    def _consumer_error(self, error: KafkaError) -> None:
+        if error.code() != KafkaError._PARTITION_EOF:
             log.warning("sink: consumer error: %s", error)
 
     def _accept_checked(self, message: Message, payload: bytes, expected: str,
