@@ -28,7 +28,7 @@ from bench.common import kafka_bootstrap, median, print_table
 from deploy.connections import embedded_client
 from deploy.settings import load_settings
 from deploy.topics import ensure_topics
-from processors.sink.consumer import Sink
+from processors.sink.consumer import FETCH_SETTINGS, Sink
 from processors.storage import queries
 from processors.storage.tables import migrate
 from schemas import EVENT_NAMES, SingleObjectEncoder
@@ -184,10 +184,7 @@ def bare_consume(bootstrap: str, topics: list[str]) -> float:
     last), touching what the sink reads of each message and nothing more."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "fetch.max.bytes": 52_428_800, "fetch.message.max.bytes": 8_388_608,
-                         "queued.min.messages": 100_000,
-                         "queued.max.messages.kbytes": 131_072,
-                         "fetch.queue.backoff.ms": 10})
+                         **FETCH_SETTINGS})
     consumer.subscribe(topics)
     read, began = 0, None
     while read < EVENTS:

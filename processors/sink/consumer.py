@@ -49,6 +49,20 @@ log = logging.getLogger("ept.sink")
 
 DEFAULT_GROUP = "ept-sink"
 
+# How the sink fetches (bench-sink's bare consume reads the same way).
+FETCH_SETTINGS: dict[str, int] = {
+    # Large fetches and a deep prefetch queue: with librdkafka's defaults (1 MB per
+    # partition per fetch) a backlog is read at a third of this speed, fetch-bound.
+    "fetch.max.bytes": 52_428_800,
+    "fetch.message.max.bytes": 8_388_608,
+    "queued.min.messages": 100_000,
+    "queued.max.messages.kbytes": 131_072,
+    # Once the queue is full, fetch again soon after it drains below the bounds, not a
+    # second later (the default): with 1 s, reading a backlog stalled on an empty queue
+    # and a bare consume ran at a third of its speed (bench-sink).
+    "fetch.queue.backoff.ms": 10,
+}
+
 
 @dataclass
 class SinkCounters:
@@ -91,16 +105,7 @@ class Sink:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "max.poll.interval.ms": 600_000,
-            # Large fetches and a deep prefetch queue: with librdkafka's defaults (1 MB per
-            # partition per fetch) a backlog is read at a third of this speed, fetch-bound.
-            "fetch.max.bytes": 52_428_800,
-            "fetch.message.max.bytes": 8_388_608,
-            "queued.min.messages": 100_000,
-            "queued.max.messages.kbytes": 131_072,
-            # Once the queue is full, fetch again soon after it drains below the bounds,
-            # not a second later (the default): with 1 s, reading a backlog stalled on an
-            # empty queue and a bare consume ran at a third of its speed (bench-sink).
-            "fetch.queue.backoff.ms": 10,
+            **FETCH_SETTINGS,
             "topic.metadata.refresh.interval.ms": 5_000,
         })
         self._dead_letters = DeadLetters(base, settings.topic("dlq"))
