@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from deploy.broker import LocalBroker
+from ept.deploy.broker import LocalBroker
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ def bare_app() -> Starlette:
 
 
 def instrumented_app() -> Starlette:
-    from producers.integrations.asgi import TrackingMiddleware
+    from ept.integrations.asgi import TrackingMiddleware
 
     app = bare_app()
     app.add_middleware(TrackingMiddleware)

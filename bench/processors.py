@@ -20,8 +20,8 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from bench.common import kafka_bootstrap, percentile, print_table
-from deploy.settings import Settings, load_settings
-from deploy.topics import ensure_topics
+from ept.core.settings import Settings, load_settings
+from ept.core.kafka import ensure_topics
 from tests.conftest import free_port
 from tests.events import EventPublisher, record
 
@@ -106,14 +106,14 @@ def run_load(settings: Settings, log: Path, baseline: bool) -> float:
     if baseline:
         app = log.parent / f"counter_{uuid.uuid4().hex[:6]}.py"
         app.write_text(COUNTER_APP)
-        topics = ",".join(settings.topic(n) for n in ("render_completed", "api_request_completed"))
+        topics = ",".join(settings.topics.event(n) for n in ("render_completed", "api_request_completed"))
         process = spawn([sys.executable, "-m", "faust", "-A", app.stem, "worker", "-l", "warn"],
                         {"APP_ID": f"{settings.topic_prefix}counter", "PORT": str(port),
                          "BOOTSTRAP": settings.kafka_bootstrap, "TOPICS": topics,
                          "PYTHONPATH": str(app.parent)}, log)
         url, count = f"http://127.0.0.1:{port}/count", lambda data: data["n"]
     else:
-        process = spawn([sys.executable, "-m", "deploy.cli", "worker", "-l", "info"],
+        process = spawn([sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info"],
                         {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                          "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
                          "EPT_STATE_DIR": str(settings.state_dir)}, log)
@@ -129,13 +129,13 @@ def run_load(settings: Settings, log: Path, baseline: bool) -> float:
 def alert_latencies(settings: Settings, log: Path) -> list[float]:
     """Seconds from publishing the 11th API error of an endpoint to its alert on the topic."""
     port = free_port()
-    process = spawn([sys.executable, "-m", "deploy.cli", "worker", "-l", "info"],
+    process = spawn([sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info"],
                     {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                      "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
                      "EPT_STATE_DIR": str(settings.state_dir)}, log)
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
                          "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "latest"})
-    consumer.subscribe([settings.topic("alerts")])
+    consumer.subscribe([settings.topics.alerts])
     publisher = EventPublisher(settings)
     latencies = []
     try:

@@ -19,10 +19,10 @@ from confluent_kafka import Producer
 from fastavro import schemaless_writer
 
 from bench.common import kafka_bootstrap, percentile, print_table
-from deploy.settings import load_settings
-from producers import Tracker
-from schemas.compiled import build_encoder
-from schemas.registry import current_schemas
+from ept.core.settings import load_settings
+from ept import Tracker
+from ept.schemas.compiled import build_encoder
+from ept.schemas.registry import current_schemas
 
 CALLS = int(os.environ.get("EPT_BENCH_CALLS", "200000"))
 MESSAGE = "Render operation timed out after 30 seconds"

@@ -25,13 +25,14 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
 
 from bench.common import kafka_bootstrap, median, print_table
-from deploy.connections import embedded_client
-from deploy.settings import load_settings
-from deploy.topics import ensure_topics
-from processors.sink.consumer import FETCH_SETTINGS, Sink
-from processors.storage import queries
-from processors.storage.tables import migrate
-from schemas import EVENT_NAMES, SingleObjectEncoder
+from ept.processors.storage.connection import embedded_client
+from ept.core.settings import load_settings
+from ept.core.kafka import ensure_topics
+from ept.core.kafka import SINK_FETCH
+from ept.processors.sink.consumer import Sink
+from ept.processors.storage import queries
+from ept.processors.storage.tables import migrate
+from ept.schemas import EVENT_NAMES, SingleObjectEncoder
 
 EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "10000000"))
 DISTINCT = 200_000  # distinct records, published repeatedly (each copy a new offset and time)
@@ -111,7 +112,7 @@ def main() -> None:
             value = encoder.encode(name, record)
             while True:
                 try:
-                    producer.produce(settings.topic(name), value, key)
+                    producer.produce(settings.topics.event(name), value, key)
                     break
                 except BufferError:
                     producer.poll(0.1)
@@ -137,7 +138,7 @@ def main() -> None:
 
         baseline_seconds = bare_insert(client, sample, now_ms)
         baseline_rows = EVENTS
-        consume_seconds = bare_consume(bootstrap, [settings.topic(name) for name in EVENT_NAMES])
+        consume_seconds = bare_consume(bootstrap, [settings.topics.event(name) for name in EVENT_NAMES])
         rows = [["sink: topic -> queryable rows (decode, validate, insert, commit)",
                  f"{EVENTS:,}", f"{sink_seconds:.1f}", f"{EVENTS / sink_seconds:,.0f}",
                  f"{(EVENTS / sink_seconds) / (baseline_rows / baseline_seconds):.2f}"],
@@ -184,7 +185,7 @@ def bare_consume(bootstrap: str, topics: list[str]) -> float:
     last), touching what the sink reads of each message and nothing more."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         **FETCH_SETTINGS})
+                         **SINK_FETCH})
     consumer.subscribe(topics)
     read, began = 0, None
     while read < EVENTS:

@@ -95,7 +95,7 @@ def resolve_jars(cache_dir: Path | None = None) -> Path:
         return libs
     mvn = _require_tool("mvn", "install Apache Maven (Debian: apt-get install maven)")
     libs.mkdir(parents=True, exist_ok=True)
-    pom = resources.files("deploy") / "kafka" / "pom.xml"
+    pom = resources.files("ept.deploy") / "kafka" / "pom.xml"
     with resources.as_file(pom) as pom_path:
         result = subprocess.run(
             [mvn, "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
@@ -236,7 +236,7 @@ class LocalBroker:
                  "-t", cluster_id, "-c", str(properties), *scram],
                 capture_output=True, text=True, check=True,
             )
-        log4j = resources.files("deploy") / "kafka" / "log4j2.properties"
+        log4j = resources.files("ept.deploy") / "kafka" / "log4j2.properties"
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(
                 [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from deploy.settings import Settings, SettingsError, load_settings
+from ept.core.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from deploy.broker import LocalBroker
+    from ept.deploy.broker import LocalBroker
 
 
 def _settings() -> Settings:
@@ -46,7 +46,7 @@ def _broker_options(func: Callable[..., None]) -> Callable[..., None]:
 
 
 def _local_broker(port: int, data_dir: Path | None) -> LocalBroker:
-    from deploy.broker import LocalBroker
+    from ept.deploy.broker import LocalBroker
 
     return LocalBroker(data_dir or _settings().state_dir / "kafka", port)
 
@@ -55,7 +55,7 @@ def _local_broker(port: int, data_dir: Path | None) -> LocalBroker:
 @_broker_options
 def broker_start(port: int, data_dir: Path | None) -> None:
     """Start the broker (idempotent) and wait until it answers."""
-    from deploy.broker import BrokerError
+    from ept.deploy.broker import BrokerError
 
     local = _local_broker(port, data_dir)
     try:
@@ -100,8 +100,8 @@ def clickhouse() -> None:
 @clickhouse.command("migrate")
 def clickhouse_migrate() -> None:
     """Apply the table migrations (idempotent) and the configured retention."""
-    from deploy.connections import clickhouse_client
-    from processors.storage.tables import migrate
+    from ept.processors.storage.connection import clickhouse_client
+    from ept.processors.storage.tables import migrate
 
     settings = _settings()
     applied = migrate(clickhouse_client(settings), settings)
@@ -113,7 +113,7 @@ def clickhouse_migrate() -> None:
 @click.option("--database", default="ept", show_default=True)
 def clickhouse_ddl(cluster: str, database: str) -> None:
     """Print the tables as ReplicatedMergeTree shards + Distributed tables for a cluster."""
-    from processors.storage.tables import cluster_ddl
+    from ept.processors.storage.tables import cluster_ddl
 
     click.echo(cluster_ddl(_settings(), cluster, database), nl=False)
 
@@ -123,7 +123,7 @@ def clickhouse_ddl(cluster: str, database: str) -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def sink(group: str, verbose: bool) -> None:
     """Consume the event topics into ClickHouse (and serve the query API)."""
-    from processors.sink.service import run_sink
+    from ept.processors.sink.service import run_sink
 
     _logging(verbose)
     finished = run_sink(_settings(), group=group)
@@ -140,8 +140,8 @@ def sink(group: str, verbose: bool) -> None:
 def query(name: str | None, since: str | None, until: str | None, template: str | None,
           fmt: str) -> None:
     """Run a named analytics query (no NAME: list them)."""
-    from processors.storage import queries
-    from processors.storage.client import run_query
+    from ept.processors.storage import queries
+    from ept.processors.storage.client import run_query
 
     if name is None:
         for named in queries.QUERIES.values():
@@ -157,8 +157,8 @@ def query(name: str | None, since: str | None, until: str | None, template: str 
 @click.argument("account_id")
 def delete_account_command(account_id: str) -> None:
     """Delete every row of ACCOUNT_ID from raw and rollup tables."""
-    from deploy.connections import clickhouse_client
-    from processors.storage.deletion import delete_account
+    from ept.processors.storage.connection import clickhouse_client
+    from ept.processors.storage.deletion import delete_account
 
     try:
         removed = delete_account(clickhouse_client(_settings()), account_id)
@@ -177,7 +177,7 @@ def dlq() -> None:
 @click.option("--dry-run", is_flag=True, help="count only; produce nothing")
 def dlq_replay(dry_run: bool) -> None:
     """Re-feed dead letters that now decode to their original topics."""
-    from processors.sink.replay import replay_dead_letters
+    from ept.processors.sink.replay import replay_dead_letters
 
     report = replay_dead_letters(_settings(), dry_run=dry_run)
     click.echo(f"replayed {report.replayed}, still invalid {report.still_invalid}, "
@@ -193,8 +193,8 @@ def dlq_replay(dry_run: bool) -> None:
               type=click.Choice(["debug", "info", "warn", "error"]))
 def worker(rules_file: Path | None, loglevel: str) -> None:
     """Run the Faust worker: windowed rules, alerts and live stats."""
-    from processors.rules import RulesError, load_rules
-    from processors.worker import run_worker
+    from ept.processors.rules import RulesError, load_rules
+    from ept.processors.worker import run_worker
 
     settings = _settings()
     try:
@@ -209,7 +209,7 @@ def worker(rules_file: Path | None, loglevel: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print raw JSON, one object per line")
 def alerts(from_beginning: bool, as_json: bool) -> None:
     """Tail the alert topic, one coloured line per alert."""
-    from processors.alert_tail import tail_alerts
+    from ept.deploy.alert_tail import tail_alerts
 
     tail_alerts(_settings(), from_beginning=from_beginning, as_json=as_json)
 
@@ -218,7 +218,7 @@ def alerts(from_beginning: bool, as_json: bool) -> None:
 @click.option("--demo", is_flag=True, help="also drive synthetic traffic with scripted incidents")
 def run(demo: bool) -> None:
     """Run the whole pipeline locally: broker, topics, worker, sink, dashboard."""
-    from deploy.supervisor import run_pipeline
+    from ept.deploy.supervisor import run_pipeline
 
     try:
         run_pipeline(_settings(), demo, click.echo)

@@ -14,9 +14,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from deploy.settings import Settings
-from producers import Tracker
-from producers.thresholds import PERFORMANCE_THRESHOLDS
+from ept.core.settings import Settings
+from ept import Tracker
+from ept.thresholds import PERFORMANCE_THRESHOLDS
 
 TEMPLATES = ("tpl_hero_001", "tpl_product_002", "tpl_testimonial_003", "tpl_story_004",
              "tpl_banner_005", "tpl_promo_summer")

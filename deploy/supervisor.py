@@ -22,9 +22,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deploy.broker import LocalBroker
-from deploy.settings import Settings
-from deploy.topics import ensure_topics
+from ept.deploy.broker import LocalBroker
+from ept.core.settings import Settings
+from ept.core.kafka import ensure_topics
 
 Echo = Callable[[str], None]
 
@@ -45,7 +45,7 @@ class Component:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child's lifetime
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", *self.args], env=self.environment,
+            [sys.executable, "-m", "ept.deploy.cli", *self.args], env=self.environment,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
 
@@ -91,7 +91,7 @@ class Supervisor:
                        "EPT_STATE_DIR": str(settings.state_dir)}
         worker_args = ["worker"]
         if self.demo and settings.rules_file is None:
-            with resources.as_file(resources.files("processors") / "rules.demo.toml") as path:
+            with resources.as_file(resources.files("ept.processors") / "rules.demo.toml") as path:
                 worker_args += ["--rules", str(path)]
         logs = settings.state_dir / "logs"
         base = f"http://{settings.http_host}"
@@ -103,7 +103,7 @@ class Supervisor:
         ]
 
     def run(self) -> None:
-        from deploy.demo import DemoTraffic
+        from ept.deploy.demo import DemoTraffic
 
         started = time.monotonic()
         self.echo(f"ept: state in {self.settings.state_dir}")
@@ -162,7 +162,7 @@ class Supervisor:
             time.sleep(0.5)
 
     def _supervise(self, demo: object) -> None:
-        from deploy.demo import DemoTraffic, phase_at
+        from ept.deploy.demo import DemoTraffic, phase_at
 
         last_report, last_count, last_phase = time.monotonic(), 0, ""
         while not self.stopping.wait(1.0):
@@ -197,14 +197,14 @@ class Supervisor:
             return "?"
 
     def _follow_alerts(self) -> None:
-        from processors.alert_tail import follow_alerts, format_alert
+        from ept.deploy.alert_tail import format_alert
+        from ept.processors.alert_topic import AlertNotice, read_alerts
 
-        def show(alert: dict[str, Any]) -> None:
-            status = str(alert.get("status", "firing"))
-            self.alert_counts[status] = self.alert_counts.get(status, 0) + 1
+        def show(alert: AlertNotice) -> None:
+            self.alert_counts[alert.status] = self.alert_counts.get(alert.status, 0) + 1
             self.echo(f"[alert] {format_alert(alert)}")
 
-        follow_alerts(self.settings, show, self.stopping)
+        read_alerts(self.settings, show, self.stopping, from_beginning=False)
 
     def shutdown(self) -> None:
         """Stop children, then the broker we started. Blocks until they are gone."""

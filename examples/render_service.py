@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-import producers as ept
-from producers.integrations.asgi import TrackingMiddleware
+import ept
+from ept.integrations.asgi import TrackingMiddleware
 
 SIMULATED_FAILURES = (
     (0.02, MemoryError("Memory limit exceeded while compositing layer 3")),

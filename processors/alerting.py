@@ -11,7 +11,8 @@ import hashlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from processors.rules import Rule
+from ept.processors.alert_topic import AlertNotice
+from ept.processors.rules import Rule
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 
@@ -78,8 +79,9 @@ def _iso(epoch_ms: int | None) -> str | None:
         timespec="milliseconds").replace("+00:00", "Z")
 
 
-def alert_message(rule: Rule, labels: dict[str, str], note: Notification) -> dict[str, Any]:
-    """The JSON object published on the alert topic (schema in docs/alerts.md)."""
+def alert_notice(rule: Rule, labels: dict[str, str], note: Notification, decided_at_ms: int
+                 ) -> AlertNotice:
+    """The record published on the alert topic for ``note`` (schema in docs/alerts.md)."""
     scope = ", ".join(f"{k}={v}" for k, v in labels.items()) or "all traffic"
     unit = "%" if rule.is_ratio else ""
     what = {"render_error_rate": "Render error rate", "api_errors": "API errors",
@@ -95,22 +97,11 @@ def alert_message(rule: Rule, labels: dict[str, str], note: Notification) -> dic
         # Cleared for want of samples, not by the value (see step()).
         summary = (f"{what} {value} over {rule.window_minutes}m for {scope}: resolved, "
                    f"{note.samples} samples < min_samples {rule.min_samples}")
-    return {
-        "fingerprint": fingerprint(rule.name, labels),
-        "rule": rule.name,
-        "kind": rule.kind,
-        "status": note.status,
-        "severity": rule.severity,
-        "labels": labels,
-        "value": round(note.value, 3),
-        "samples": note.samples,
-        "threshold": rule.threshold,
-        "resolve_threshold": rule.resolve_threshold,
-        "window": f"{rule.window_minutes}m",
-        "started_at": _iso(note.started_at_ms),
-        "resolved_at": _iso(note.resolved_at_ms),
-        "renotify": note.renotify,
-        "summary": summary,
-        "runbook_url": rule.runbook_url,
-        "action": rule.action,
-    }
+    return AlertNotice(
+        fingerprint=fingerprint(rule.name, labels), rule=rule.name, kind=rule.kind,
+        status=note.status, severity=rule.severity, labels=dict(labels),
+        value=round(note.value, 3), samples=note.samples, threshold=rule.threshold,
+        resolve_threshold=rule.resolve_threshold, window=f"{rule.window_minutes}m",
+        started_at=_iso(note.started_at_ms), resolved_at=_iso(note.resolved_at_ms),
+        summary=summary, runbook_url=rule.runbook_url, action=rule.action,
+        renotify=note.renotify, decided_at_ms=decided_at_ms)

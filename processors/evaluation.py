@@ -17,10 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from processors.alerting import AlertState, Notification, step
-from processors.rules import Rule
-from processors.signals import FAMILY_OF_KIND, Scope, measure
-from processors.windows import MINUTE_MS, MinuteBuckets, minute_of
+from ept.processors.alerting import AlertState, Notification, step
+from ept.processors.rules import Rule
+from ept.processors.signals import FAMILY_OF_KIND, Scope, measure
+from ept.processors.windows import MINUTE_MS, MinuteBuckets, minute_of
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def parse_rules(text: str, source: str) -> list[Rule]:
 def load_rules(path: Path | None) -> list[Rule]:
     """The rules of ``path``, or the defaults (the specification's four) when None."""
     if path is None:
-        text = (resources.files("processors") / "rules.default.toml").read_text()
+        text = (resources.files("ept.processors") / "rules.default.toml").read_text()
         return parse_rules(text, "default rules")
     try:
         text = path.read_text()

@@ -37,16 +37,17 @@ from typing import Any
 
 import faust
 
-from deploy.connections import faust_broker_options, kafka_config
-from deploy.settings import Settings
-from processors.alerting import alert_message, fingerprint
-from processors.evaluation import Evaluator, Notice, has_active_alert
-from processors.faust_kafka import use_transport
-from processors.rules import Rule
-from processors.signals import Scope, measure, signals_of
-from processors.windows import MinuteBuckets, minute_of
-from schemas.codec import DecodeError, Decoder
-from schemas.registry import EVENT_NAMES
+from ept.core.kafka import faust_broker_options
+from ept.core.settings import Settings
+from ept.processors.alert_topic import read_alerts
+from ept.processors.alerting import alert_notice, fingerprint
+from ept.processors.evaluation import Evaluator, Notice, has_active_alert
+from ept.processors.faust_kafka import use_transport
+from ept.processors.rules import Rule
+from ept.processors.signals import Scope, measure, signals_of
+from ept.processors.windows import MinuteBuckets, minute_of
+from ept.schemas.codec import DecodeError, Decoder
+from ept.schemas.registry import EVENT_NAMES
 
 log = logging.getLogger("ept.worker")
 TICK = "__tick__"
@@ -86,37 +87,10 @@ class PublishedAlerts:
 
     def _read_topic(self) -> dict[str, str]:
         """Blocks until the alert topic was read to its end (bounded by 30 s)."""
-        from confluent_kafka import Consumer, TopicPartition
-
-        topic = self._settings.topic("alerts")
-        consumer = Consumer({**kafka_config(self._settings), "group.id": "ept-worker-reconcile",
-                             "enable.auto.commit": False})
         last: dict[str, str] = {}
-        try:
-            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if metadata is None or metadata.error is not None:
-                return last
-            ends = {}
-            for partition in metadata.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                           timeout=10)
-                if high > low:
-                    ends[partition] = high
-            consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-            deadline = time.monotonic() + 30
-            positions = {p: 0 for p in ends}
-            while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-                for message in consumer.consume(1000, timeout=0.5):
-                    if message.error() is not None:
-                        continue
-                    positions[message.partition() or 0] = (message.offset() or 0) + 1
-                    try:
-                        alert = json.loads(message.value() or b"{}")
-                        last[alert["fingerprint"]] = alert["status"]
-                    except (ValueError, KeyError, TypeError):
-                        continue
-        finally:
-            consumer.close()
+        read_alerts(self._settings, lambda alert: last.__setitem__(alert.fingerprint,
+                                                                    alert.status),
+                    until_end=True)
         return last
 
 
@@ -148,13 +122,13 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
     use_transport(app)
     metrics = WorkerMetrics()
     decoder = Decoder(settings.schema_registry_url, raw=True)
-    event_topics = app.topic(*[settings.topic(name) for name in EVENT_NAMES],
+    event_topics = app.topic(*[settings.topics.event(name) for name in EVENT_NAMES],
                              key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")
-    signals = app.topic(settings.topic("worker-signals"), partitions=partitions,
+    signals = app.topic(settings.topics.worker_signals, partitions=partitions,
                         key_type=bytes, key_serializer="raw", value_serializer="json",
                         internal=True)
-    alerts = app.topic(settings.topic("alerts"), key_serializer="raw", value_serializer="raw")
+    alerts = app.topic(settings.topics.alerts, key_serializer="raw", value_serializer="raw")
     scopes = app.Table("scopes", default=dict, partitions=partitions)
     latest_minute = {"value": 0}
 
@@ -201,10 +175,10 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
             last = await published.last_status(key)
             if notice.note.status == last and not notice.note.renotify:
                 continue  # already on the topic (published before a restart)
-            message = alert_message(notice.rule, notice.scope.labels, notice.note)
+            message = alert_notice(notice.rule, notice.scope.labels, notice.note, 0)
             metrics.alerts[f"{notice.rule.name}:{notice.note.status}"] += 1
-            log.info("alert %s %s", notice.note.status, message["summary"])
-            await alerts.send(key=key.encode(), value=json.dumps(message).encode())
+            log.info("alert %s %s", notice.note.status, message.summary)
+            await alerts.send(key=key.encode(), value=message.encode())
             published.record(key, notice.note.status)
 
     @app.agent(signals)
@@ -313,7 +287,7 @@ def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") ->
     """Run the worker until SIGTERM/SIGINT. Blocks."""
     from faust.worker import Worker
 
-    from deploy.topics import ensure_topics
+    from ept.core.kafka import ensure_topics
 
     ensure_topics(settings)
     app = create_app(settings, rules)

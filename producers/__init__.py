@@ -20,22 +20,22 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from producers.classification import (
+from ept.classification import (
     FAILURE_REASONS,
     classify_failure,
     register_failure_rule,
 )
-from producers.measure import ApiMeasurement, RenderMeasurement
-from producers.sanitization import sanitize
-from producers.stats import ErrorPerformanceStats
-from producers.thresholds import (
+from ept.measure import ApiMeasurement, RenderMeasurement
+from ept.sanitization import sanitize
+from ept.stats import ErrorPerformanceStats
+from ept.thresholds import (
     PERFORMANCE_THRESHOLDS,
     RENDER_TYPES,
     Thresholds,
     calculate_error_rate,
     is_slow,
 )
-from producers.tracker import SDK_VERSION, ConsentCheck, Dimensions, Tracker
+from ept.tracker import SDK_VERSION, ConsentCheck, Dimensions, Tracker
 
 _default: Tracker | None = None
 _default_lock = threading.Lock()

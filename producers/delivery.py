@@ -18,8 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from producers.spool import Spool, SpooledMessage
-from producers.stats import StatsRecorder
+from ept.spool import Spool, SpooledMessage
+from ept.stats import StatsRecorder
 
 log = logging.getLogger("ept.producers")
 
@@ -64,23 +64,8 @@ class KafkaDelivery:
         self._broker_ok_at = 0.0
         self._closing = threading.Event()
         self._draining: _Draining | None = None
-        config = {
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 20,
-            "batch.num.messages": 10_000,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            "message.timeout.ms": 0,  # never expire: retry (idempotently) until delivered
-            "queue.buffering.max.messages": queue_max,
-            "queue.buffering.max.kbytes": 262_144,
-            "reconnect.backoff.max.ms": 2_000,  # find a returning broker within seconds
-            "on_delivery": self._on_delivery,
-            "error_cb": self._on_error,
-            "logger": logging.getLogger("ept.librdkafka"),
-            **producer_config,
-        }
-        self._producer = Producer(config)
+        self._producer = Producer({**producer_config, "on_delivery": self._on_delivery,
+                                   "error_cb": self._on_error})
         self._thread = threading.Thread(target=self._serve, name="ept-delivery", daemon=True)
         self._thread.start()
 

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from producers.classification import classify_failure
-from producers.thresholds import operation_for_render_type
-from producers.tracker import Dimensions, Tracker, _event_id
+from ept.core.http_status import is_error_status
+from ept.classification import classify_failure
+from ept.thresholds import operation_for_render_type
+from ept.tracker import Dimensions, Tracker, _event_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -163,7 +164,7 @@ class ApiMeasurement(_Measurement):
         if not self._claim():
             return
         duration = self.elapsed_ms()
-        if success and status_code is not None and (status_code >= 500 or status_code == 429):
+        if success and status_code is not None and is_error_status(status_code):
             success = False
             error_message = error_message or f"HTTP {status_code}"
         if success:

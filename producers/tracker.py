@@ -17,17 +17,18 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from deploy.connections import kafka_config
-from deploy.settings import Settings, load_settings
-from producers.classification import FAILURE_REASONS
-from producers.delivery import KafkaDelivery, RateLimitedLog
-from producers.sanitization import sanitize
-from producers.spool import Spool, default_spool_root
-from producers.stats import ErrorPerformanceStats, StatsRecorder
-from producers.thresholds import RENDER_TYPES, Thresholds
-from schemas.codec import Encoder, encoder_for
-from schemas.registry import EVENT_NAMES
-from schemas.validation import MAX_TEXT, field_problems
+from ept.core.http_status import is_rate_limited
+from ept.core.kafka import ProducerRole, producer_config
+from ept.core.settings import Settings, load_settings
+from ept.classification import FAILURE_REASONS
+from ept.delivery import KafkaDelivery, RateLimitedLog
+from ept.sanitization import sanitize
+from ept.spool import Spool, default_spool_root
+from ept.stats import ErrorPerformanceStats, StatsRecorder
+from ept.thresholds import RENDER_TYPES, Thresholds
+from ept.schemas.codec import Encoder, encoder_for
+from ept.schemas.registry import EVENT_NAMES
+from ept.schemas.validation import MAX_TEXT, field_problems
 
 SDK_VERSION = "0.1.0"
 log = logging.getLogger("ept.producers")
@@ -90,7 +91,7 @@ class Tracker:
         self.thresholds = thresholds or Thresholds.from_environment()
         self.debug = os.environ.get("DEBUG_TRACKING", "").lower() in ("1", "true", "yes")
         self.stats = StatsRecorder()
-        self._topics = {name: self.settings.topic(name) for name in EVENT_NAMES}
+        self._topics = {name: self.settings.topics.event(name) for name in EVENT_NAMES}
         self._encoder = encoder or encoder_for(self.settings.schema_registry_url, self._topics)
         self._envelope = {
             "service": self.service,
@@ -103,7 +104,7 @@ class Tracker:
             if self.settings.spool_max_bytes > 0:
                 spool = Spool(default_spool_root(self.settings.state_dir),
                               self.settings.spool_max_bytes)
-            delivery = KafkaDelivery(kafka_config(self.settings), spool, self.stats,
+            delivery = KafkaDelivery(producer_config(self.settings, ProducerRole.SDK), spool, self.stats,
                                      self.settings.producer_queue_max)
         self._delivery = delivery
         self._closed = False
@@ -179,7 +180,7 @@ class Tracker:
         ``rate_limited`` defaults to True for 429 and for 503 with ``retry_after_s``.
         """
         if rate_limited is None:
-            rate_limited = status_code == 429 or (status_code == 503 and retry_after_s is not None)
+            rate_limited = is_rate_limited(status_code, retry_after_s)
         self._emit("api_error", endpoint, {
             "endpoint": endpoint, "method": method, "status_code": status_code,
             "error_message": error_message, "request_id": request_id or _event_id(),

@@ -1,6 +1,6 @@
 """The wire contract of ept: event schemas (``*.avsc``), their encoders and the shared decoder."""
 
-from schemas.codec import (
+from ept.schemas.codec import (
     ConfluentEncoder,
     CorruptPayloadError,
     DecodedEvent,
@@ -12,7 +12,7 @@ from schemas.codec import (
     UnknownSchemaError,
     encoder_for,
 )
-from schemas.registry import ENVELOPE_FIELDS, EVENT_NAMES, current_schemas
+from ept.schemas.registry import ENVELOPE_FIELDS, EVENT_NAMES, current_schemas
 
 __all__ = [
     "ENVELOPE_FIELDS",

@@ -20,8 +20,8 @@ from typing import Any, Protocol, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from schemas.compiled import Decode, Encode, MalformedBody, build_decoder, build_encoder, compilable
-from schemas.registry import (
+from ept.schemas.compiled import Decode, Encode, MalformedBody, build_decoder, build_encoder, compilable
+from ept.schemas.registry import (
     NAMESPACE,
     EventSchema,
     _without_logical_types,

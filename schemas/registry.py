@@ -65,7 +65,7 @@ def _without_logical_types(node: Any) -> Any:
 @cache
 def current_schemas() -> dict[str, EventSchema]:
     """The schema every event is written with, by event name."""
-    root = resources.files("schemas")
+    root = resources.files("ept.schemas")
     return {
         name: _schema_from_text(name, "current", (root / f"{name}.avsc").read_text())
         for name in EVENT_NAMES
@@ -75,7 +75,7 @@ def current_schemas() -> dict[str, EventSchema]:
 @cache
 def released_schemas() -> list[EventSchema]:
     """Every released schema version (``released/vN/*.avsc``), oldest first."""
-    released = resources.files("schemas") / "released"
+    released = resources.files("ept.schemas") / "released"
     versions = sorted(
         (entry for entry in released.iterdir() if entry.name.startswith("v")),
         key=lambda entry: int(entry.name[1:]),

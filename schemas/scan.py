@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from schemas.compiled import compilable, field_reads, reader_namespace
-from schemas.registry import current_schemas
-from schemas.validation import EARLIEST_MS, UUID_PATTERN, rules
+from ept.schemas.compiled import compilable, field_reads, reader_namespace
+from ept.schemas.registry import current_schemas
+from ept.schemas.validation import EARLIEST_MS, UUID_PATTERN, rules
 
 Scan = Callable[[bytes, int, float], bool]
 

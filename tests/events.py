@@ -8,8 +8,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from deploy.settings import Settings
-from schemas import SingleObjectEncoder
+from ept.core.settings import Settings
+from ept.schemas import SingleObjectEncoder
 
 BASE_MS = (int(time.time() * 1000) // 60_000 - 120) * 60_000  # a whole minute, 2 h ago
 
@@ -51,6 +51,6 @@ class EventPublisher:
     def publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         for name, data in events:
             key = data.get("template_id") or data.get("endpoint")
-            self._producer.produce(self._settings.topic(name),
+            self._producer.produce(self._settings.topics.event(name),
                                    self._encoder.encode(name, data), str(key).encode())
         assert self._producer.flush(30) == 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.settings import load_settings
-from producers import Tracker
-from schemas import Decoder
+from ept.core.settings import load_settings
+from ept import Tracker
+from ept.schemas import Decoder
 
 
 class RecordingDelivery:

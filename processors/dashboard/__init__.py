@@ -17,8 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from deploy.settings import Settings
-from processors.alert_tail import follow_alerts
+from ept.core.settings import Settings
+from ept.processors.alert_topic import AlertNotice, read_alerts
 
 
 class AlertFeed:
@@ -43,15 +43,15 @@ class AlertFeed:
             return list(self._recent)
 
     def _follow(self) -> None:
-        follow_alerts(self._settings, self._append, self._stop, from_beginning=True)
+        read_alerts(self._settings, self._append, self._stop, from_beginning=True)
 
-    def _append(self, alert: dict[str, Any]) -> None:
+    def _append(self, alert: AlertNotice) -> None:
         with self._lock:
-            self._recent.append(alert)
+            self._recent.append(alert.to_json())
 
 
 def dashboard_routes(settings: Settings, feed: AlertFeed) -> list[web.RouteDef]:
-    page = (resources.files("processors") / "dashboard" / "index.html").read_text()
+    page = (resources.files("ept.processors") / "dashboard" / "index.html").read_text()
     worker_stats = f"http://{settings.http_host}:{settings.worker_port}/stats"
 
     async def index(request: web.Request) -> web.Response:

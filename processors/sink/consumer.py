@@ -35,33 +35,21 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from deploy.connections import kafka_config
-from deploy.settings import Settings
-from processors.sink.dlq import DeadLetters
-from processors.sink.rows import Batch
-from processors.storage.tables import RAW_TABLE
-from schemas.codec import SINGLE_OBJECT_MAGIC, DecodeError, Decoder, current_body
-from schemas.registry import EVENT_NAMES, current_schemas
-from schemas.scan import scanner
-from schemas.validation import latest_event_time_ms, problems
+from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
+from ept.core.settings import Settings
+from ept.processors.sink.dlq import DeadLetters
+from ept.processors.sink.rows import Batch
+from ept.processors.storage.tables import RAW_TABLE
+from ept.schemas.codec import SINGLE_OBJECT_MAGIC, DecodeError, Decoder, current_body
+from ept.schemas.registry import EVENT_NAMES, current_schemas
+from ept.schemas.scan import scanner
+from ept.schemas.validation import latest_event_time_ms, problems
 
 log = logging.getLogger("ept.sink")
 
 DEFAULT_GROUP = "ept-sink"
 
 # How the sink fetches (bench-sink's bare consume reads the same way).
-FETCH_SETTINGS: dict[str, int] = {
-    # Large fetches and a deep prefetch queue: with librdkafka's defaults (1 MB per
-    # partition per fetch) a backlog is read at a third of this speed, fetch-bound.
-    "fetch.max.bytes": 52_428_800,
-    "fetch.message.max.bytes": 8_388_608,
-    "queued.min.messages": 100_000,
-    "queued.max.messages.kbytes": 131_072,
-    # Once the queue is full, fetch again soon after it drains below the bounds, not a
-    # second later (the default): with 1 s, reading a backlog stalled on an empty queue
-    # and a bare consume ran at a third of its speed (bench-sink).
-    "fetch.queue.backoff.ms": 10,
-}
 
 
 @dataclass
@@ -90,25 +78,16 @@ class Sink:
         self._client_lock = client_lock or threading.Lock()
         self._on_batch = on_batch
         self._decoder = Decoder(settings.schema_registry_url, raw=True)
-        self._topics = [settings.topic(name) for name in EVENT_NAMES]
+        self._topics = [settings.topics.event(name) for name in EVENT_NAMES]
         # Per topic: its event, the single-object header of the event's current schema
         # and the compiled scan of that schema.
         self._scan_by_topic = {
-            settings.topic(name): (name, SINGLE_OBJECT_MAGIC + schema.fingerprint,
+            settings.topics.event(name): (name, SINGLE_OBJECT_MAGIC + schema.fingerprint,
                                    scanner(name))
             for name, schema in current_schemas().items()}
-        base = kafka_config(settings)
-        self._consumer = Consumer({
-            **base,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "max.poll.interval.ms": 600_000,
-            **FETCH_SETTINGS,
-            "topic.metadata.refresh.interval.ms": 5_000,
-        })
-        self._dead_letters = DeadLetters(base, settings.topic("dlq"))
+        self._consumer = Consumer(consumer_config(settings, ConsumerRole.SINK, group))
+        self._dead_letters = DeadLetters(
+            producer_config(settings, ProducerRole.DEAD_LETTERS), settings.topics.dlq)
         self._batch = Batch()
         self._batch_started = time.monotonic()
         self._inserter = ThreadPoolExecutor(1, thread_name_prefix="ept-sink-insert")

@@ -22,8 +22,7 @@ class DeadLetters:
 
     def __init__(self, producer_config: dict[str, Any], topic: str) -> None:
         self.topic = topic
-        self._producer = Producer({**producer_config, "enable.idempotence": True, "acks": "all",
-                                   "linger.ms": 50})
+        self._producer = Producer(producer_config)
         self.sent = 0
 
     def send(self, message: Message, error_type: str, error: str) -> None:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer
 
-from deploy.connections import kafka_config
-from deploy.settings import Settings
-from processors.sink.dlq import HEADER_TOPIC, headers_of
-from schemas.codec import DecodeError, Decoder
-from schemas.validation import problems
+from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
+from ept.core.settings import Settings
+from ept.processors.sink.dlq import HEADER_TOPIC, headers_of
+from ept.schemas.codec import DecodeError, Decoder
+from ept.schemas.validation import problems
 
 REPLAY_GROUP = "ept-dlq-replay"
 
@@ -28,13 +28,11 @@ def replay_dead_letters(settings: Settings, dry_run: bool = False, idle_seconds:
     """Read the dead-letter topic from the last replay on; produce the messages that now
     decode and validate back to their original topic. Messages still invalid stay in the
     dead-letter topic (and are not replayed again). Blocks until the topic is idle."""
-    base = kafka_config(settings)
-    consumer = Consumer({**base, "group.id": REPLAY_GROUP, "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest"})
-    producer = Producer({**base, "enable.idempotence": True, "acks": "all"})
+    consumer = Consumer(consumer_config(settings, ConsumerRole.REPLAY, REPLAY_GROUP))
+    producer = Producer(producer_config(settings, ProducerRole.REPLAY))
     decoder = Decoder(settings.schema_registry_url)
     report = ReplayReport()
-    consumer.subscribe([settings.topic("dlq")])
+    consumer.subscribe([settings.topics.dlq])
     last_message = time.monotonic()
     try:
         while time.monotonic() - last_message < idle_seconds:

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
-from schemas.compiled import zigzag
-from schemas.registry import current_schemas
+from ept.schemas.compiled import zigzag
+from ept.schemas.registry import current_schemas
 
 _RENAMED = {"event_time": "timestamp", "duration_ms": "duration"}
 _SOURCE_FIELDS = [{"name": "event", "type": "string"}, {"name": "source_topic", "type": "string"},

@@ -8,14 +8,14 @@ import threading
 
 from aiohttp import web
 
-from deploy.connections import clickhouse_client
-from deploy.settings import Settings
-from deploy.topics import ensure_topics
-from processors.dashboard import AlertFeed, dashboard_routes
-from processors.http import ServerThread, token_middleware
-from processors.sink.consumer import DEFAULT_GROUP, Sink
-from processors.storage.api import QueryApi
-from processors.storage.tables import migrate
+from ept.processors.storage.connection import clickhouse_client
+from ept.core.settings import Settings
+from ept.core.kafka import ensure_topics
+from ept.processors.dashboard import AlertFeed, dashboard_routes
+from ept.processors.http import ServerThread, token_middleware
+from ept.processors.sink.consumer import DEFAULT_GROUP, Sink
+from ept.processors.storage.api import QueryApi
+from ept.processors.storage.tables import migrate
 
 log = logging.getLogger("ept.sink")
 

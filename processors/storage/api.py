@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from clickhouse_connect.driver.client import Client
 
-from processors.storage import queries
+from ept.processors.storage import queries
 
 
 def parse_time(value: str | None, name: str) -> dt.datetime | None:

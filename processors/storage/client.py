@@ -11,10 +11,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from deploy.connections import clickhouse_client
-from deploy.settings import Settings
-from processors.storage import queries
-from processors.storage.api import parse_time, render
+from ept.processors.storage.connection import clickhouse_client
+from ept.core.settings import Settings
+from ept.processors.storage import queries
+from ept.processors.storage.api import parse_time, render
 
 
 def run_query(settings: Settings, name: str, since: str | None, until: str | None,

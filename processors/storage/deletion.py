@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
 
-from processors.storage.tables import RAW_TABLE, ROLLUP_TABLES
+from ept.processors.storage.tables import RAW_TABLE, ROLLUP_TABLES
 
 
 def delete_account(client: Client, account_id: str) -> dict[str, int]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from deploy.settings import Settings
+from ept.core.settings import Settings
 
 RAW_TABLE = "events"
 ROLLUP_TABLES = ("events_hourly", "events_daily")

@@ -11,9 +11,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from producers.integrations.endpoints import templated_path
-from producers.integrations.tracking import track_served_request, tracker_or_default
-from producers.tracker import Tracker, _event_id
+from ept.integrations.endpoints import templated_path
+from ept.integrations.tracking import track_served_request, tracker_or_default
+from ept.tracker import Tracker, _event_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

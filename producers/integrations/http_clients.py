@@ -16,9 +16,10 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from producers.integrations.endpoints import external_endpoint, retry_after_seconds
-from producers.integrations.tracking import tracker_or_default
-from producers.tracker import Tracker
+from ept.core.http_status import is_error_status
+from ept.integrations.endpoints import external_endpoint, retry_after_seconds
+from ept.integrations.tracking import tracker_or_default
+from ept.tracker import Tracker
 
 _STARTED = "ept_started"
 
@@ -29,7 +30,7 @@ def record_response(tracker: Tracker | None, method: str, url: str, status: int,
     parts = urlsplit(url)
     endpoint = external_endpoint(parts.netloc, parts.path)
     target = tracker_or_default(tracker)
-    if status >= 500 or status == 429:
+    if is_error_status(status):
         seconds = retry_after_seconds(retry_after)
         message = "rate limited" if status == 429 or seconds is not None else f"HTTP {status}"
         target.track_api_error(endpoint, status, message, request_id, duration_ms,

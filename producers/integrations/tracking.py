@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from producers.tracker import Tracker
+from ept.core.http_status import is_error_status
+from ept.tracker import Tracker
 
 
 def tracker_or_default(tracker: Tracker | None) -> Tracker:
     """``tracker``, or the SDK's default tracker (created from the environment)."""
     if tracker is not None:
         return tracker
-    from producers import get_tracker
+    from ept import get_tracker
 
     return get_tracker()
 
 
 def track_served_request(tracker: Tracker, endpoint: str, method: str, status: int,
                          duration_ms: float, request_id: str, error: str | None) -> None:
-    """One answered request: ``api_error`` for 5xx or an exception, else a completion."""
-    if error is not None or status >= 500:
+    """One answered request: ``api_error`` for an error status (5xx, 429) or an exception,
+    else a completion."""
+    if error is not None or is_error_status(status):
         tracker.track_api_error(endpoint, status, error or f"HTTP {status}", request_id,
                                 duration_ms, method=method)
     else:

@@ -23,10 +23,10 @@ from typing import Any
 import psutil
 import pytest
 
-from deploy.broker import LocalBroker
-from deploy.settings import Settings
-from deploy.topics import ensure_topics
-from producers import Tracker
+from ept.deploy.broker import LocalBroker
+from ept.core.settings import Settings
+from ept.core.kafka import ensure_topics
+from ept import Tracker
 from tests.conftest import free_port
 from tests.helpers import end_offsets, read_topics
 
@@ -57,7 +57,7 @@ class Component:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", *self.args], env=self.environment, cwd=REPO,
+            [sys.executable, "-m", "ept.deploy.cli", *self.args], env=self.environment, cwd=REPO,
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
 
     def kill(self) -> None:
@@ -180,7 +180,7 @@ def test_chaos_soak_loses_and_duplicates_nothing(settings: Settings, native_brok
             sink.ensure_running()
             worker.ensure_running()
             alerts = [json.loads(m.value()) for m in read_topics(
-                settings.kafka_bootstrap, [settings.topic("alerts")], timeout=10, idle=1.5)]
+                settings.kafka_bootstrap, [settings.topics.alerts], timeout=10, idle=1.5)]
             if alerts and alerts[-1]["status"] == "resolved":
                 break
             time.sleep(3)
@@ -215,7 +215,7 @@ def test_chaos_soak_loses_and_duplicates_nothing(settings: Settings, native_brok
                **{f"peak RSS {name} MB": round(value) for name, value in peak.items()}}
     print("\nchaos soak:", json.dumps(figures))
     assert (rows, distinct) == (accepted, accepted), figures
-    assert end_offsets(settings.kafka_bootstrap, settings.topic("dlq")) == 0
+    assert end_offsets(settings.kafka_bootstrap, settings.topics.dlq) == 0
     by_fingerprint: dict[str, list[str]] = {}
     for alert in alerts:
         if not alert.get("renotify"):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from deploy.settings import Settings
-from deploy.topics import ensure_topics
-from producers import Tracker
+from ept.core.settings import Settings
+from ept.core.kafka import ensure_topics
+from ept import Tracker
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_dashboard_shows_charts_and_alerts(settings: Settings, tmp_path: Path) -
                    "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_SINK_PORT": str(port),
                    "EPT_STATE_DIR": str(tmp_path / "state"),
                    "EPT_CLICKHOUSE_PATH": str(tmp_path / "clickhouse")}
-    sink = subprocess.Popen([sys.executable, "-m", "deploy.cli", "sink"], env=environment,
+    sink = subprocess.Popen([sys.executable, "-m", "ept.deploy.cli", "sink"], env=environment,
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         tracker = Tracker(settings)
@@ -65,7 +65,7 @@ def test_dashboard_shows_charts_and_alerts(settings: Settings, tmp_path: Path) -
                  "started_at": "2026-11-29T10:00:00Z", "resolved_at": None,
                  "action": "disable_template", "runbook_url": "https://example.invalid/rb"}
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-        producer.produce(settings.topic("alerts"), json.dumps(alert).encode(), b"abc123")
+        producer.produce(settings.topics.alerts, json.dumps(alert).encode(), b"abc123")
         assert producer.flush(30) == 0
 
         base = f"http://127.0.0.1:{port}"

@@ -17,18 +17,18 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from deploy.settings import Settings
-from producers import Tracker
-from producers.integrations import asgi, wsgi
-from producers.integrations.http_clients import httpx_hooks, tracking_adapter
-from schemas import Decoder
-from schemas.registry import EVENT_NAMES
+from ept.core.settings import Settings
+from ept import Tracker
+from ept.integrations import asgi, wsgi
+from ept.integrations.http_clients import httpx_hooks, tracking_adapter
+from ept.schemas import Decoder
+from ept.schemas.registry import EVENT_NAMES
 from tests.helpers import read_topics
 
 
 def events_on_broker(settings: Settings, expected: int) -> list[tuple[str, dict[str, Any]]]:
     messages = read_topics(settings.kafka_bootstrap,
-                           [settings.topic(name) for name in EVENT_NAMES], expected=expected)
+                           [settings.topics.event(name) for name in EVENT_NAMES], expected=expected)
     decoder = Decoder()
     events = [decoder.decode(m.value()) for m in messages]
     return sorted(((e.name, e.record) for e in events), key=lambda e: e[1]["event_time"])

@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 from fastavro import parse_schema, schemaless_reader
 
-from deploy.broker import LocalBroker
-from deploy.settings import Settings
-from producers import Thresholds, Tracker
-from producers.measure import ApiMeasurement, RenderMeasurement
-from schemas import Decoder
-from schemas.registry import EVENT_NAMES
+from ept.deploy.broker import LocalBroker
+from ept.core.settings import Settings
+from ept import Thresholds, Tracker
+from ept.measure import ApiMeasurement, RenderMeasurement
+from ept.schemas import Decoder
+from ept.schemas.registry import EVENT_NAMES
 from tests.helpers import read_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def topics(settings: Settings) -> list[str]:
-    return [settings.topic(name) for name in EVENT_NAMES]
+    return [settings.topics.event(name) for name in EVENT_NAMES]
 
 
 def test_every_track_and_measure_function_lands_on_its_topic(settings: Settings) -> None:
@@ -44,7 +44,7 @@ def test_every_track_and_measure_function_lands_on_its_topic(settings: Settings)
     by_id = {}
     for message in messages:
         event = decoder.decode(message.value())
-        assert message.topic() == settings.topic(event.name)
+        assert message.topic() == settings.topics.event(event.name)
         by_id[event.record.get("render_id") or event.record["request_id"]] = (
             event.name, message.key().decode(), event.record)
     assert len(messages) == 8
@@ -86,7 +86,7 @@ def test_broker_outage_loses_and_duplicates_nothing(settings: Settings,
     finally:
         native_broker.start()
     assert tracker.flush(120) == 0
-    messages = read_topics(settings.kafka_bootstrap, [settings.topic("render_failed")],
+    messages = read_topics(settings.kafka_bootstrap, [settings.topics.event("render_failed")],
                            expected=10_000, timeout=120)
     decoder = Decoder()
     ids = [str(decoder.decode(m.value()).record["event_id"]) for m in messages]
@@ -97,7 +97,7 @@ def test_broker_outage_loses_and_duplicates_nothing(settings: Settings,
 
 def test_spool_carries_events_when_the_memory_queue_is_full(settings: Settings,
                                                             native_broker: LocalBroker) -> None:
-    small = settings.model_copy(update={"producer_queue_max": 100})
+    small = settings.replace(producer_queue_max=100)
     tracker = Tracker(small)
     native_broker.stop()
     try:
@@ -111,7 +111,7 @@ def test_spool_carries_events_when_the_memory_queue_is_full(settings: Settings,
     while time.monotonic() < deadline and tracker.get_error_performance_stats().spooled > 0:
         time.sleep(0.5)
     assert tracker.flush(60) == 0
-    messages = read_topics(settings.kafka_bootstrap, [settings.topic("api_error")], expected=1000)
+    messages = read_topics(settings.kafka_bootstrap, [settings.topics.event("api_error")], expected=1000)
     request_ids = {Decoder().decode(m.value()).record["request_id"] for m in messages}
     assert len(messages) == 1000 and len(request_ids) == 1000
     tracker.close()
@@ -122,7 +122,7 @@ def test_a_consumer_written_from_the_wire_format_alone(settings: Settings) -> No
     tracker = Tracker(settings)
     tracker.track_slow_render("r9", "video", 45000, 30000, "tpl_z", (3840, 2160))
     assert tracker.flush(30) == 0
-    [message] = read_topics(settings.kafka_bootstrap, [settings.topic("slow_render")], expected=1)
+    [message] = read_topics(settings.kafka_bootstrap, [settings.topics.event("slow_render")], expected=1)
 
     from fastavro.schema import fingerprint, to_parsing_canonical_form
 
@@ -138,11 +138,11 @@ def test_a_consumer_written_from_the_wire_format_alone(settings: Settings) -> No
 
 
 def test_schema_registry_framing_with_mock_registry(settings: Settings) -> None:
-    registry = settings.model_copy(update={"schema_registry_url": "mock://ept-test"})
+    registry = settings.replace(schema_registry_url="mock://ept-test")
     tracker = Tracker(registry)
     tracker.track_api_error("/api/render", 504, "Gateway timeout", "req_x", 30000)
     assert tracker.flush(30) == 0
-    [message] = read_topics(settings.kafka_bootstrap, [settings.topic("api_error")], expected=1)
+    [message] = read_topics(settings.kafka_bootstrap, [settings.topics.event("api_error")], expected=1)
     assert message.value()[0] == 0
     event = Decoder("mock://ept-test").decode(message.value())
     assert event.name == "api_error" and event.record["status_code"] == 504

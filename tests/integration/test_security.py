@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from deploy.broker import LocalBroker
-from deploy.connections import kafka_config
-from deploy.settings import load_settings
-from deploy.topics import ensure_topics
-from producers import Tracker
+from ept.deploy.broker import LocalBroker
+from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
+from ept.core.settings import load_settings
+from ept.core.kafka import ensure_topics
+from ept import Tracker
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,9 +67,8 @@ def test_settings_pass_scram_through_to_the_broker(sasl_broker: LocalBroker,
     tracker.track_render_completed("r1", "tpl", "still", 10.0)
     assert tracker.flush(30) == 0
     tracker.close()
-    consumer = Consumer(kafka_config(settings, **{"group.id": "sasl-reader",
-                                                  "auto.offset.reset": "earliest"}))
-    consumer.subscribe([settings.topic("render_completed")])
+    consumer = Consumer(consumer_config(settings, ConsumerRole.TOPIC_READER, "sasl-reader"))
+    consumer.subscribe([settings.topics.event("render_completed")])
     message = None
     deadline = time.monotonic() + 30
     while message is None and time.monotonic() < deadline:
@@ -81,7 +80,7 @@ def test_settings_pass_scram_through_to_the_broker(sasl_broker: LocalBroker,
 
     monkeypatch.setenv("EPT_KAFKA_SASL_PASSWORD", "wrong-password")
     wrong = load_settings()
-    producer = Producer(kafka_config(wrong))
+    producer = Producer(producer_config(wrong, ProducerRole.REPLAY))
     with pytest.raises(KafkaException):
         producer.list_topics(timeout=5)
 
@@ -94,9 +93,9 @@ def test_worker_and_sink_over_sasl_never_log_secrets(sasl_broker: LocalBroker,
                    "EPT_SINK_PORT": str(free_port()), "EPT_TOPIC_PARTITIONS": "2",
                    "DEBUG_TRACKING": "true"}
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "sink")}
-    processes = [subprocess.Popen([sys.executable, "-m", "deploy.cli", name, "-v"]
+    processes = [subprocess.Popen([sys.executable, "-m", "ept.deploy.cli", name, "-v"]
                                   if name == "sink" else
-                                  [sys.executable, "-m", "deploy.cli", name, "-l", "debug"],
+                                  [sys.executable, "-m", "ept.deploy.cli", name, "-l", "debug"],
                                   env=environment, cwd=REPO, stdout=open(logs[name], "wb"),  # noqa: SIM115
                                   stderr=subprocess.STDOUT) for name in logs]
     try:

@@ -20,17 +20,17 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 
-from deploy.settings import Settings
-from deploy.topics import ensure_topics
-from processors.sink.consumer import Sink
-from processors.sink.dlq import HEADER_ERROR, HEADER_ERROR_TYPE, HEADER_OFFSET, headers_of
-from processors.sink.replay import replay_dead_letters
-from processors.storage import queries
-from processors.storage.deletion import delete_account
-from processors.storage.tables import EVENT_NAME_INDEX, migrate
-from producers import Tracker
-from schemas import EVENT_NAMES, SingleObjectEncoder
-from schemas.codec import ConfluentEncoder
+from ept.core.settings import Settings
+from ept.core.kafka import ensure_topics
+from ept.processors.sink.consumer import Sink
+from ept.processors.sink.dlq import HEADER_ERROR, HEADER_ERROR_TYPE, HEADER_OFFSET, headers_of
+from ept.processors.sink.replay import replay_dead_letters
+from ept.processors.storage import queries
+from ept.processors.storage.deletion import delete_account
+from ept.processors.storage.tables import EVENT_NAME_INDEX, migrate
+from ept import Tracker
+from ept.schemas import EVENT_NAMES, SingleObjectEncoder
+from ept.schemas.codec import ConfluentEncoder
 from tests.conftest import free_port
 from tests.helpers import read_topics
 
@@ -215,14 +215,14 @@ def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings, storage
     ]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     for payload in payloads:
-        producer.produce(settings.topic("render_failed"), payload, b"tpl")
+        producer.produce(settings.topics.event("render_failed"), payload, b"tpl")
     assert producer.flush(30) == 0
 
     assert wait_for_rows(storage, 4) == 4
     stored = {str(r[0]) for r in storage.query("SELECT event_id FROM events").result_rows}
     assert stored == {record["event_id"] for record in good}
 
-    letters = read_topics(settings.kafka_bootstrap, [settings.topic("dlq")], expected=4)
+    letters = read_topics(settings.kafka_bootstrap, [settings.topics.dlq], expected=4)
     kinds = sorted(headers_of(m)[HEADER_ERROR_TYPE] for m in letters)
     assert kinds == ["CorruptPayloadError", "InvalidValues", "UnknownFramingError",
                      "UnknownSchemaError"]
@@ -306,7 +306,7 @@ def sink_process(settings: Settings, data_dir: Path, port: int) -> subprocess.Po
     if settings.clickhouse_url is not None:
         environment["EPT_CLICKHOUSE_URL"] = settings.clickhouse_url.get_secret_value()
         environment.pop("EPT_CLICKHOUSE_PATH")
-    return subprocess.Popen([sys.executable, "-m", "deploy.cli", "sink"], env=environment,
+    return subprocess.Popen([sys.executable, "-m", "ept.deploy.cli", "sink"], env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
 
 
@@ -389,8 +389,8 @@ def test_query_parameters_never_run_as_sql(settings: Settings, storage: Client,
 
     from aiohttp import web
 
-    from processors.http import ServerThread
-    from processors.storage.api import QueryApi, parse_time
+    from ept.processors.http import ServerThread
+    from ept.processors.storage.api import QueryApi, parse_time
 
     publish_known_dataset(settings)
     assert wait_for_rows(storage, 62) == 62
@@ -436,8 +436,8 @@ def test_fuzzed_payloads_among_valid_ones(settings: Settings, storage: Client,
 
     (An accepted payload whose mutated event time is older than the raw retention is
     stored and then dropped by the 30-day TTL, as any such event would be.)"""
-    from schemas import DecodeError, Decoder
-    from schemas.validation import problems
+    from ept.schemas import DecodeError, Decoder
+    from ept.schemas.validation import problems
 
     rng = random.Random(2026)
     encoder = SingleObjectEncoder()
@@ -466,12 +466,12 @@ def test_fuzzed_payloads_among_valid_ones(settings: Settings, storage: Client,
     mixed = [p for pair in zip(valid, fuzzed, strict=True) for p in pair]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
     for payload in mixed:
-        producer.produce(settings.topic("render_failed"), payload, b"tpl")
+        producer.produce(settings.topics.event("render_failed"), payload, b"tpl")
     assert producer.flush(30) == 0
 
     expected_rows = len(valid) + retained
     assert wait_for_rows(storage, expected_rows) == expected_rows
-    letters = read_topics(settings.kafka_bootstrap, [settings.topic("dlq")],
+    letters = read_topics(settings.kafka_bootstrap, [settings.topics.dlq],
                           expected=len(fuzzed) - accepted)
     assert len(letters) == len(fuzzed) - accepted
     time.sleep(2)
@@ -516,7 +516,7 @@ def test_every_field_is_stored_as_published_in_both_framings(settings: Settings,
                                                              storage: Client) -> None:
     """Column by column, for both wire framings: what the sink hands ClickHouse as Avro is
     read back as the published values; columns an event lacks hold their defaults."""
-    registry = settings.model_copy(update={"schema_registry_url": "mock://ept-sink-test"})
+    registry = settings.replace(schema_registry_url="mock://ept-sink-test")
     encoders = (SingleObjectEncoder(),
                 ConfluentEncoder("mock://ept-sink-test",
                                  {name: registry.topic(name) for name in EVENT_NAMES}))
@@ -525,7 +525,7 @@ def test_every_field_is_stored_as_published_in_both_framings(settings: Settings,
     for encoder in encoders:
         for name, records in full_records(int(time.time() * 1000)).items():
             for record in records:
-                producer.produce(settings.topic(name), encoder.encode(name, record), b"k")
+                producer.produce(settings.topics.event(name), encoder.encode(name, record), b"k")
                 published[record["event_id"]] = (name, record)
     assert producer.flush(30) == 0
     sink = RunningSink(registry, storage)
@@ -586,7 +586,7 @@ def test_batch_retried_after_an_applied_insert_stores_each_event_once(
     assert tracker.flush(30) == 0
     tracker.close()
     stop = threading.Event()
-    sink = Sink(settings.model_copy(update={"sink_batch_seconds": 5.0}),
+    sink = Sink(settings.replace(sink_batch_seconds=5.0),
                 FailingOnce(storage, fail_at=2),  # type: ignore[arg-type]
                 group=f"{settings.topic_prefix}sink")
     thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)

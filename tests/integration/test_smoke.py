@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from deploy.broker import KAFKA_VERSION, LocalBroker
+from ept.deploy.broker import KAFKA_VERSION, LocalBroker
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -139,7 +139,7 @@ def test_broker_cli_lifecycle(tmp_path: Path) -> None:
     data_dir = str(tmp_path / "kafka")
 
     def ept(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "deploy.cli", "broker", *args,
+        return subprocess.run([sys.executable, "-m", "ept.deploy.cli", "broker", *args,
                                "--port", port, "--data-dir", data_dir],
                               capture_output=True, text=True, check=False, timeout=180)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from deploy.settings import Settings
-from deploy.topics import ensure_topics
-from schemas.registry import EVENT_NAMES
+from ept.core.settings import Settings
+from ept.core.kafka import ensure_topics
+from ept.schemas.registry import EVENT_NAMES
 from tests.conftest import free_port
 from tests.events import BASE_MS, EventPublisher, record
 from tests.helpers import read_topics
@@ -38,7 +38,7 @@ class Worker:
                        # a killed worker's partitions move on after 10 s, not 45
                        "EPT_WORKER_SESSION_TIMEOUT_S": "10"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", "worker", "-l", "info"], env=environment,
+            [sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info"], env=environment,
             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO)  # noqa: SIM115
         self.wait_ready()
 
@@ -88,13 +88,13 @@ def alerts_of(settings: Settings, until: Any = None, timeout: float = 60.0,
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         found = [json.loads(m.value()) for m in read_topics(
-            settings.kafka_bootstrap, [settings.topic("alerts")], timeout=10, idle=1.5)]
+            settings.kafka_bootstrap, [settings.topics.alerts], timeout=10, idle=1.5)]
         if until is None or until(found):
             break
         time.sleep(1)
     time.sleep(settle)
     return [json.loads(m.value()) for m in read_topics(
-        settings.kafka_bootstrap, [settings.topic("alerts")], timeout=10, idle=1.5)]
+        settings.kafka_bootstrap, [settings.topics.alerts], timeout=10, idle=1.5)]
 
 
 def scoped(alerts: list[dict[str, Any]], rule: str, **labels: str) -> list[tuple[str, float]]:
@@ -262,7 +262,7 @@ def test_replay_with_different_timing_gives_the_same_alerts(settings: Settings,
     results = []
     for attempt, pause in enumerate((0.0, 0.3)):
         prefix = f"{settings.topic_prefix}r{attempt}."
-        run_settings = settings.model_copy(update={"topic_prefix": prefix})
+        run_settings = settings.replace(topic_prefix=prefix)
         ensure_topics(run_settings)
         running = Worker(run_settings, tmp_path / f"worker{attempt}.log")
         try:
@@ -290,7 +290,7 @@ def test_two_workers_give_the_same_alerts_as_one(worker_settings: Settings,
         first.stop()
         second.stop()
     assert summary(alerts) == expected_summary()
-    event_partitions = {(worker_settings.topic(name), p) for name in EVENT_NAMES
+    event_partitions = {(worker_settings.topics.event(name), p) for name in EVENT_NAMES
                         for p in range(worker_settings.topic_partitions)}
     shares = [a & event_partitions for a in assignments]
     assert all(shares), "one worker was assigned no event partition"

@@ -1,6 +1,6 @@
 import pytest
 
-from producers.classification import (
+from ept.classification import (
     classify_failure,
     clear_custom_failure_rules,
     register_failure_rule,

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from schemas import (
+from ept.schemas import (
     CorruptPayloadError,
     Decoder,
     SingleObjectEncoder,
@@ -12,8 +12,8 @@ from schemas import (
     UnknownSchemaError,
     current_schemas,
 )
-from schemas.compatibility import incompatibilities
-from schemas.registry import ENVELOPE_FIELDS, EVENT_NAMES, released_schemas
+from ept.schemas.compatibility import incompatibilities
+from ept.schemas.registry import ENVELOPE_FIELDS, EVENT_NAMES, released_schemas
 
 
 def render_failed_record() -> dict:

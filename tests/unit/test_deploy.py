@@ -9,9 +9,9 @@ import click
 import pytest
 import yaml
 
-from deploy.cli import main
-from deploy.settings import Settings, load_settings
-from processors.storage.tables import cluster_ddl
+from ept.deploy.cli import main
+from ept.core.settings import Settings, load_settings
+from ept.processors.storage.tables import cluster_ddl
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -37,7 +37,7 @@ def assert_ept_command(args: list[str]) -> None:
 
 
 def assert_settings_exist(names: list[str]) -> None:
-    fields = {f"EPT_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"EPT_{name.upper()}" for name in Settings.names()}
     for name in names:
         if name.startswith("EPT_"):
             assert name in fields, f"{name} is not a setting"
@@ -104,7 +104,7 @@ def test_broker_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPa
     """StorageTool reads "-t -KNJ..." as an unknown option: a CI run failed on one."""
     import uuid
 
-    from deploy import broker
+    from ept.deploy import broker
 
     dashed = uuid.UUID(bytes=b"\xf8" + bytes(15))  # base64 "+A..." urlsafe: "-A..."
     plain = uuid.UUID(bytes=b"\x00" * 15 + b"\x01")

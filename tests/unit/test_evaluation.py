@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from processors.evaluation import Evaluator
-from processors.rules import load_rules
-from processors.windows import MINUTE_MS, MinuteBuckets
+from ept.processors.evaluation import Evaluator
+from ept.processors.rules import load_rules
+from ept.processors.windows import MINUTE_MS, MinuteBuckets
 
 BASE_MS = 1_780_000_000_000 // MINUTE_MS * MINUTE_MS  # a minute boundary
 TEMPLATE = "render|template_id|tpl_flaky"

@@ -10,7 +10,7 @@ from faust.transport.drivers import aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from processors.faust_kafka import Consumer, use_transport
+from ept.processors.faust_kafka import Consumer, use_transport
 
 PARTITION = TP("events", 0)
 

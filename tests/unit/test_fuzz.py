@@ -9,7 +9,7 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import DecodeError, Decoder, SingleObjectEncoder
+from ept.schemas import DecodeError, Decoder, SingleObjectEncoder
 from tests.recording import recording_tracker
 
 VALID = SingleObjectEncoder().encode("api_error", {

@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 from aiohttp import web
 
-from deploy.settings import load_settings
-from processors.http import ServerThread, token_middleware
+from ept.core.settings import load_settings
+from ept.processors.http import ServerThread, token_middleware
 from tests.conftest import free_port
 
 

@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from producers.integrations import asgi, wsgi
-from producers.integrations.endpoints import templated_path
-from producers.integrations.http_clients import httpx_hooks, tracking_adapter
+from ept.integrations import asgi, wsgi
+from ept.integrations.endpoints import templated_path
+from ept.integrations.http_clients import httpx_hooks, tracking_adapter
 from tests.recording import recording_tracker, sent_events
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from processors.storage.queries import QUERIES, UnknownQueryError, canonical_name
+from ept.processors.storage.queries import QUERIES, UnknownQueryError, canonical_name
 
 
 @pytest.mark.parametrize("typed", ["render-failure-rate", "render_failure_rate",

@@ -2,18 +2,18 @@ from pathlib import Path
 
 import pytest
 
-from processors.alerting import (
+from ept.processors.alerting import (
     FIRING,
     INACTIVE,
     PENDING,
     AlertState,
-    alert_message,
+    alert_notice,
     fingerprint,
     step,
 )
-from processors.rules import RulesError, load_rules, parse_rules
-from processors.signals import Scope, measure, signals_of
-from processors.windows import MINUTE_MS, MinuteBuckets
+from ept.processors.rules import RulesError, load_rules, parse_rules
+from ept.processors.signals import Scope, measure, signals_of
+from ept.processors.windows import MINUTE_MS, MinuteBuckets
 
 RULE = """
 [[rules]]
@@ -110,18 +110,18 @@ def test_a_resolution_for_want_of_samples_says_so() -> None:
     _, by_value = step(rule, firing, 3.0, 100, 60_000)
     _, by_samples = step(rule, firing, 23.5, 17, 60_000)
     assert by_value is not None and by_samples is not None
-    assert alert_message(rule, {}, by_value)["summary"] == (
+    assert alert_notice(rule, {}, by_value, 0).summary == (
         "Render error rate 3.0% <= 4% over 15m for all traffic")
-    assert alert_message(rule, {}, by_samples)["summary"] == (
+    assert alert_notice(rule, {}, by_samples, 0).summary == (
         f"Render error rate 23.5% over 15m for all traffic: resolved, 17 samples < "
         f"min_samples {rule.min_samples}")
 
 
-def test_alert_message_fields_and_stable_fingerprint() -> None:
+def test_alert_notice_fields_and_stable_fingerprint() -> None:
     rules = {rule.name: rule for rule in load_rules(None)}
     _, note = step(rules["template_failures"], AlertState(), 4, 4, 1_700_000_000_000)
     assert note is not None
-    message = alert_message(rules["template_failures"], {"template_id": "t1"}, note)
+    message = alert_notice(rules["template_failures"], {"template_id": "t1"}, note, 0).to_json()
     assert message["fingerprint"] == fingerprint("template_failures", {"template_id": "t1"})
     assert message["fingerprint"] != fingerprint("template_failures", {"template_id": "t2"})
     assert {"fingerprint", "rule", "status", "severity", "labels", "value", "threshold",

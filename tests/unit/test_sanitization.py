@@ -5,7 +5,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.sanitization import sanitize
+from ept.sanitization import sanitize
 
 ALNUM = string.ascii_letters + string.digits
 text = st.text(alphabet=string.ascii_letters + string.digits + " .,:;!?-_/()[]'\"\n", max_size=60)

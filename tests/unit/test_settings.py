@@ -1,14 +1,14 @@
 import pytest
 
-from deploy.connections import kafka_config
-from deploy.settings import SettingsError, load_settings
+from ept.core.kafka import ConsumerRole, consumer_config
+from ept.core.settings import SettingsError, load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("EPT_KAFKA_BOOTSTRAP", "EPT_TOPIC_PREFIX", "EPT_CLICKHOUSE_URL"):
         monkeypatch.delenv(name, raising=False)
     settings = load_settings()
-    assert settings.topic("render_failed") == "ept.render_failed"
+    assert settings.topics.event("render_failed") == "ept.render_failed"
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert not settings.kafka_bootstrap_is_explicit
     assert settings.clickhouse_server is None
@@ -50,7 +50,7 @@ def test_sasl_passes_through_to_librdkafka(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("EPT_KAFKA_SASL_PASSWORD", "hunter2")
     settings = load_settings()
     assert settings.kafka_bootstrap_is_explicit
-    config = kafka_config(settings, **{"group.id": "g"})
+    config = consumer_config(settings, ConsumerRole.TOPIC_READER, "g")
     assert config["sasl.mechanism"] == "SCRAM-SHA-512"
     assert config["sasl.password"] == "hunter2"
     assert config["bootstrap.servers"] == "k1:9093,k2:9093"

@@ -2,8 +2,8 @@ import threading
 
 import pytest
 
-from producers.stats import StatsRecorder
-from producers.thresholds import (
+from ept.stats import StatsRecorder
+from ept.thresholds import (
     PERFORMANCE_THRESHOLDS,
     Thresholds,
     calculate_error_rate,

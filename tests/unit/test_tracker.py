@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from deploy.settings import load_settings
-from producers import Thresholds, Tracker
-from schemas import Decoder
+from ept.core.settings import load_settings
+from ept import Thresholds, Tracker
+from ept.schemas import Decoder
 from tests.recording import RecordingDelivery
 
 
@@ -101,7 +101,7 @@ def test_consent_keeps_or_drops_only_the_user_fields() -> None:
 
 def test_measure_render_three_ways_and_slow_render() -> None:
     tracker, delivery = make_tracker(thresholds=Thresholds({"render_still": 0.0001}))
-    from producers.measure import RenderMeasurement
+    from ept.measure import RenderMeasurement
 
     complete = RenderMeasurement(tracker, "r1", "still", "t1")
     complete(True)
@@ -135,7 +135,7 @@ def test_measure_render_three_ways_and_slow_render() -> None:
 
 def test_measure_api_treats_5xx_as_error() -> None:
     tracker, delivery = make_tracker()
-    from producers.measure import ApiMeasurement
+    from ept.measure import ApiMeasurement
 
     ApiMeasurement(tracker, "/api/render", "q1", "POST")(True, 201)
     ApiMeasurement(tracker, "/api/render", "q2", "POST")(True, 502)

@@ -1,0 +1,75 @@
+"""The one place that reaches ClickHouse: a server, or the embedded engine (chdb).
+
+Everything else asks this module for a client and never looks at whether ClickHouse is
+embedded or a server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from ept.core.settings import Settings
+
+
+class EngineHeldElsewhere(RuntimeError):
+    """The embedded engine's data directory is open in another process (the sink, say)."""
+
+_embedded_lock = threading.Lock()
+_opened_here: set[Path] = set()  # embedded data directories this process has open
+
+
+def clickhouse_client(settings: Settings, database: str | None = None) -> Client:
+    """A ClickHouse client: the server of ``EPT_CLICKHOUSE_URL``, else the embedded engine.
+
+    The embedded engine (chdb) allows one data directory per process and one process per
+    data directory; opening a directory another process holds raises EngineHeldElsewhere.
+    """
+    server = settings.clickhouse_server
+    if server is not None:
+        return clickhouse_connect.get_client(
+            host=server.host,
+            port=server.port,
+            username=server.username,
+            password=server.password,
+            database=database or server.database,
+            secure=server.secure,
+        )
+    return embedded_client(settings.clickhouse_data_dir, database)
+
+
+def embedded_client(path: Path, database: str | None = None) -> Client:
+    """A client of the embedded engine on ``path`` (created if missing)."""
+    path.mkdir(parents=True, exist_ok=True)
+    with _embedded_lock:
+        if path not in _opened_here and _held_by_another_process(path):
+            raise EngineHeldElsewhere(
+                f"the embedded ClickHouse data directory {path} is held by another process "
+                "(only one process may open it; query through the running sink's HTTP API "
+                "or set EPT_CLICKHOUSE_URL to a server)"
+            )
+        client = clickhouse_connect.get_client(
+            interface="chdb", path=str(path), database=database or "default"
+        )
+        _opened_here.add(path)
+        return client
+
+
+def _held_by_another_process(path: Path) -> bool:
+    """Whether another process has the engine open (it flocks ``<path>/status``)."""
+    status = path / "status"
+    if not status.exists():
+        return False
+    with open(status, "rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+

@@ -1,0 +1,175 @@
+"""The one place that builds Kafka client configurations, by role.
+
+Everything else asks this module for a client configuration (or, for administration,
+a client) and never looks at whether the cluster needs SASL or TLS, nor writes
+librdkafka options by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ept.core.settings import Settings
+
+
+class ProducerRole(Enum):
+    SDK = "sdk"                    # services' events: never expire, batch and compress
+    DEAD_LETTERS = "dead_letters"  # the sink's poison messages
+    REPLAY = "replay"              # `ept dlq replay` re-feeding event topics
+
+
+class ConsumerRole(Enum):
+    SINK = "sink"                  # event topics -> ClickHouse, offsets stored by hand
+    TOPIC_READER = "topic_reader"  # reads a topic from its log start, commits nothing
+    REPLAY = "replay"              # the dead-letter topic, committed after re-feeding
+
+
+# Large fetches and a deep prefetch queue for the sink: with librdkafka's defaults (1 MB
+# per partition per fetch) a backlog is read at a third of this speed, fetch-bound.
+SINK_FETCH: dict[str, int] = {
+    "fetch.max.bytes": 52_428_800,
+    "fetch.message.max.bytes": 8_388_608,
+    "queued.min.messages": 100_000,
+    "queued.max.messages.kbytes": 131_072,
+    # Once the queue is full, fetch again soon after it drains below the bounds, not a
+    # second later (the default): with 1 s, reading a backlog stalled on an empty queue
+    # and a bare consume ran at a third of its speed (bench-sink).
+    "fetch.queue.backoff.ms": 10,
+}
+
+_PRODUCERS: dict[ProducerRole, dict[str, Any]] = {
+    ProducerRole.SDK: {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 20,
+        "batch.num.messages": 10_000,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        "message.timeout.ms": 0,  # never expire: retry (idempotently) until delivered
+        "queue.buffering.max.kbytes": 262_144,
+        "reconnect.backoff.max.ms": 2_000,  # find a returning broker within seconds
+    },
+    ProducerRole.DEAD_LETTERS: {"enable.idempotence": True, "acks": "all", "linger.ms": 50},
+    ProducerRole.REPLAY: {"enable.idempotence": True, "acks": "all"},
+}
+
+_CONSUMERS: dict[ConsumerRole, dict[str, Any]] = {
+    ConsumerRole.SINK: {
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "max.poll.interval.ms": 600_000,
+        "topic.metadata.refresh.interval.ms": 5_000,
+        **SINK_FETCH,
+    },
+    ConsumerRole.TOPIC_READER: {"enable.auto.commit": False, "auto.offset.reset": "earliest"},
+    ConsumerRole.REPLAY: {"enable.auto.commit": False, "auto.offset.reset": "earliest"},
+}
+
+
+def connection_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka options that reach ``settings``' cluster (servers, TLS, SASL)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol.value,
+    }
+    if settings.kafka_sasl_mechanism is not None:
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism.value
+        config["sasl.username"] = settings.kafka_sasl_username
+        assert settings.kafka_sasl_password is not None  # checked by Settings
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    for name, key in (
+        ("kafka_ssl_ca_location", "ssl.ca.location"),
+        ("kafka_ssl_certificate_location", "ssl.certificate.location"),
+        ("kafka_ssl_key_location", "ssl.key.location"),
+    ):
+        value = getattr(settings, name)
+        if value is not None:
+            config[key] = str(value)
+    if settings.kafka_ssl_key_password is not None:
+        config["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
+    return config
+
+
+def producer_config(settings: Settings, role: ProducerRole, **extra: Any) -> dict[str, Any]:
+    """A ``confluent_kafka.Producer`` configuration for ``role`` (``extra``: callbacks)."""
+    config = {**connection_config(settings), **_PRODUCERS[role], **extra}
+    if role is ProducerRole.SDK:
+        config.setdefault("queue.buffering.max.messages", settings.producer_queue_max)
+        config.setdefault("logger", logging.getLogger("ept.librdkafka"))
+    return config
+
+
+def consumer_config(settings: Settings, role: ConsumerRole, group_id: str,
+                    **extra: Any) -> dict[str, Any]:
+    """A ``confluent_kafka.Consumer`` configuration for ``role`` in group ``group_id``."""
+    return {**connection_config(settings), **_CONSUMERS[role], "group.id": group_id, **extra}
+
+
+def faust_broker_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``faust.App`` that reach the same cluster as the others."""
+    import ssl
+
+    import faust
+
+    servers = ";".join(
+        f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")
+    )
+    options: dict[str, Any] = {"broker": servers}
+    context = None
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_ca_location) if settings.kafka_ssl_ca_location else None
+        )
+        if settings.kafka_ssl_certificate_location and settings.kafka_ssl_key_location:
+            password = settings.kafka_ssl_key_password
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certificate_location),
+                str(settings.kafka_ssl_key_location),
+                password.get_secret_value() if password else None,
+            )
+    if settings.kafka_sasl_mechanism is not None:
+        assert settings.kafka_sasl_password is not None
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=settings.kafka_sasl_username or "",
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism.value,
+        )
+    elif context is not None:
+        options["broker_credentials"] = faust.SSLCredentials(context)
+    return options
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create ept's missing topics; returns the names created. Blocks on the broker.
+
+    The worker's repartition topic is created here rather than by Faust: a topic Faust
+    creates at start may not be in the broker's metadata yet when it subscribes, and
+    Faust then ignores it for good ("Ignoring missing topic" — seen with a fresh broker).
+
+    Raises KafkaException when the broker cannot be reached or refuses.
+    """
+    admin = AdminClient(connection_config(settings))
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [name for name in settings.topics.all if name not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics([
+        NewTopic(name, settings.topic_partitions, settings.topic_replication)
+        for name in wanted
+    ], request_timeout=timeout)
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created

@@ -1,0 +1,344 @@
+"""The one settings object of ept, read from ``EPT_*`` environment variables.
+
+Every component (SDK, worker, sink, CLI) reads its configuration from
+:func:`load_settings`. An optional ``.env``-style file named by ``EPT_CONFIG_FILE``
+is read first; real environment variables win over it.
+
+Plain dataclasses, no validation framework: the SDK imports this module, and a render
+service should not load pydantic to publish an event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ept.core.topics import Topics
+
+ENV_PREFIX = "EPT_"
+_TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class SettingsError(ValueError):
+    """Raised when a setting is invalid; the message names each variable and the problem."""
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class Secret:
+    """A value never shown by ``repr`` or ``str``; read it with :meth:`get_secret_value`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ept"
+
+
+class ClickHouseServer:
+    """Connection parameters of a ClickHouse server, parsed from ``EPT_CLICKHOUSE_URL``.
+
+    Raises ValueError for a URL that is not http(s)://[user[:password]@]host[:port][/db].
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"scheme must be http or https, got {parts.scheme or 'none'!r}")
+        if not parts.hostname:
+            raise ValueError("the URL names no host")
+        self.secure = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (8443 if self.secure else 8123)
+        self.username = unquote(parts.username or "default")
+        self.password = unquote(parts.password or "")
+        self.database = parts.path.strip("/") or "default"
+
+    def __repr__(self) -> str:  # never show the password
+        scheme = "https" if self.secure else "http"
+        return f"ClickHouseServer({scheme}://{self.username}@{self.host}:{self.port}/{self.database})"
+
+
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda value: None if value >= low else f"must be >= {low:g}, got {value}"
+
+
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else f"must be a port 1..65535, got {value}"
+
+
+def _topic_prefix(value: str) -> str | None:
+    if not _TOPIC_CHARS.match(value) or len(value) > 200:
+        return "may contain only letters, digits, '.', '_' and '-' (at most 200)"
+    return None
+
+
+def _bootstrap(value: str) -> str | None:
+    for server in value.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            return f"expected host:port[,host:port...], got {server.strip()!r}"
+    return None
+
+
+def _clickhouse_url(value: Secret | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ClickHouseServer(value.get_secret_value())
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _registry_url(value: str | None) -> str | None:
+    if value is not None and urlsplit(value).scheme not in ("http", "https", "mock"):
+        return "must be an http(s):// URL (or mock:// in tests)"
+    return None
+
+
+def _session_timeout(value: float) -> str | None:
+    return None if 10 <= value <= 1800 else f"must be 10..1800, got {value}"
+
+
+def _field(default: Any = None, check: Callable[[Any], str | None] | None = None,
+           factory: Callable[[], Any] | None = None) -> Any:
+    metadata = {"check": check} if check else {}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """All of ept's configuration. Field ``foo_bar`` is read from ``EPT_FOO_BAR``.
+
+    Build it with :func:`load_settings`; derive a variant with :meth:`replace`.
+    """
+
+    state_dir: Path = _field(factory=_default_state_dir)
+    environment: str = "development"
+    service: str = "unknown"
+
+    # Kafka
+    kafka_bootstrap: str = _field("127.0.0.1:9092", _bootstrap)
+    kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret | None = None
+    kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
+    kafka_ssl_key_password: Secret | None = None
+    topic_prefix: str = _field("ept.", _topic_prefix)
+    topic_partitions: int = _field(6, _at_least(1))
+    topic_replication: int = _field(1, _at_least(1))
+    schema_registry_url: str | None = _field(None, _registry_url)
+
+    # ClickHouse: a server URL, or else the embedded engine at clickhouse_path.
+    clickhouse_url: Secret | None = _field(None, _clickhouse_url)
+    clickhouse_path: Path | None = None
+    raw_retention_days: int = _field(30, _at_least(1))
+    rollup_retention_days: int = _field(365, _at_least(1))
+
+    # SDK
+    strict: bool = False
+    producer_queue_max: int = _field(100_000, _at_least(100))
+    spool_max_bytes: int = _field(256 * 1024 * 1024, _at_least(0))
+    flush_timeout_s: float = _field(5.0, _at_least(0))
+
+    # Sink
+    sink_batch_rows: int = _field(50_000, _at_least(1))
+    sink_batch_seconds: float = _field(1.0, _at_least(0.001))
+
+    # Worker
+    rules_file: Path | None = None
+    allowed_lateness_s: int = _field(120, _at_least(0))
+    # How long a worker may go silent before its partitions move to the others (Faust
+    # heartbeats every 3 s); Kafka's own default.
+    worker_session_timeout_s: float = _field(45.0, _session_timeout)
+    # An event time this far beyond its Kafka record's timestamp is a wrong clock.
+    max_clock_skew_s: int = _field(300, _at_least(0))
+    # A source partition with no new data for this long no longer holds event time back.
+    source_idle_s: float = _field(30.0, _at_least(0.1))
+
+    # HTTP servers (worker stats, sink query API + dashboard)
+    http_host: str = "127.0.0.1"
+    worker_port: int = _field(6066, _port)
+    sink_port: int = _field(6067, _port)
+    api_token: Secret | None = None
+
+    # Names set explicitly (environment, file or override), not taken from the defaults.
+    explicit: frozenset[str] = dataclasses.field(default=frozenset(), repr=False,
+                                                 compare=False)
+
+    def __post_init__(self) -> None:
+        problems = [f"{ENV_PREFIX}{field.name.upper()}: {problem}"
+                    for field in dataclasses.fields(self)
+                    if (check := field.metadata.get("check"))
+                    and (problem := check(getattr(self, field.name)))]
+        if self.kafka_security_protocol.startswith("SASL"):
+            missing = [f"{ENV_PREFIX}{name.upper()}" for name in
+                       ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                       if getattr(self, name) is None]
+            if missing:
+                problems.append(f"EPT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                                f"needs {', '.join(missing)}")
+        for name in ("kafka_ssl_ca_location", "kafka_ssl_certificate_location",
+                     "kafka_ssl_key_location"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{ENV_PREFIX}{name.upper()}: no such file {str(path)!r}")
+        if problems:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Every setting's field name (``EPT_`` + upper case is its variable)."""
+        return [field.name for field in dataclasses.fields(cls) if field.name != "explicit"]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (converted and checked like environment values)."""
+        return _build({**{name: getattr(self, name) for name in self.names()}, **changes},
+                      self.explicit | set(changes))
+
+    @property
+    def kafka_bootstrap_is_explicit(self) -> bool:
+        """True when the user named a Kafka cluster (so no local broker is started)."""
+        return "kafka_bootstrap" in self.explicit
+
+    @cached_property
+    def clickhouse_server(self) -> ClickHouseServer | None:
+        if self.clickhouse_url is None:
+            return None
+        return ClickHouseServer(self.clickhouse_url.get_secret_value())
+
+    @property
+    def clickhouse_data_dir(self) -> Path:
+        return self.clickhouse_path or self.state_dir / "clickhouse"
+
+    @cached_property
+    def topics(self) -> Topics:
+        """The names of ept's Kafka topics under this ``topic_prefix``."""
+        return Topics(self.topic_prefix)
+
+
+def _convert(annotation: str, raw: Any) -> Any:
+    """``raw`` as the field's type: strings (environment, file) are parsed, other values
+    (overrides) are taken as given. Raises ValueError naming the problem."""
+    kind = annotation.split(" | ")[0]
+    if not isinstance(raw, str):
+        return raw
+    if kind == "Secret":
+        return Secret(raw)
+    text = raw.strip()
+    if kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"must be true or false, got {text!r}")
+    if kind in ("int", "float"):
+        try:
+            return int(text) if kind == "int" else float(text)
+        except ValueError:
+            raise ValueError(f"must be {'an integer' if kind == 'int' else 'a number'}, "
+                             f"got {text!r}") from None
+    if kind == "Path":
+        return Path(text).expanduser()
+    if kind in ("SecurityProtocol", "SaslMechanism"):
+        enum = SecurityProtocol if kind == "SecurityProtocol" else SaslMechanism
+        try:
+            return enum(text)
+        except ValueError:
+            raise ValueError(f"must be one of {', '.join(enum)}, got {text!r}") from None
+    return raw
+
+
+def _build(values: dict[str, Any], explicit: set[str] | frozenset[str]) -> Settings:
+    annotations = {field.name: str(field.type) for field in dataclasses.fields(Settings)}
+    converted: dict[str, Any] = {}
+    problems = []
+    for name, raw in values.items():
+        if name not in annotations or name == "explicit":
+            continue
+        try:
+            converted[name] = _convert(annotations[name], raw)
+        except ValueError as exc:
+            problems.append(f"{ENV_PREFIX}{name.upper()}: {exc}")
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+    return Settings(**converted, explicit=frozenset(explicit))
+
+
+def _read_config_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().startswith(ENV_PREFIX):
+            # The line itself is not shown: it may hold a secret.
+            raise SettingsError(f"{path}:{number}: expected EPT_NAME=value")
+        values[key.strip()[len(ENV_PREFIX):].lower()] = value.strip().strip("'\"")
+    return values
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and ``EPT_CONFIG_FILE``), applying ``overrides``.
+
+    Raises:
+        SettingsError: a variable is invalid; the message names each one and what is wrong.
+    """
+    values: dict[str, Any] = {}
+    config_file = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise SettingsError(f"EPT_CONFIG_FILE: no such file {config_file!r}")
+        values.update(_read_config_file(path))
+    names = set(Settings.names())
+    for variable, value in os.environ.items():
+        name = variable[len(ENV_PREFIX):].lower()
+        if variable.startswith(ENV_PREFIX) and name in names:
+            values[name] = value
+    values.update(overrides)
+    return _build(values, set(values))
