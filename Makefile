@@ -20,7 +20,7 @@ browser-deps:
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,registry]"
+	$(PY) -m pip install --quiet -e ".[bench,registry]"
 	@touch $@
 
 # pytest's exit code 5 means no test was collected: a broken selection, so a failure.
@@ -34,9 +34,14 @@ test-unit: $(VENV)/.installed
 test-integration: setup browser-deps
 	$(PYTEST) -m integration -v
 
+# mypy resolves imports by path, not through setuptools' package-dir mapping: it checks
+# the `ept` namespace through a tree of symlinks laid out as installed.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check producers processors schemas deploy tests bench examples
-	$(VENV)/bin/mypy
+	@rm -rf build/typecheck && mkdir -p build/typecheck/ept
+	@for entry in producers/*; do ln -s "$(CURDIR)/$$entry" build/typecheck/ept/; done
+	@for folder in schemas processors deploy; do ln -s "$(CURDIR)/$$folder" build/typecheck/ept/$$folder; done
+	cd build/typecheck && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p ept
 
 run: setup
 	$(EPT) run --demo

@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer
+from ept.core.kafka import ensure_topics
+from ept.core.settings import Settings, load_settings
 
 from bench.common import kafka_bootstrap, percentile, print_table
-from ept.core.settings import Settings, load_settings
-from ept.core.kafka import ensure_topics
 from tests.conftest import free_port
 from tests.events import EventPublisher, record
 
@@ -106,7 +106,8 @@ def run_load(settings: Settings, log: Path, baseline: bool) -> float:
     if baseline:
         app = log.parent / f"counter_{uuid.uuid4().hex[:6]}.py"
         app.write_text(COUNTER_APP)
-        topics = ",".join(settings.topics.event(n) for n in ("render_completed", "api_request_completed"))
+        topics = ",".join(settings.topics.event(n)
+                          for n in ("render_completed", "api_request_completed"))
         process = spawn([sys.executable, "-m", "faust", "-A", app.stem, "worker", "-l", "warn"],
                         {"APP_ID": f"{settings.topic_prefix}counter", "PORT": str(port),
                          "BOOTSTRAP": settings.kafka_bootstrap, "TOPICS": topics,

@@ -23,16 +23,15 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
-
-from bench.common import kafka_bootstrap, median, print_table
-from ept.processors.storage.connection import embedded_client
+from ept.core.kafka import SINK_FETCH, ensure_topics
 from ept.core.settings import load_settings
-from ept.core.kafka import ensure_topics
-from ept.core.kafka import SINK_FETCH
 from ept.processors.sink.consumer import Sink
 from ept.processors.storage import queries
+from ept.processors.storage.connection import embedded_client
 from ept.processors.storage.tables import migrate
-from ept.schemas import EVENT_NAMES, SingleObjectEncoder
+from ept.schemas import SingleObjectEncoder
+
+from bench.common import kafka_bootstrap, median, print_table
 
 EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "10000000"))
 DISTINCT = 200_000  # distinct records, published repeatedly (each copy a new offset and time)
@@ -138,7 +137,7 @@ def main() -> None:
 
         baseline_seconds = bare_insert(client, sample, now_ms)
         baseline_rows = EVENTS
-        consume_seconds = bare_consume(bootstrap, [settings.topics.event(name) for name in EVENT_NAMES])
+        consume_seconds = bare_consume(bootstrap, list(settings.topics.events.values()))
         rows = [["sink: topic -> queryable rows (decode, validate, insert, commit)",
                  f"{EVENTS:,}", f"{sink_seconds:.1f}", f"{EVENTS / sink_seconds:,.0f}",
                  f"{(EVENTS / sink_seconds) / (baseline_rows / baseline_seconds):.2f}"],

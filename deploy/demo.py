@@ -14,8 +14,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ept.core.settings import Settings
 from ept import Tracker
+from ept.core.settings import Settings
 from ept.thresholds import PERFORMANCE_THRESHOLDS
 
 TEMPLATES = ("tpl_hero_001", "tpl_product_002", "tpl_testimonial_003", "tpl_story_004",

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from ept.deploy.broker import LocalBroker
-from ept.core.settings import Settings
 from ept.core.kafka import ensure_topics
+from ept.core.settings import Settings
+from ept.deploy.broker import LocalBroker
 
 Echo = Callable[[str], None]
 

@@ -28,15 +28,12 @@ minute boundaries of event time (:mod:`processors.evaluation`), whatever the bat
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 import zlib
 from collections import Counter, defaultdict
 from typing import Any
 
 import faust
-
 from ept.core.kafka import faust_broker_options
 from ept.core.settings import Settings
 from ept.processors.alert_topic import read_alerts
@@ -285,9 +282,8 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
 
 def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") -> None:
     """Run the worker until SIGTERM/SIGINT. Blocks."""
-    from faust.worker import Worker
-
     from ept.core.kafka import ensure_topics
+    from faust.worker import Worker
 
     ensure_topics(settings)
     app = create_app(settings, rules)

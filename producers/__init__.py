@@ -5,7 +5,7 @@ environment variables, created on first use; :func:`configure` replaces it. Ever
 function returns in microseconds, never waits on the network and, outside strict mode,
 never raises into the caller.
 
-    import producers as ept
+    import ept
 
     complete = ept.measure_render_performance("render_002", "still", "template_product_002")
     try:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ept.core.http_status import is_error_status
 from ept.classification import classify_failure
+from ept.core.http_status import is_error_status
 from ept.thresholds import operation_for_render_type
 from ept.tracker import Dimensions, Tracker, _event_id
 

@@ -17,18 +17,18 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ept.classification import FAILURE_REASONS
 from ept.core.http_status import is_rate_limited
 from ept.core.kafka import ProducerRole, producer_config
 from ept.core.settings import Settings, load_settings
-from ept.classification import FAILURE_REASONS
 from ept.delivery import KafkaDelivery, RateLimitedLog
 from ept.sanitization import sanitize
-from ept.spool import Spool, default_spool_root
-from ept.stats import ErrorPerformanceStats, StatsRecorder
-from ept.thresholds import RENDER_TYPES, Thresholds
 from ept.schemas.codec import Encoder, encoder_for
 from ept.schemas.registry import EVENT_NAMES
 from ept.schemas.validation import MAX_TEXT, field_problems
+from ept.spool import Spool, default_spool_root
+from ept.stats import ErrorPerformanceStats, StatsRecorder
+from ept.thresholds import RENDER_TYPES, Thresholds
 
 SDK_VERSION = "0.1.0"
 log = logging.getLogger("ept.producers")
@@ -104,8 +104,8 @@ class Tracker:
             if self.settings.spool_max_bytes > 0:
                 spool = Spool(default_spool_root(self.settings.state_dir),
                               self.settings.spool_max_bytes)
-            delivery = KafkaDelivery(producer_config(self.settings, ProducerRole.SDK), spool, self.stats,
-                                     self.settings.producer_queue_max)
+            delivery = KafkaDelivery(producer_config(self.settings, ProducerRole.SDK), spool,
+                                     self.stats, self.settings.producer_queue_max)
         self._delivery = delivery
         self._closed = False
         _live_trackers.add(self)

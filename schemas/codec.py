@@ -18,9 +18,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol, cast
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
-
-from ept.schemas.compiled import Decode, Encode, MalformedBody, build_decoder, build_encoder, compilable
+from ept.schemas.compiled import (
+    Decode,
+    Encode,
+    MalformedBody,
+    build_decoder,
+    build_encoder,
+    compilable,
+)
 from ept.schemas.registry import (
     NAMESPACE,
     EventSchema,
@@ -28,6 +33,7 @@ from ept.schemas.registry import (
     current_schemas,
     writer_schemas_by_fingerprint,
 )
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0

@@ -23,10 +23,9 @@ from pathlib import Path
 import hypothesis
 import pytest
 from clickhouse_connect.driver.client import Client
-
+from ept.core.settings import Settings, load_settings
 from ept.deploy.broker import LocalBroker
 from ept.processors.storage.connection import clickhouse_client
-from ept.core.settings import Settings, load_settings
 
 # Property tests judge results, never speed: on a loaded 2-core CI machine Hypothesis's
 # "too slow" health check failed a run whose every example passed.

@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 from confluent_kafka import Producer
-
 from ept.core.settings import Settings
 from ept.schemas import SingleObjectEncoder
 

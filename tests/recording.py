@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ept.core.settings import load_settings
 from ept import Tracker
+from ept.core.settings import load_settings
 from ept.schemas import Decoder
 
 

@@ -34,12 +34,11 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
-
 from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
 from ept.core.settings import Settings
 from ept.processors.sink.dlq import DeadLetters
 from ept.processors.sink.rows import Batch
-from ept.processors.storage.tables import RAW_TABLE
+from ept.processors.storage import raw_events
 from ept.schemas.codec import SINGLE_OBJECT_MAGIC, DecodeError, Decoder, current_body
 from ept.schemas.registry import EVENT_NAMES, current_schemas
 from ept.schemas.scan import scanner
@@ -246,11 +245,8 @@ class Sink:
         """Insert every event type's rows of ``batch``; raises the first failure."""
         for insert in batch.inserts():
             with self._client_lock:
-                self._client.raw_insert(
-                    RAW_TABLE, insert.columns, insert_block=insert.data, fmt="Avro",
-                    settings={"insert_deduplication_token": insert.deduplication_token,
-                              "deduplicate_blocks_in_dependent_materialized_views": 1},
-                )
+                raw_events.insert_avro(self._client, insert.columns, insert.data,
+                                       insert.deduplication_token)
 
     def _insert(self, batch: Batch, retry: bool) -> bool:
         """Insert ``batch``, retrying with backoff while ``retry`` and not stopping.
@@ -333,30 +329,14 @@ class Sink:
 
     def _stored_offsets(self, starts: dict[tuple[str, int], int]
                         ) -> dict[tuple[str, int], set[int]]:
-        """Per partition, the offsets at or after its start already in ClickHouse — one
-        query for the whole assignment. Retries until it can tell: guessing wrong would
-        duplicate or lose rows."""
-        stored: dict[tuple[str, int], set[int]] = {key: set() for key in starts}
-        if not starts:
-            return stored
-        sql = (f"SELECT source_topic, source_partition, source_offset FROM {RAW_TABLE} "
-               "WHERE has({keys:Array(String)}, "
-               "concat(source_topic, ':', toString(source_partition))) "
-               "AND source_offset >= {starts:Array(UInt64)}[indexOf({keys:Array(String)}, "
-               "concat(source_topic, ':', toString(source_partition)))]")
-        keys = sorted(starts)
-        parameters = {"keys": [f"{topic}:{partition}" for topic, partition in keys],
-                      "starts": [starts[key] for key in keys]}
+        """Per partition, the offsets at or after its start already in ClickHouse. Retries
+        until it can tell: guessing wrong would duplicate or lose rows."""
         delay = 0.5
         while True:
             try:
                 with self._client_lock:
-                    rows = self._client.query(sql, parameters=parameters).result_rows
-                break
+                    return raw_events.stored_offsets(self._client, starts)
             except Exception as exc:
                 log.warning("sink: cannot read stored offsets (%s); retrying", exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        for topic, partition, offset in rows:
-            stored[(topic, partition)].add(offset)
-        return stored

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
+from ept.processors.storage.raw_events import COLUMN_OF_FIELD
 from ept.schemas.compiled import zigzag
 from ept.schemas.registry import current_schemas
 
-_RENAMED = {"event_time": "timestamp", "duration_ms": "duration"}
 _SOURCE_FIELDS = [{"name": "event", "type": "string"}, {"name": "source_topic", "type": "string"},
                   {"name": "source_partition", "type": "int"},
                   {"name": "source_offset", "type": "long"}]
@@ -45,7 +45,7 @@ def _string(text: str) -> bytes:
 @cache
 def row_format(event: str) -> RowFormat:
     definition = current_schemas()[event].definition
-    fields = _SOURCE_FIELDS + [{**field, "name": _RENAMED.get(field["name"], field["name"])}
+    fields = _SOURCE_FIELDS + [{**field, "name": COLUMN_OF_FIELD.get(field["name"], field["name"])}
                                for field in definition["fields"]]
     schema = json.dumps({"type": "record", "name": f"{event}_row", "fields": fields}).encode()
     metadata = (zigzag(2) + _string("avro.schema") + zigzag(len(schema)) + schema

@@ -7,14 +7,13 @@ import signal
 import threading
 
 from aiohttp import web
-
-from ept.processors.storage.connection import clickhouse_client
-from ept.core.settings import Settings
 from ept.core.kafka import ensure_topics
+from ept.core.settings import Settings
 from ept.processors.dashboard import AlertFeed, dashboard_routes
 from ept.processors.http import ServerThread, token_middleware
 from ept.processors.sink.consumer import DEFAULT_GROUP, Sink
 from ept.processors.storage.api import QueryApi
+from ept.processors.storage.connection import clickhouse_client
 from ept.processors.storage.tables import migrate
 
 log = logging.getLogger("ept.sink")

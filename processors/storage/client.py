@@ -11,10 +11,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ept.processors.storage.connection import clickhouse_client
 from ept.core.settings import Settings
 from ept.processors.storage import queries
 from ept.processors.storage.api import parse_time, render
+from ept.processors.storage.connection import EngineHeldElsewhere, clickhouse_client
 
 
 def run_query(settings: Settings, name: str, since: str | None, until: str | None,
@@ -25,9 +25,7 @@ def run_query(settings: Settings, name: str, since: str | None, until: str | Non
     since_time, until_time = parse_time(since, "since"), parse_time(until, "until")
     try:
         client = clickhouse_client(settings)
-    except RuntimeError as exc:
-        if settings.clickhouse_server is not None or "held by another process" not in str(exc):
-            raise
+    except EngineHeldElsewhere:
         return _through_sink(settings, name, since, until, template, fmt)
     return render(queries.run(client, name, since_time, until_time, template), fmt)
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 import fcntl
 import threading
 from pathlib import Path
-from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-
 from ept.core.settings import Settings
 
 

@@ -13,6 +13,6 @@ def is_error_status(status: int) -> bool:
     return status >= 500 or status == 429
 
 
-def is_rate_limited(status: int, retry_after_s: float | None) -> bool:
+def is_rate_limited(status: int | None, retry_after_s: float | None) -> bool:
     """429, or 503 with a Retry-After: the server asks the caller to back off."""
     return status == 429 or (status == 503 and retry_after_s is not None)

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable
+from dataclasses import field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -138,12 +139,9 @@ def _session_timeout(value: float) -> str | None:
     return None if 10 <= value <= 1800 else f"must be 10..1800, got {value}"
 
 
-def _field(default: Any = None, check: Callable[[Any], str | None] | None = None,
-           factory: Callable[[], Any] | None = None) -> Any:
-    metadata = {"check": check} if check else {}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+def _checked(check: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Field metadata: ``check(value)`` returns the problem with a value, or None."""
+    return {"check": check}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,12 +151,12 @@ class Settings:
     Build it with :func:`load_settings`; derive a variant with :meth:`replace`.
     """
 
-    state_dir: Path = _field(factory=_default_state_dir)
+    state_dir: Path = field(default_factory=_default_state_dir)
     environment: str = "development"
     service: str = "unknown"
 
     # Kafka
-    kafka_bootstrap: str = _field("127.0.0.1:9092", _bootstrap)
+    kafka_bootstrap: str = field(default="127.0.0.1:9092", metadata=_checked(_bootstrap))
     kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
@@ -167,46 +165,46 @@ class Settings:
     kafka_ssl_certificate_location: Path | None = None
     kafka_ssl_key_location: Path | None = None
     kafka_ssl_key_password: Secret | None = None
-    topic_prefix: str = _field("ept.", _topic_prefix)
-    topic_partitions: int = _field(6, _at_least(1))
-    topic_replication: int = _field(1, _at_least(1))
-    schema_registry_url: str | None = _field(None, _registry_url)
+    topic_prefix: str = field(default="ept.", metadata=_checked(_topic_prefix))
+    topic_partitions: int = field(default=6, metadata=_checked(_at_least(1)))
+    topic_replication: int = field(default=1, metadata=_checked(_at_least(1)))
+    schema_registry_url: str | None = field(default=None, metadata=_checked(_registry_url))
 
     # ClickHouse: a server URL, or else the embedded engine at clickhouse_path.
-    clickhouse_url: Secret | None = _field(None, _clickhouse_url)
+    clickhouse_url: Secret | None = field(default=None, metadata=_checked(_clickhouse_url))
     clickhouse_path: Path | None = None
-    raw_retention_days: int = _field(30, _at_least(1))
-    rollup_retention_days: int = _field(365, _at_least(1))
+    raw_retention_days: int = field(default=30, metadata=_checked(_at_least(1)))
+    rollup_retention_days: int = field(default=365, metadata=_checked(_at_least(1)))
 
     # SDK
     strict: bool = False
-    producer_queue_max: int = _field(100_000, _at_least(100))
-    spool_max_bytes: int = _field(256 * 1024 * 1024, _at_least(0))
-    flush_timeout_s: float = _field(5.0, _at_least(0))
+    producer_queue_max: int = field(default=100_000, metadata=_checked(_at_least(100)))
+    spool_max_bytes: int = field(default=256 * 1024 * 1024, metadata=_checked(_at_least(0)))
+    flush_timeout_s: float = field(default=5.0, metadata=_checked(_at_least(0)))
 
     # Sink
-    sink_batch_rows: int = _field(50_000, _at_least(1))
-    sink_batch_seconds: float = _field(1.0, _at_least(0.001))
+    sink_batch_rows: int = field(default=50_000, metadata=_checked(_at_least(1)))
+    sink_batch_seconds: float = field(default=1.0, metadata=_checked(_at_least(0.001)))
 
     # Worker
     rules_file: Path | None = None
-    allowed_lateness_s: int = _field(120, _at_least(0))
+    allowed_lateness_s: int = field(default=120, metadata=_checked(_at_least(0)))
     # How long a worker may go silent before its partitions move to the others (Faust
     # heartbeats every 3 s); Kafka's own default.
-    worker_session_timeout_s: float = _field(45.0, _session_timeout)
+    worker_session_timeout_s: float = field(default=45.0, metadata=_checked(_session_timeout))
     # An event time this far beyond its Kafka record's timestamp is a wrong clock.
-    max_clock_skew_s: int = _field(300, _at_least(0))
+    max_clock_skew_s: int = field(default=300, metadata=_checked(_at_least(0)))
     # A source partition with no new data for this long no longer holds event time back.
-    source_idle_s: float = _field(30.0, _at_least(0.1))
+    source_idle_s: float = field(default=30.0, metadata=_checked(_at_least(0.1)))
 
     # HTTP servers (worker stats, sink query API + dashboard)
     http_host: str = "127.0.0.1"
-    worker_port: int = _field(6066, _port)
-    sink_port: int = _field(6067, _port)
+    worker_port: int = field(default=6066, metadata=_checked(_port))
+    sink_port: int = field(default=6067, metadata=_checked(_port))
     api_token: Secret | None = None
 
     # Names set explicitly (environment, file or override), not taken from the defaults.
-    explicit: frozenset[str] = dataclasses.field(default=frozenset(), repr=False,
+    explicit: frozenset[str] = field(default=frozenset(), repr=False,
                                                  compare=False)
 
     def __post_init__(self) -> None:

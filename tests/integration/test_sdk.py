@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from fastavro import parse_schema, schemaless_reader
-
-from ept.deploy.broker import LocalBroker
-from ept.core.settings import Settings
 from ept import Thresholds, Tracker
+from ept.core.settings import Settings
+from ept.deploy.broker import LocalBroker
 from ept.measure import ApiMeasurement, RenderMeasurement
 from ept.schemas import Decoder
 from ept.schemas.registry import EVENT_NAMES
+from fastavro import parse_schema, schemaless_reader
+
 from tests.helpers import read_topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,8 @@ def test_spool_carries_events_when_the_memory_queue_is_full(settings: Settings,
     while time.monotonic() < deadline and tracker.get_error_performance_stats().spooled > 0:
         time.sleep(0.5)
     assert tracker.flush(60) == 0
-    messages = read_topics(settings.kafka_bootstrap, [settings.topics.event("api_error")], expected=1000)
+    messages = read_topics(settings.kafka_bootstrap,
+                           [settings.topics.event("api_error")], expected=1000)
     request_ids = {Decoder().decode(m.value()).record["request_id"] for m in messages}
     assert len(messages) == 1000 and len(request_ids) == 1000
     tracker.close()
@@ -122,7 +123,8 @@ def test_a_consumer_written_from_the_wire_format_alone(settings: Settings) -> No
     tracker = Tracker(settings)
     tracker.track_slow_render("r9", "video", 45000, 30000, "tpl_z", (3840, 2160))
     assert tracker.flush(30) == 0
-    [message] = read_topics(settings.kafka_bootstrap, [settings.topics.event("slow_render")], expected=1)
+    [message] = read_topics(settings.kafka_bootstrap,
+                           [settings.topics.event("slow_render")], expected=1)
 
     from fastavro.schema import fingerprint, to_parsing_canonical_form
 
@@ -142,7 +144,8 @@ def test_schema_registry_framing_with_mock_registry(settings: Settings) -> None:
     tracker = Tracker(registry)
     tracker.track_api_error("/api/render", 504, "Gateway timeout", "req_x", 30000)
     assert tracker.flush(30) == 0
-    [message] = read_topics(settings.kafka_bootstrap, [settings.topics.event("api_error")], expected=1)
+    [message] = read_topics(settings.kafka_bootstrap,
+                           [settings.topics.event("api_error")], expected=1)
     assert message.value()[0] == 0
     event = Decoder("mock://ept-test").decode(message.value())
     assert event.name == "api_error" and event.record["status_code"] == 504

@@ -11,12 +11,17 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
-
-from ept.deploy.broker import LocalBroker
-from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
-from ept.core.settings import load_settings
-from ept.core.kafka import ensure_topics
 from ept import Tracker
+from ept.core.kafka import (
+    ConsumerRole,
+    ProducerRole,
+    consumer_config,
+    ensure_topics,
+    producer_config,
+)
+from ept.core.settings import load_settings
+from ept.deploy.broker import LocalBroker
+
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

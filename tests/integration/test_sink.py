@@ -19,18 +19,18 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
-
-from ept.core.settings import Settings
+from ept import Tracker
 from ept.core.kafka import ensure_topics
+from ept.core.settings import Settings
 from ept.processors.sink.consumer import Sink
 from ept.processors.sink.dlq import HEADER_ERROR, HEADER_ERROR_TYPE, HEADER_OFFSET, headers_of
 from ept.processors.sink.replay import replay_dead_letters
 from ept.processors.storage import queries
 from ept.processors.storage.deletion import delete_account
 from ept.processors.storage.tables import EVENT_NAME_INDEX, migrate
-from ept import Tracker
 from ept.schemas import EVENT_NAMES, SingleObjectEncoder
 from ept.schemas.codec import ConfluentEncoder
+
 from tests.conftest import free_port
 from tests.helpers import read_topics
 
@@ -388,7 +388,6 @@ def test_query_parameters_never_run_as_sql(settings: Settings, storage: Client,
     import urllib.request
 
     from aiohttp import web
-
     from ept.processors.http import ServerThread
     from ept.processors.storage.api import QueryApi, parse_time
 

@@ -1,5 +1,4 @@
 import pytest
-
 from ept.classification import (
     classify_failure,
     clear_custom_failure_rules,

@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 import pytest
 import yaml
-
-from ept.deploy.cli import main
 from ept.core.settings import Settings, load_settings
+from ept.deploy.cli import main
 from ept.processors.storage.tables import cluster_ddl
 
 REPO = Path(__file__).resolve().parents[2]

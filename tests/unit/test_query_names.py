@@ -1,7 +1,6 @@
 """Query names as a user types them."""
 
 import pytest
-
 from ept.processors.storage.queries import QUERIES, UnknownQueryError, canonical_name
 
 

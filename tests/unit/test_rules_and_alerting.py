@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from ept.processors.alerting import (
     FIRING,
     INACTIVE,

@@ -1,5 +1,4 @@
 import pytest
-
 from ept.core.kafka import ConsumerRole, consumer_config
 from ept.core.settings import SettingsError, load_settings
 

@@ -1,7 +1,6 @@
 import threading
 
 import pytest
-
 from ept.stats import StatsRecorder
 from ept.thresholds import (
     PERFORMANCE_THRESHOLDS,
