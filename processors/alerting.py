@@ -79,6 +79,16 @@ def _iso(epoch_ms: int | None) -> str | None:
         timespec="milliseconds").replace("+00:00", "Z")
 
 
+def readable(value: float, bound: float) -> str:
+    """``value`` with one decimal, or as many more (up to 6) as it takes not to read as
+    ``bound`` ("5.0% > 5%" says 5.0005% as "5.0005% > 5%")."""
+    for decimals in range(1, 7):
+        text = f"{value:.{decimals}f}"
+        if value == bound or float(text) != bound:
+            return text
+    return f"{value:.6f}"
+
+
 def alert_notice(rule: Rule, labels: dict[str, str], note: Notification, decided_at_ms: int
                  ) -> AlertNotice:
     """The record published on the alert topic for ``note`` (schema in docs/alerts.md)."""
@@ -87,7 +97,8 @@ def alert_notice(rule: Rule, labels: dict[str, str], note: Notification, decided
     what = {"render_error_rate": "Render error rate", "api_errors": "API errors",
             "slow_render_ratio": "Slow-render ratio",
             "template_failures": "Template failures"}[rule.kind]
-    value = f"{note.value:.1f}{unit}" if rule.is_ratio else f"{int(note.value)}"
+    bound = rule.threshold if note.status != "resolved" else rule.resolve_threshold
+    value = f"{readable(note.value, bound)}{unit}" if rule.is_ratio else f"{int(note.value)}"
     threshold = f"{rule.threshold:g}{unit}"
     verb = "resolved" if note.status == "resolved" else "above"
     summary = (f"{what} {value} {'>' if verb == 'above' else '<='} "

@@ -1,105 +1,136 @@
 """One scope's rules judged in event time: pure logic, no Faust and no Kafka.
 
-A scope's state is the JSON-able dict the worker keeps in its table: ``window`` (the
-scope's :class:`MinuteBuckets`), ``alerts`` (an :class:`AlertState` per rule) and
-``clock`` (the event time the scope was last judged at, which never goes back).
+Events are counted into a scope's per-second counters as they arrive, in any order.
+The scope is judged only up to its family's event-time frontier
+(:mod:`ept.processors.event_time`), at instants fixed by the events alone:
 
-A scope is judged at the time of each of its events and, while one of its alerts is
-active (pending or firing), at every minute boundary of event time in between and after,
-up to the time the rest of its partition has reached. Time without events is therefore
-judged at the same instants whatever the batching that brought the news of it, so the
-alerts — re-notifications included — do not depend on arrival timing.
+* the end of every minute, for every rule (ratio rules are judged only there: their
+  windows are exact to the minute they end in);
+* the end of every second holding an event a count rule counts (so "more than N in W
+  minutes" holds over any W-minute span, exact to the second).
+
+A window at the end of second ``S`` holds the seconds ``S - 60*W + 1 .. S``. Minutes are
+judged while the scope has counts in a window or an active alert. Since the frontier only
+passes an instant once every event at or before it has been read (up to the allowed
+lateness), the same events give the same notices in any arrival order Kafka allows.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 from ept.processors.alerting import AlertState, Notification, step
+from ept.processors.records import Counted, ScopeState
 from ept.processors.rules import Rule
-from ept.processors.signals import FAMILY_OF_KIND, Scope, measure
-from ept.processors.windows import MINUTE_MS, MinuteBuckets, minute_of
+from ept.processors.signals import COUNTED_BY_KIND, FAMILY_OF_KIND, Scope, measure
 
 
 @dataclass(frozen=True)
 class Notice:
-    """An alert transition to tell: ``rule`` changed state for ``scope``."""
+    """An alert transition to tell: ``rule`` changed state for ``scope`` at ``at_ms``."""
 
     rule: Rule
     scope: Scope
     note: Notification
-
-
-def has_active_alert(state: dict[str, Any] | None) -> bool:
-    return any(alert.get("status") != "inactive"
-               for alert in (state or {}).get("alerts", {}).values())
+    at_ms: int
 
 
 class Evaluator:
-    """Counts events into scopes and advances their alert states.
+    """Counts events into scopes and judges their rules up to a frontier.
 
-    Methods mutate the ``state`` and ``buckets`` passed in and return the notices to
-    publish, in order; they never block and raise nothing for any event time.
+    Methods mutate the :class:`ScopeState` passed in and return the notices to publish,
+    in order; they never block and raise nothing for any event time.
     """
 
-    def __init__(self, rules: list[Rule], allowed_lateness_ms: int) -> None:
+    def __init__(self, rules: list[Rule]) -> None:
         self._rules = defaultdict[str, list[Rule]](list)
         for rule in rules:
             self._rules[FAMILY_OF_KIND[rule.kind]].append(rule)
-        self._lateness_ms = allowed_lateness_ms
-        self.retain_minutes = (max(rule.window_minutes for rule in rules)
-                               + allowed_lateness_ms // MINUTE_MS + 1)
-        self.late_events = 0
+        self.retain_s = max(rule.window_minutes for rule in rules) * 60
+        self.late_events = 0  # counted after an instant they belong to was judged
 
     def rules_of(self, scope: Scope) -> list[Rule]:
         return [rule for rule in self._rules[scope.family] if scope.scope_type in rule.scopes]
 
-    def count(self, scope_key: str, state: dict[str, Any], buckets: MinuteBuckets,
-              event_ms: int, counter: str, elsewhere_ms: int) -> list[Notice]:
-        """Count one event at ``event_ms`` and judge the scope, as if it arrived alone.
+    def add(self, state: ScopeState, events: list[Counted]) -> None:
+        """Count ``events`` (skipping those at or below an applied source offset).
 
-        The scope is judged at its own latest event time, so the decision does not depend
-        on how other scopes' events interleave — but never before its clock: once its
-        active alerts caught up with event time elsewhere (a backlog being replayed), its
-        late events are judged at that later time. ``elsewhere_ms`` is the event time the
-        scope's partition has reached; active alerts are caught up to it afterwards. An
-        event older than the allowed lateness is not counted (``late_events`` grows), and
-        the scope is still judged.
+        An event in a second already judged is still counted for later instants (so they
+        do not depend on its arrival) and counted in ``late_events``; one older than every
+        window that is still to be judged is dropped.
         """
-        notices = self.catch_up(scope_key, state, buckets, event_ms)
-        if not buckets.add(minute_of(event_ms), {counter: 1}, event_ms, self._lateness_ms,
-                           self.retain_minutes):
-            self.late_events += 1
-        now_ms = max(buckets.watermark_ms, state.get("clock", 0))
-        notices += self._judge(scope_key, state, buckets, now_ms)
-        return notices + self.catch_up(scope_key, state, buckets, elsewhere_ms)
+        for event in events:
+            if event.offset <= state.applied.get(event.source, -1):
+                continue  # replayed after a restart: counted before
+            state.applied[event.source] = event.offset
+            second = event.time_ms // 1000
+            if second <= state.judged_s:
+                self.late_events += 1
+                if second <= state.judged_s - self.retain_s:
+                    continue
+            counts = state.seconds.setdefault(second, {})
+            counts[event.counter] = counts.get(event.counter, 0) + 1
 
-    def catch_up(self, scope_key: str, state: dict[str, Any], buckets: MinuteBuckets,
-                 until_ms: int) -> list[Notice]:
-        """Judge a scope with an active alert at each minute boundary after its clock, up
-        to ``until_ms``; nothing for a scope without one."""
+    def judge(self, scope: Scope, state: ScopeState, frontier_ms: int) -> list[Notice]:
+        """Judge every instant after ``state.judged_s`` up to ``frontier_ms``, in order."""
+        last = frontier_ms // 1000 - 1  # the last second wholly at or before the frontier
+        if last <= state.judged_s:
+            return []
+        rules = self.rules_of(scope)
         notices: list[Notice] = []
-        boundary = (minute_of(state.get("clock", 0)) + 1) * MINUTE_MS
-        while boundary <= until_ms and has_active_alert(state):
-            buckets.advance(boundary, self.retain_minutes)
-            notices += self._judge(scope_key, state, buckets, boundary)
-            boundary += MINUTE_MS
+        for second in self._instants(rules, state, last):
+            notices += self._judge_at(scope, rules, state, second)
+        state.judged_s = last
+        horizon = last - self.retain_s
+        for second in [s for s in state.seconds if s <= horizon]:
+            del state.seconds[second]
         return notices
 
-    def _judge(self, scope_key: str, state: dict[str, Any], buckets: MinuteBuckets,
-               now_ms: int) -> list[Notice]:
-        scope = Scope.parse(scope_key)
-        alert_states = state.setdefault("alerts", {})
+    def _instants(self, rules: list[Rule], state: ScopeState, last: int) -> list[int]:
+        first = state.judged_s + 1
+        counted = {COUNTED_BY_KIND[rule.kind] for rule in rules} - {None}
+        instants = {second for second, counts in state.seconds.items()
+                    if first <= second <= last and counted & counts.keys()}
+        if not state.has_active_alert:  # windows before the oldest count are empty
+            first = max(first, min(state.seconds, default=last + 1))
+        minute_end = (first // 60) * 60 + 59
+        if state.seconds or state.has_active_alert:
+            newest = max(state.seconds, default=first)
+            # Minutes after the newest count's last window and with no alert active are
+            # idle; stop there unless an alert needs judging to resolve or re-notify.
+            quiet_from = newest + self.retain_s + 60
+            while minute_end <= last:
+                if minute_end > quiet_from and not state.has_active_alert:
+                    break
+                instants.add(minute_end)
+                minute_end += 60
+        return sorted(instants)
+
+    def _judge_at(self, scope: Scope, rules: list[Rule], state: ScopeState, second: int
+                  ) -> list[Notice]:
+        now_ms = (second + 1) * 1000
+        minute_end = (second + 1) % 60 == 0
         notices = []
-        for rule in self.rules_of(scope):
-            value, samples = measure(rule.kind, buckets.window(rule.window_minutes, now_ms))
-            before = AlertState.from_json(alert_states.get(rule.name))
+        for rule in rules:
+            if not minute_end and rule.is_ratio:
+                continue
+            value, samples = measure(rule.kind, window_totals(state, rule.window_minutes, second))
+            before = state.alerts.get(rule.name, AlertState())
             after, note = step(rule, before, value, samples, now_ms)
             if after != before:
-                alert_states[rule.name] = after.to_json()
+                state.alerts[rule.name] = after
             if note is not None:
-                notices.append(Notice(rule, scope, note))
-        state["clock"] = now_ms
+                notices.append(Notice(rule, scope, note, now_ms))
         return notices
+
+
+def window_totals(state: ScopeState, minutes: int, last_second: int) -> dict[str, int]:
+    """Counter sums over the ``minutes`` minutes ending with ``last_second``."""
+    first = last_second - minutes * 60
+    totals: dict[str, int] = {}
+    for second, counts in state.seconds.items():
+        if first < second <= last_second:
+            for name, amount in counts.items():
+                totals[name] = totals.get(name, 0) + amount
+    return totals

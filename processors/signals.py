@@ -64,6 +64,9 @@ def signals_of(event_name: str, record: dict[str, Any]) -> list[tuple[Scope, str
 
 FAMILY_OF_KIND = {"render_error_rate": "render", "template_failures": "render",
                   "api_errors": "api", "slow_render_ratio": "slow"}
+# The counter a count rule counts (judged at each second holding one); None for ratios.
+COUNTED_BY_KIND: dict[str, str | None] = {"template_failures": "failed", "api_errors": "errors",
+                                          "render_error_rate": None, "slow_render_ratio": None}
 
 
 def measure(kind: str, counts: dict[str, int]) -> tuple[float, int]:
@@ -78,6 +81,10 @@ def measure(kind: str, counts: dict[str, int]) -> tuple[float, int]:
         errors = counts.get("errors", 0)
         return float(errors), errors + counts.get("requests", 0)
     if kind == "slow_render_ratio":
-        renders = counts.get("renders", 0)
-        return (100.0 * counts.get("slow", 0) / renders if renders else 0.0), renders
+        # A slow render is one render: the SDK's measuring helpers publish render_completed
+        # and slow_render for it. A slow_render published alone is a render too, so the
+        # ratio never exceeds 100%.
+        slow = counts.get("slow", 0)
+        renders = max(counts.get("renders", 0), slow)
+        return (100.0 * slow / renders if renders else 0.0), renders
     raise ValueError(f"unknown rule kind {kind!r}")

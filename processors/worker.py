@@ -1,36 +1,35 @@
 """The Faust worker: windowed rules over the event topics, alerts to ``{prefix}alerts``.
 
-Two stages:
+Two stages, each a thin Faust wrapper around pure logic:
 
 1. ``collect`` consumes the five event topics (keyed by template / endpoint, so they are
-   co-partitioned), decodes each event with the shared decoder and sends, per batch, one
-   signal per (scope, source partition) to the internal ``signals`` topic, keyed by scope
-   — this repartitions global scopes (all traffic, render type) to a single owner. A
-   signal lists each event's source offset, event time and counter.
-2. ``evaluate`` keeps each scope's one-minute buckets (event time) in the ``scopes``
-   table, evaluates the scope's rules and publishes alert transitions.
+   co-partitioned). :class:`~ept.processors.collection.Collector` makes each batch one
+   :class:`~ept.processors.records.Signal` per scope (sent to the internal signals topic,
+   keyed by scope) and then a :class:`~ept.processors.records.Progress` report of its
+   source partitions, sent to every signals partition — after the signals, so a
+   watermark never overtakes its own events. A timer re-sends the report each second.
+2. ``evaluate`` counts signals into each scope's :class:`ScopeState` (the ``scopes``
+   table) and, as reports move a family's event-time frontier
+   (:class:`~ept.processors.event_time.Frontiers`), judges its scopes up to it
+   (:class:`~ept.processors.evaluation.Evaluator`) and publishes the notices.
 
 Faust runs at-least-once (its exactly-once mode commits a transaction only when the
 destination partition number also consumed something, which a repartitioning stage
 breaks). Exactness is restored here: a scope applies an event only if its source offset
-is beyond the last one it applied from that source partition (signals of one scope and
-source arrive in order), and alert notifications are reconciled against the alert topic
-itself — a state that says "firing" publishes only if the topic's last word for that
-fingerprint is not already "firing" — so a killed worker neither repeats nor misses one.
-It consumes through :mod:`processors.faust_kafka`, so no offset is committed that an
-agent was not handed.
-
-Event time only advances with events; ``collect`` sends a tick to every signals partition
-when its event-time minute advances, so alerts of idle scopes still resolve — judged at
-minute boundaries of event time (:mod:`processors.evaluation`), whatever the batching.
+is beyond the last one it applied from that source partition, and a notice is published
+only if it was decided at a later event time than the last notice of its fingerprint on
+the alert topic — so a killed worker neither repeats nor misses one, re-notifications
+included. It consumes through :mod:`ept.processors.faust_kafka`, so no offset is
+committed that an agent was not handed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import faust
@@ -38,68 +37,120 @@ from ept.core.kafka import faust_broker_options
 from ept.core.settings import Settings
 from ept.processors.alert_topic import read_alerts
 from ept.processors.alerting import alert_notice, fingerprint
-from ept.processors.evaluation import Evaluator, Notice, has_active_alert
+from ept.processors.collection import Collector, SourceEvent
+from ept.processors.evaluation import Evaluator, Notice, window_totals
+from ept.processors.event_time import Frontiers, source_of
 from ept.processors.faust_kafka import use_transport
+from ept.processors.judging import PartitionJudge
+from ept.processors.records import ScopeState, signal_or_progress
 from ept.processors.rules import Rule
-from ept.processors.signals import Scope, measure, signals_of
-from ept.processors.windows import MinuteBuckets, minute_of
+from ept.processors.signals import Scope, measure
 from ept.schemas.codec import DecodeError, Decoder
 from ept.schemas.registry import EVENT_NAMES
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("ept.worker")
-TICK = "__tick__"
-
-
-class WorkerMetrics:
-    """Counters of this worker process, served as JSON and in Prometheus format."""
-
-    def __init__(self) -> None:
-        self.events = Counter[str]()
-        self.decode_errors = 0
-        self.alerts = Counter[str]()
+DEDUP_HORIZON_MS = 5 * 60_000  # a producer's re-send comes within seconds, not minutes
 
 
 class PublishedAlerts:
-    """The last status published on the alert topic per fingerprint, read from the topic.
+    """The event time of the last notice per fingerprint on the alert topic.
 
-    Reloaded after every rebalance, since another worker may have published meanwhile.
+    Read from the topic's log start after every rebalance, since another worker may have
+    published meanwhile.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._last: dict[str, str] | None = None
+        self._last: dict[str, int] | None = None
 
     def invalidate(self, *args: Any, **kwargs: Any) -> None:
         self._last = None
 
-    async def last_status(self, key: str) -> str | None:
+    async def is_new(self, key: str, decided_at_ms: int) -> bool:
         if self._last is None:
-            loop = asyncio.get_running_loop()
-            self._last = await loop.run_in_executor(None, self._read_topic)
-        return self._last.get(key)
+            self._last = await asyncio.get_running_loop().run_in_executor(None, self._read)
+        return decided_at_ms > self._last.get(key, -1)
 
-    def record(self, key: str, status: str) -> None:
+    def record(self, key: str, decided_at_ms: int) -> None:
         if self._last is not None:
-            self._last[key] = status
+            self._last[key] = max(decided_at_ms, self._last.get(key, -1))
 
-    def _read_topic(self) -> dict[str, str]:
-        """Blocks until the alert topic was read to its end (bounded by 30 s)."""
-        last: dict[str, str] = {}
-        read_alerts(self._settings, lambda alert: last.__setitem__(alert.fingerprint,
-                                                                    alert.status),
-                    until_end=True)
+    def _read(self) -> dict[str, int]:
+        """Blocks until the alert topic was read to its end (raises after 30 s)."""
+        last: dict[str, int] = {}
+
+        def keep(alert: Any) -> None:
+            last[alert.fingerprint] = max(alert.decided_at_ms, last.get(alert.fingerprint, -1))
+
+        read_alerts(self._settings, keep, until_end=True)
         return last
 
 
-def _scope_partition(scope_key: str, partitions: int) -> int:
+class WorkerMetrics:
+    """This worker's counters, exposed in Prometheus format through prometheus_client."""
+
+    def __init__(self, collector: Collector, evaluator: Evaluator,
+                 judges: dict[int, PartitionJudge], lag: Any) -> None:
+        self.events = Counter[str]()
+        self.decode_errors = 0
+        self.alerts = Counter[tuple[str, str]]()
+        self._collector, self._evaluator = collector, evaluator
+        self._judges, self._lag = judges, lag
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(self)
+
+    def collect(self) -> Any:
+        events = CounterMetricFamily("ept_worker_events", "Events processed, by event name.",
+                                     labels=["event"])
+        for name in EVENT_NAMES:
+            events.add_metric([name], self.events[name])
+        yield events
+        yield CounterMetricFamily("ept_worker_decode_errors", "Messages that did not decode.",
+                                  value=self.decode_errors)
+        yield CounterMetricFamily(
+            "ept_worker_late_events", "Events counted after an instant they belong to was "
+            "judged (older than the frontier).", value=self._evaluator.late_events)
+        yield CounterMetricFamily(
+            "ept_worker_skewed_events", "Events stamped beyond their Kafka record time plus "
+            "EPT_MAX_CLOCK_SKEW_S, counted at the record time.",
+            value=self._collector.skewed_events)
+        yield CounterMetricFamily(
+            "ept_worker_duplicate_events", "Events read again under an event id already "
+            "counted (producer re-sends).", value=self._collector.duplicate_events)
+        alerts = CounterMetricFamily("ept_worker_alerts", "Alert notifications, by rule "
+                                     "and status.", labels=["rule", "status"])
+        for (rule, status), count in sorted(self.alerts.items()):
+            alerts.add_metric([rule, status], count)
+        yield alerts
+        frontier = GaugeMetricFamily("ept_worker_event_time_frontier_seconds",
+                                     "Event time up to which scopes are judged.",
+                                     labels=["family", "partition"])
+        for partition, judge in sorted(self._judges.items()):
+            for family in ("render", "slow", "api"):
+                frontier.add_metric([family, str(partition)],
+                                    judge.frontiers.frontier(family) / 1000)
+        yield frontier
+        yield GaugeMetricFamily("ept_worker_consumer_lag",
+                                "Messages not yet committed by this worker.", value=self._lag())
+
+
+def scope_partition(scope_key: str, partitions: int) -> int:
     return zlib.crc32(scope_key.encode()) % partitions
 
 
-def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
-    """Build the worker's Faust app. Nothing connects until the worker starts."""
-    partitions = settings.topic_partitions
-    evaluator = Evaluator(rules, settings.allowed_lateness_s * 1000)
+def create_app(settings: Settings, rules: list[Rule],
+               source_partitions: dict[str, int] | None = None) -> faust.App:
+    """Build the worker's Faust app. Nothing connects until the worker starts.
 
+    ``source_partitions``: the partition count of each event topic (default: the
+    configured ``topic_partitions``); every source partition must report before event
+    time moves.
+    """
+    partitions = settings.topic_partitions
+    sources = source_partitions or dict.fromkeys(EVENT_NAMES, partitions)
+    lateness_ms = settings.allowed_lateness_s * 1000
     app = faust.App(
         f"{settings.topic_prefix}worker",
         **faust_broker_options(settings),
@@ -117,117 +168,127 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
         producer_linger_ms=5,
     )
     use_transport(app)
-    metrics = WorkerMetrics()
     decoder = Decoder(settings.schema_registry_url, raw=True)
-    event_topics = app.topic(*[settings.topics.event(name) for name in EVENT_NAMES],
-                             key_type=bytes, value_type=bytes, key_serializer="raw",
-                             value_serializer="raw")
+    collector = Collector(settings.max_clock_skew_s * 1000, int(settings.source_idle_s * 1000),
+                          DEDUP_HORIZON_MS)
+    evaluator = Evaluator(rules)
+    judges: dict[int, PartitionJudge] = {}  # per signals partition of this worker
+    event_of_topic = {topic: name for name, topic in settings.topics.events.items()}
+    event_topics = app.topic(*event_of_topic, key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw")
     signals = app.topic(settings.topics.worker_signals, partitions=partitions,
                         key_type=bytes, key_serializer="raw", value_serializer="json",
                         internal=True)
     alerts = app.topic(settings.topics.alerts, key_serializer="raw", value_serializer="raw")
     scopes = app.Table("scopes", default=dict, partitions=partitions)
-    latest_minute = {"value": 0}
+    published = PublishedAlerts(settings)
+    read_up_to: dict[Any, int] = {}  # event topic partition -> last offset handed to collect
+
+    def wall_ms() -> int:
+        return int(time.time() * 1000)
+
+    def lag() -> int:
+        monitor = app.monitor
+        ends = getattr(monitor, "tp_end_offsets", {})
+        committed = getattr(monitor, "tp_committed_offsets", {})
+        return sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
+
+    metrics = WorkerMetrics(collector, evaluator, judges, lag)
+
+    def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        (assigned,) = args
+        published.invalidate()
+        judges.clear()  # rebuilt from the restored table on first use
+        collector.assign([source_of(event_of_topic[tp.topic], tp.partition)
+                          for tp in assigned if tp.topic in event_of_topic], wall_ms())
+
+    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        (revoked,) = args
+        collector.revoke([source_of(event_of_topic[tp.topic], tp.partition)
+                          for tp in revoked if tp.topic in event_of_topic])
+        for tp in revoked:
+            read_up_to.pop(tp, None)
+
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+
+    async def report_progress() -> None:
+        """Tell every signals partition how far this collector's sources are."""
+        for tp, offset in read_up_to.items():
+            highwater = app.consumer.highwater(tp)
+            collector.caught_up(source_of(event_of_topic[tp.topic], tp.partition),
+                                None if highwater is None else offset + 1 >= highwater)
+        progress = collector.progress(wall_ms()).to_json()
+        for partition in range(partitions):
+            await signals.send(key=b"progress", partition=partition, value=progress)
 
     @app.agent(event_topics)
     async def collect(stream: faust.StreamT[bytes]) -> None:
-        # A batch of events becomes one signal per scope listing each event's source
-        # partition, offset, time and counter, in event-time order: far fewer messages
-        # than one per event, and ``evaluate`` can still skip exactly the events it
-        # applied before a restart.
         async for events in stream.take_events(2000, within=0.05):  # type: ignore[attr-defined]
-            batched: dict[str, list[tuple[int, str, int, str]]] = defaultdict(list)
+            batch = []
             for event in events:
+                message = event.message
+                read_up_to[message.tp] = message.offset
                 try:
                     decoded = decoder.decode(event.value)
                 except DecodeError:
                     metrics.decode_errors += 1
                     continue
                 metrics.events[decoded.name] += 1
-                event_ms = int(decoded.record["event_time"])
-                message = event.message
-                source = f"{message.topic}:{message.partition}"
-                for scope, counter in signals_of(decoded.name, decoded.record):
-                    batched[scope.key].append((event_ms, source, message.offset, counter))
-            newest = 0
-            for scope_key, entries in batched.items():
-                entries.sort()
-                newest = max(newest, entries[-1][0])
-                await signals.send(
-                    key=scope_key.encode(), partition=_scope_partition(scope_key, partitions),
-                    value={"scope": scope_key, "events": entries})
-            if minute_of(newest) > latest_minute["value"]:
-                latest_minute["value"] = minute_of(newest)
-                for partition in range(partitions):
-                    await signals.send(key=TICK.encode(), partition=partition,
-                                       value={"tick": newest})
+                batch.append(SourceEvent(decoded.name, message.partition, message.offset,
+                                         int(message.timestamp * 1000), decoded.record))
+            for signal in collector.collect(batch, wall_ms()):
+                await signals.send(key=signal.scope.encode(), value=signal.to_json(),
+                                   partition=scope_partition(signal.scope, partitions))
+            await report_progress()
 
-    partition_watermark: dict[int, int] = {}
-    published = PublishedAlerts(settings)
-    app.on_partitions_assigned.connect(published.invalidate)
+    @app.timer(1.0)
+    async def heartbeat() -> None:
+        if collect_assigned():
+            await report_progress()
+
+    def collect_assigned() -> bool:
+        return any(tp.topic in event_of_topic for tp in app.consumer.assignment())
 
     async def publish(notices: list[Notice]) -> None:
         for notice in notices:
             key = fingerprint(notice.rule.name, notice.scope.labels)
-            last = await published.last_status(key)
-            if notice.note.status == last and not notice.note.renotify:
+            if not await published.is_new(key, notice.at_ms):
                 continue  # already on the topic (published before a restart)
-            message = alert_notice(notice.rule, notice.scope.labels, notice.note, 0)
-            metrics.alerts[f"{notice.rule.name}:{notice.note.status}"] += 1
+            message = alert_notice(notice.rule, notice.scope.labels, notice.note, notice.at_ms)
+            metrics.alerts[(notice.rule.name, notice.note.status)] += 1
             log.info("alert %s %s", notice.note.status, message.summary)
             await alerts.send(key=key.encode(), value=message.encode())
-            published.record(key, notice.note.status)
+            published.record(key, notice.at_ms)
+
+    def judge_of(partition: int) -> PartitionJudge:
+        if partition not in judges:
+            keys = [key for key in list(scopes.keys())
+                    if scope_partition(key, partitions) == partition]
+            judges[partition] = PartitionJudge(evaluator, Frontiers(sources, lateness_ms),
+                                               scopes, keys)
+        return judges[partition]
 
     @app.agent(signals)
     async def evaluate(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
-            signal = event.value
-            partition = event.message.partition
-            if "tick" in signal:
-                await on_tick(partition, int(signal["tick"]))
-                continue
-            scope_key = signal["scope"]
-            state = dict(scopes[scope_key] or {})
-            applied = state.setdefault("applied", {})
-            before = dict(applied)  # offsets at or below these were counted earlier
-            buckets = MinuteBuckets.from_json(state.get("window"))
-            for event_ms, source, offset, counter in signal["events"]:
-                if offset <= before.get(source, -1):
-                    continue  # replayed after a restart: already counted
-                applied[source] = max(offset, applied.get(source, -1))
-                await publish(evaluator.count(scope_key, state, buckets, event_ms, counter,
-                                              partition_watermark.get(partition, 0)))
-            state["window"] = buckets.to_json()
-            scopes[scope_key] = state
-
-    async def on_tick(partition: int, now_ms: int) -> None:
-        """Event time moved on: catch up this partition's scopes with active alerts."""
-        if now_ms <= partition_watermark.get(partition, 0):
-            return
-        partition_watermark[partition] = now_ms
-        for scope_key, state in list(scopes.items()):
-            if _scope_partition(scope_key, partitions) != partition:
-                continue
-            if not has_active_alert(state):
-                continue
-            state = dict(state)
-            buckets = MinuteBuckets.from_json(state.get("window"))
-            await publish(evaluator.catch_up(scope_key, state, buckets, now_ms))
-            state["window"] = buckets.to_json()
-            scopes[scope_key] = state
+            judge = judge_of(event.message.partition)
+            await publish(judge.handle(signal_or_progress(event.value)))
 
     def current_rates() -> list[dict[str, Any]]:
         rates = []
-        for scope_key, state in list(scopes.items()):
-            scope = Scope.parse(scope_key)
-            buckets = MinuteBuckets.from_json((state or {}).get("window"))
+        for scope_key, data in list(scopes.items()):
+            scope, state = Scope.parse(scope_key), ScopeState.from_json(data)
+            partition = scope_partition(scope_key, partitions)
+            last = judge_of(partition).frontiers.frontier(scope.family) // 1000 - 1
             for rule in evaluator.rules_of(scope):
-                value, samples = measure(rule.kind, buckets.window(rule.window_minutes))
-                status = (state.get("alerts", {}).get(rule.name) or {}).get("status", "inactive")
+                value, samples = measure(rule.kind,
+                                         window_totals(state, rule.window_minutes, last))
+                alert = state.alerts.get(rule.name)
                 rates.append({"rule": rule.name, "scope": scope.scope_type,
                               "labels": scope.labels, "value": round(value, 3),
                               "samples": samples, "threshold": rule.threshold,
-                              "status": status})
+                              "status": alert.status if alert else "inactive"})
         return rates
 
     def spec_counters() -> dict[str, int]:
@@ -238,14 +299,6 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
             "totalErrors": events["render_failed"] + events["api_error"],
             "totalPerformanceIssues": events["slow_render"],
         }
-
-    def lag() -> int:
-        monitor = app.monitor
-        total = 0
-        for tp, end in getattr(monitor, "tp_end_offsets", {}).items():
-            committed = getattr(monitor, "tp_committed_offsets", {}).get(tp, 0)
-            total += max(0, end - committed)
-        return total
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -259,32 +312,19 @@ def create_app(settings: Settings, rules: list[Rule]) -> faust.App:
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
-        lines = ["# HELP ept_worker_events_total Events processed, by event name.",
-                 "# TYPE ept_worker_events_total counter"]
-        lines += [f'ept_worker_events_total{{event="{name}"}} {metrics.events[name]}'
-                  for name in EVENT_NAMES]
-        lines += ["# TYPE ept_worker_decode_errors_total counter",
-                  f"ept_worker_decode_errors_total {metrics.decode_errors}",
-                  "# HELP ept_worker_late_events_total Events older than the allowed lateness.",
-                  "# TYPE ept_worker_late_events_total counter",
-                  f"ept_worker_late_events_total {evaluator.late_events}",
-                  "# HELP ept_worker_alerts_total Alert notifications, by rule and status.",
-                  "# TYPE ept_worker_alerts_total counter"]
-        for key, count in sorted(metrics.alerts.items()):
-            rule, status = key.split(":")
-            lines.append(f'ept_worker_alerts_total{{rule="{rule}",status="{status}"}} {count}')
-        lines += ["# HELP ept_worker_consumer_lag Messages not yet committed by this worker.",
-                  "# TYPE ept_worker_consumer_lag gauge", f"ept_worker_consumer_lag {lag()}"]
-        return web.text("\n".join(lines) + "\n", content_type="text/plain")
+        return web.text(generate_latest(metrics.registry).decode(),
+                        content_type="text/plain")
 
     return app
 
 
 def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") -> None:
     """Run the worker until SIGTERM/SIGINT. Blocks."""
-    from ept.core.kafka import ensure_topics
+    from ept.core.kafka import ensure_topics, topic_partitions
     from faust.worker import Worker
 
     ensure_topics(settings)
-    app = create_app(settings, rules)
+    partitions = topic_partitions(settings, list(settings.topics.events.values()))
+    event_of_topic = {topic: name for name, topic in settings.topics.events.items()}
+    app = create_app(settings, rules, {event_of_topic[t]: n for t, n in partitions.items()})
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

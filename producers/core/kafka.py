@@ -172,3 +172,17 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+def topic_partitions(settings: Settings, topics: list[str], timeout: float = 30.0
+                     ) -> dict[str, int]:
+    """The partition count of each of ``topics`` as the broker has it. Blocks.
+
+    Raises KafkaException when the broker cannot be reached, LookupError for a topic it
+    does not have.
+    """
+    metadata = AdminClient(connection_config(settings)).list_topics(timeout=timeout).topics
+    missing = [topic for topic in topics if topic not in metadata]
+    if missing:
+        raise LookupError(f"no such topic(s) on {settings.kafka_bootstrap}: {missing}")
+    return {topic: len(metadata[topic].partitions) for topic in topics}

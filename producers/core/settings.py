@@ -188,7 +188,9 @@ class Settings:
 
     # Worker
     rules_file: Path | None = None
-    allowed_lateness_s: int = field(default=120, metadata=_checked(_at_least(0)))
+    # How far out of event-time order events of one partition may arrive and still be
+    # judged with their peers: scopes are judged this far behind the slowest source.
+    allowed_lateness_s: int = field(default=30, metadata=_checked(_at_least(0)))
     # How long a worker may go silent before its partitions move to the others (Faust
     # heartbeats every 3 s); Kafka's own default.
     worker_session_timeout_s: float = field(default=45.0, metadata=_checked(_session_timeout))

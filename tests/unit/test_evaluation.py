@@ -1,83 +1,173 @@
-"""Scopes are judged in event time, and the alerts do not depend on how events were batched."""
+"""Alerts are a function of the events, not of their delivery.
+
+The worker's own collect / evaluate code (tests/alert_streams.py drives it without Faust)
+gives the same notices for every order in which Kafka may deliver the partitions.
+"""
 
 from __future__ import annotations
 
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ept.processors.collection import Collector, SourceEvent
 from ept.processors.evaluation import Evaluator
-from ept.processors.rules import load_rules
-from ept.processors.windows import MINUTE_MS, MinuteBuckets
+from ept.processors.event_time import Frontiers
+from ept.processors.judging import PartitionJudge
+from ept.processors.records import Progress, SourceProgress
+from ept.processors.rules import parse_rules
+from tests.alert_streams import (
+    EXPECTED_RULE,
+    INCIDENTS,
+    MINUTE_MS,
+    T0,
+    Traffic,
+    drive,
+    event_time_order,
+    random_order,
+    simulate,
+    topic_by_topic,
+)
 
-BASE_MS = 1_780_000_000_000 // MINUTE_MS * MINUTE_MS  # a minute boundary
-TEMPLATE = "render|template_id|tpl_flaky"
+incidents = st.lists(st.tuples(st.sampled_from(INCIDENTS), st.integers(0, 50)), max_size=3)
 
 
-def timeline(failures_per_minute: dict[int, int], minutes: int = 90) -> list[tuple[int, bool]]:
-    """(event time, is it the template's failure) over ``minutes``: other traffic each 10 s,
-    the template's failures at the start of the given minutes."""
-    events = [(BASE_MS + second * 1000, False) for second in range(0, minutes * 60, 10)]
-    for minute, failures in failures_per_minute.items():
-        events += [(BASE_MS + minute * MINUTE_MS + i * 1000 + 500, True)
-                   for i in range(failures)]
-    return sorted(events)
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**32), incidents=incidents, order_seed=st.integers(0, 2**32),
+       collectors=st.integers(1, 2), duplicates=st.sampled_from([0.0, 0.01]),
+       skewed=st.integers(0, 2))
+def test_any_delivery_order_gives_the_notices_of_event_time_order(
+        seed: int, incidents: list[tuple[str, int]], order_seed: int, collectors: int,
+        duplicates: float, skewed: int) -> None:
+    traffic = simulate(seed, 60, incidents, renders_per_minute=20, duplicates=duplicates,
+                       skewed=skewed)
+    expected = drive(traffic, event_time_order(traffic))
+    rng = random.Random(order_seed)
+    assert drive(traffic, random_order(traffic, rng), collectors=collectors) == expected
+    assert drive(traffic, random_order(traffic, rng, max_batch=5)) == expected
+    for sparse_first in (True, False):
+        assert drive(traffic, topic_by_topic(traffic, sparse_first)) == expected
 
 
-def judge(events: list[tuple[int, bool]], batch: int) -> list[tuple[str, float, bool, int]]:
-    """What the worker tells for the template's scope when events arrive ``batch`` at a
-    time, each batch followed by a tick at its newest event time."""
-    evaluator = Evaluator(load_rules(None), allowed_lateness_ms=120_000)
-    state: dict = {}
-    buckets = MinuteBuckets()
+def fired(notices: dict[str, list[tuple[str, float, int, bool]]]) -> set[str]:
+    return {key.split("[")[0] for key, told in notices.items()
+            if any(status == "firing" for status, *_ in told)}
+
+
+def test_healthy_traffic_read_as_a_skewed_backlog_raises_nothing() -> None:
+    traffic = simulate(7, 60, [], renders_per_minute=500 // 4)
+    for sparse_first in (True, False):
+        assert drive(traffic, topic_by_topic(traffic, sparse_first)) == {}
+
+
+def test_each_incident_fires_its_rule_once_and_resolves_whatever_the_order() -> None:
+    for kind in INCIDENTS:
+        traffic = simulate(11, 90, [(kind, 10)])
+        expected = drive(traffic, event_time_order(traffic))
+        assert fired(expected) == {EXPECTED_RULE[kind]}, (kind, expected)
+        for told in expected.values():
+            assert [status for status, *_ in told if status != "firing" or not _[2]][-1] == (
+                "resolved")
+        for sparse_first in (True, False):
+            assert drive(traffic, topic_by_topic(traffic, sparse_first)) == expected
+
+
+def test_a_future_dated_event_and_duplicate_resends_change_nothing() -> None:
+    traffic = simulate(3, 90, [("template_failures", 5), ("api_burst", 30)])
+    expected = drive(traffic, event_time_order(traffic))
+    assert fired(expected) == {"template_failures", "api_degradation"}
+    noisy = simulate(3, 90, [("template_failures", 5), ("api_burst", 30)], duplicates=0.05,
+                     skewed=1)
+    assert len(noisy.streams["render_failed:0"]) + len(noisy.streams["render_failed:1"]) > (
+        len(traffic.streams["render_failed:0"]) + len(traffic.streams["render_failed:1"]))
+    told = drive(noisy, topic_by_topic(noisy, sparse_first=True))
+    # the skewed event counts once, at its record time, for its own template only
+    assert {k: v for k, v in told.items() if "tpl_skewed" not in k} == expected
+
+
+RULES = parse_rules("""
+[[rules]]
+name = "api_degradation"
+kind = "api_errors"
+scopes = ["overall"]
+threshold = 10
+window_minutes = 5
+severity = "high"
+
+[[rules]]
+name = "template_failures"
+kind = "template_failures"
+scopes = ["template"]
+threshold = 3
+resolve_threshold = 0
+window_minutes = 60
+severity = "high"
+""", "test rules")
+
+
+def span_traffic(event: str, key: str, offsets_ms: list[int]) -> Traffic:
+    traffic = Traffic(partitions=1)
+    record = {"endpoint": key, "template_id": key, "reason": "timeout",
+              "render_type": "still"}
+    for offset_ms in offsets_ms:
+        traffic.add(event, key, T0 + offset_ms, record)
+    for other in ("render_failed", "render_completed", "slow_render", "api_error",
+                  "api_request_completed"):
+        if f"{other}:0" not in traffic.streams:
+            traffic.add(other, "other", T0, {**record, "endpoint": "other",
+                                              "template_id": "other"})
+    return traffic
+
+
+def test_count_windows_are_exact_to_the_second() -> None:
+    # 11 API errors within 4 min 01 s: more than 10 in 5 minutes
+    api = span_traffic("api_error", "/a", [i * 24_100 for i in range(11)])
+    assert "api_degradation" in fired(drive(api, event_time_order(api), rules=RULES))
+    # 4 failures of one template within 59 min 01 s: more than 3 in an hour
+    spread = [0, 20 * MINUTE_MS, 40 * MINUTE_MS, 59 * MINUTE_MS + 1_000]
+    template = span_traffic("render_failed", "tpl", spread)
+    assert "template_failures" in fired(drive(template, event_time_order(template),
+                                              rules=RULES))
+    # ... and 4 failures over 60 min 01 s are not
+    wider = span_traffic("render_failed", "tpl", [0, 20 * MINUTE_MS, 40 * MINUTE_MS,
+                                                  60 * MINUTE_MS + 1_000])
+    assert "template_failures" not in fired(drive(wider, event_time_order(wider),
+                                                  rules=RULES))
+
+
+def test_when_every_source_is_idle_event_time_follows_the_wall_clock() -> None:
+    evaluator = Evaluator(RULES)
+    judge = PartitionJudge(evaluator, Frontiers({"api_error": 1}, 30_000), {}, [])
+    collector = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
+    collector.assign(["api_error:0"], T0)
+    events = [SourceEvent("api_error", 0, i, T0 + i * 1000,
+                          {"event_time": T0 + i * 1000, "event_id": f"e{i}", "endpoint": "/a"})
+              for i in range(12)]
     told = []
-    watermark = 0
-    for start in range(0, len(events), batch):
-        chunk = events[start:start + batch]
-        for event_ms, mine in chunk:
-            if mine:
-                told += evaluator.count(TEMPLATE, state, buckets, event_ms, "failed", watermark)
-        watermark = max(watermark, chunk[-1][0])
-        told += evaluator.catch_up(TEMPLATE, state, buckets, watermark)
-    return [(n.note.status, n.note.value, n.note.renotify,
-             (n.note.resolved_at_ms or n.note.started_at_ms) - BASE_MS)
-            for n in told if n.rule.name == "template_failures"]
+    for signal in collector.collect(events, T0 + 12_000):
+        told += judge.handle(signal)
+    # not caught up as far as anyone knows, and heard of 1 s ago: not idle, so event time
+    # stands 30 s (the lateness) behind the newest event
+    told += judge.handle(collector.progress(T0 + 13_000))
+    assert told == []
+    # silent for 10 s: idle; event time follows the wall clock and the burst is judged
+    told += judge.handle(collector.progress(T0 + 60_000))
+    assert [n.note.status for n in told] == ["firing"]
+    # traffic stopped altogether: the alert resolves as time passes, without any event
+    told += judge.handle(collector.progress(T0 + 10 * MINUTE_MS))
+    assert [n.note.status for n in told] == ["firing", "resolved"]
 
 
-BATCHES = [1, 7, 60, 500, 100_000]
-
-
-def test_an_incident_fires_once_and_resolves_once_whatever_the_batching() -> None:
-    events = timeline({10: 2, 11: 2, 12: 2})
-    results = {batch: judge(events, batch) for batch in BATCHES}
-    # Fires at the 4th failure (11:01.5); a re-notification would be due 60 min later,
-    # at 71:01.5, but at the 72:00 boundary the window (13..72) holds no failure.
-    assert results[1] == [("firing", 4.0, False, 11 * MINUTE_MS + 1500),
-                          ("resolved", 0.0, False, 72 * MINUTE_MS)]
-    assert all(result == results[1] for result in results.values()), results
-
-
-def test_a_long_incident_is_renotified_at_the_same_instant_whatever_the_batching() -> None:
-    events = timeline({minute: 1 for minute in range(10, 41)} | {10: 4}, minutes=130)
-    results = {batch: judge(events, batch) for batch in BATCHES}
-    # Fired at 10:03.5; re-notified at the first judgement 60 min later, the 71:00
-    # boundary (no failure after minute 40); resolved once minute 40 left the window.
-    assert results[1] == [("firing", 4.0, False, 10 * MINUTE_MS + 3500),
-                          ("firing", 29.0, True, 10 * MINUTE_MS + 3500),
-                          ("resolved", 0.0, False, 100 * MINUTE_MS)]
-    assert all(result == results[1] for result in results.values()), results
-
-
-def test_a_scope_without_an_active_alert_is_not_judged_on_ticks() -> None:
-    evaluator = Evaluator(load_rules(None), allowed_lateness_ms=120_000)
-    state: dict = {}
-    buckets = MinuteBuckets()
-    assert evaluator.count(TEMPLATE, state, buckets, BASE_MS, "failed", 0) == []
-    clock = state["clock"]
-    assert evaluator.catch_up(TEMPLATE, state, buckets, BASE_MS + 30 * MINUTE_MS) == []
-    assert state["clock"] == clock
-
-
-def test_an_event_older_than_the_lateness_is_not_counted() -> None:
-    evaluator = Evaluator(load_rules(None), allowed_lateness_ms=2 * MINUTE_MS)
-    state: dict = {}
-    buckets = MinuteBuckets()
-    evaluator.count(TEMPLATE, state, buckets, BASE_MS + 10 * MINUTE_MS, "failed", 0)
-    evaluator.count(TEMPLATE, state, buckets, BASE_MS + 7 * MINUTE_MS, "failed", 0)
-    assert evaluator.late_events == 1
+def test_an_unreported_source_holds_event_time_back() -> None:
+    frontiers = Frontiers({"api_error": 2, "api_request_completed": 1}, 0)
+    assert frontiers.update(Progress({"api_error:0": SourceProgress(T0, False),
+                                      "api_request_completed:0": SourceProgress(T0, True)},
+                                     T0)) == {}
+    advanced = frontiers.update(Progress({"api_error:1": SourceProgress(T0 - 5_000, False)},
+                                         T0))
+    assert advanced == {"api": T0 - 5_000}
+    # a stale report from a previous owner does not move a watermark back
+    assert frontiers.update(Progress({"api_error:1": SourceProgress(T0 - 9_000, False)},
+                                     T0)) == {}
+    assert frontiers.frontier("api") == T0 - 5_000

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,9 @@ from ept.processors.alerting import (
     fingerprint,
     step,
 )
+from ept.processors.records import ScopeState
 from ept.processors.rules import RulesError, load_rules, parse_rules
 from ept.processors.signals import Scope, measure, signals_of
-from ept.processors.windows import MINUTE_MS, MinuteBuckets
 
 RULE = """
 [[rules]]
@@ -130,19 +131,10 @@ def test_alert_notice_fields_and_stable_fingerprint() -> None:
     assert message["summary"] == "Template failures 4 > 3 over 60m for template_id=t1"
 
 
-def test_minute_buckets_slide_expire_and_reject_late_events() -> None:
-    buckets = MinuteBuckets()
-    base = 1_000 * MINUTE_MS
-    for minute in range(20):
-        assert buckets.add(1000 + minute, {"errors": 1}, base + minute * MINUTE_MS,
-                           lateness_ms=2 * MINUTE_MS, retain_minutes=10)
-    assert buckets.window(5) == {"errors": 5}
-    assert len(buckets.buckets) == 10  # bounded memory
-    assert not buckets.add(1000 + 10, {"errors": 1}, base, 2 * MINUTE_MS, 10)  # too late
-    assert buckets.add(1000 + 18, {"errors": 1}, base, 2 * MINUTE_MS, 10)  # within lateness
-    assert buckets.window(5) == {"errors": 6}
-    restored = MinuteBuckets.from_json(buckets.to_json())
-    assert restored == buckets
+def test_scope_state_round_trips_through_json() -> None:
+    state = ScopeState({100: {"failed": 2}, 161: {"completed": 1}},
+                       {"template_failures": AlertState("firing", 1, 1, 2)}, 160, {"x:0": 7})
+    assert ScopeState.from_json(json.loads(json.dumps(state.to_json()))) == state
 
 
 def test_signals_and_measures() -> None:
@@ -152,5 +144,7 @@ def test_signals_and_measures() -> None:
     assert Scope.parse(Scope("api", "endpoint", "/a|b").key) == Scope("api", "endpoint", "/a|b")
     assert measure("render_error_rate", {"failed": 1, "completed": 3}) == (25.0, 4)
     assert measure("slow_render_ratio", {"slow": 6, "renders": 10}) == (60.0, 10)
+    # a slow_render published without its render_completed is a render too: <= 100%
+    assert measure("slow_render_ratio", {"slow": 6, "renders": 2}) == (100.0, 6)
     assert measure("api_errors", {"errors": 11, "requests": 5}) == (11.0, 16)
     assert measure("template_failures", {"failed": 4}) == (4.0, 4)

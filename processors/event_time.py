@@ -1,0 +1,87 @@
+"""How far event time has progressed, judged from every source partition that feeds a
+scope: the frontier up to which a scope may be judged.
+
+The anchors are Flink's per-input watermarks (the minimum over inputs, idle inputs left
+out) and Kafka Streams' ``max.task.idle.ms`` (wait for a lagging input rather than run
+ahead of it). For a family of scopes (render, slow, api):
+
+* each source partition of the family's topics reports its watermark (the newest sane
+  event time read from it) and whether it is idle;
+* while any source is unreported, or active without a first event, event time stands;
+* otherwise the frontier is the minimum watermark of the active sources, minus the
+  allowed lateness (events within a partition may be that much out of order);
+* when every source is idle, event time follows the wall clock (minus the lateness), so
+  firing alerts resolve and re-notify when all traffic stops.
+
+The frontier never goes back. Pure logic: no Faust, no Kafka.
+"""
+
+from __future__ import annotations
+
+from ept.processors.records import Progress, Source, SourceProgress
+
+FAMILIES_OF_EVENT = {"render_failed": ("render",), "render_completed": ("render", "slow"),
+                     "slow_render": ("slow",), "api_error": ("api",),
+                     "api_request_completed": ("api",)}
+
+
+def source_of(event_name: str, partition: int) -> Source:
+    return f"{event_name}:{partition}"
+
+
+class Frontiers:
+    """The event-time frontier of each family, from the progress reports of collectors.
+
+    ``partitions`` is the partition count of each event's topic: every one of those
+    source partitions must have been reported before event time moves.
+    """
+
+    def __init__(self, partitions: dict[str, int], lateness_ms: int) -> None:
+        self._lateness_ms = lateness_ms
+        self._sources: dict[str, list[Source]] = {}
+        for event, count in partitions.items():
+            for family in FAMILIES_OF_EVENT[event]:
+                self._sources.setdefault(family, []).extend(
+                    source_of(event, p) for p in range(count))
+        self._reported: dict[Source, SourceProgress] = {}
+        self._frontier: dict[str, int] = dict.fromkeys(self._sources, 0)
+
+    def update(self, progress: Progress) -> dict[str, int]:
+        """Apply a report; returns the families whose frontier advanced, with the new one.
+
+        A source's watermark never goes back (a stale report from a previous owner of the
+        partition cannot lower it).
+        """
+        for source, reported in progress.sources.items():
+            before = self._reported.get(source)
+            if before is not None and before.watermark_ms is not None and (
+                    reported.watermark_ms is None or reported.watermark_ms < before.watermark_ms):
+                reported = SourceProgress(before.watermark_ms, reported.idle)
+            self._reported[source] = reported
+        advanced = {}
+        for family, sources in self._sources.items():
+            frontier = self._candidate(sources, progress.wall_ms)
+            if frontier is not None and frontier > self._frontier[family]:
+                self._frontier[family] = frontier
+                advanced[family] = frontier
+        return advanced
+
+    def frontier(self, family: str) -> int:
+        return self._frontier[family]
+
+    def _candidate(self, sources: list[Source], wall_ms: int) -> int | None:
+        active: list[int] = []
+        newest = 0
+        for source in sources:
+            reported = self._reported.get(source)
+            if reported is None:
+                return None  # not heard of yet: it may hold anything
+            if reported.watermark_ms is not None:
+                newest = max(newest, reported.watermark_ms)
+            if not reported.idle:
+                if reported.watermark_ms is None:
+                    return None  # about to deliver its first event
+                active.append(reported.watermark_ms)
+        if active:
+            return min(active) - self._lateness_ms
+        return max(newest, wall_ms) - self._lateness_ms

@@ -1,0 +1,68 @@
+"""Everything ``evaluate`` does for one partition of the signals topic, as pure logic.
+
+Signals are counted into their scope's state; progress reports move the event-time
+frontiers; every scope with counts or an active alert is judged up to its family's
+frontier. ``states`` is the worker's changelogged table (any mutable mapping of scope key
+to JSON state in tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from ept.processors.evaluation import Evaluator, Notice
+from ept.processors.event_time import Frontiers
+from ept.processors.records import Progress, ScopeState, Signal
+from ept.processors.signals import Scope
+
+
+class PartitionJudge:
+    """The scopes of one signals partition. Never blocks; raises nothing for any record.
+
+    ``live`` starts from the scopes in ``states`` that hold anything (after a restart
+    the table is restored first), then follows each judgement.
+    """
+
+    def __init__(self, evaluator: Evaluator, frontiers: Frontiers,
+                 states: MutableMapping[str, Any], scope_keys: list[str]) -> None:
+        self._evaluator = evaluator
+        self.frontiers = frontiers
+        self._states = states
+        self._live = {key for key in scope_keys if states.get(key)}
+        self._decoded: dict[str, ScopeState] = {}  # what ``states`` holds, decoded
+
+    def handle(self, record: Signal | Progress) -> list[Notice]:
+        """The notices ``record`` causes, in order."""
+        if isinstance(record, Signal):
+            state = self._state(record.scope)
+            self._evaluator.add(state, record.events)
+            return self._judge(record.scope, state,
+                               self.frontiers.frontier(_family(record.scope)))
+        advanced = self.frontiers.update(record)
+        notices: list[Notice] = []
+        for key in sorted(self._live):
+            family = _family(key)
+            if family in advanced:
+                notices += self._judge(key, self._state(key), advanced[family])
+        return notices
+
+    def _state(self, key: str) -> ScopeState:
+        state = self._decoded.get(key)
+        if state is None:
+            state = self._decoded[key] = ScopeState.from_json(self._states.get(key))
+        return state
+
+    def _judge(self, key: str, state: ScopeState, frontier_ms: int) -> list[Notice]:
+        notices = self._evaluator.judge(Scope.parse(key), state, frontier_ms)
+        self._states[key] = state.to_json()
+        if state.seconds or state.has_active_alert:
+            self._live.add(key)
+        else:
+            self._live.discard(key)
+            self._decoded.pop(key, None)
+        return notices
+
+
+def _family(scope_key: str) -> str:
+    return scope_key.split("|", 1)[0]

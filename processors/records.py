@@ -1,0 +1,108 @@
+"""Typed records of the worker's own topic (``worker-signals``) and of its scope table.
+
+``collect`` writes :class:`Signal` and :class:`Progress` records; ``evaluate`` reads them
+and keeps one :class:`ScopeState` per scope in its changelogged table. Each has
+``to_json`` / ``from_json`` for Faust's JSON serializer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ept.processors.alerting import AlertState
+
+Source = str
+"""A source partition, ``<event name>:<partition>`` (topic prefix left out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """One event's contribution to one scope: ``counter`` + 1 at ``time_ms``."""
+
+    time_ms: int
+    source: Source
+    offset: int
+    counter: str
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The events of one collected batch that touch ``scope`` (a scope key)."""
+
+    scope: str
+    events: list[Counted]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scope": self.scope,
+                "events": [[e.time_ms, e.source, e.offset, e.counter] for e in self.events]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Signal:
+        return cls(data["scope"], [Counted(int(t), s, int(o), c) for t, s, o, c in data["events"]])
+
+
+@dataclass(frozen=True, slots=True)
+class SourceProgress:
+    """How far one source partition has been read, in event time.
+
+    ``watermark_ms`` is the newest (sane) event time read from it, None before its first
+    event; ``idle`` says it holds nothing more to read now (caught up to its high-water
+    mark, or silent for ``EPT_SOURCE_IDLE_S``), so it does not hold event time back.
+    """
+
+    watermark_ms: int | None
+    idle: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A collector's report of its sources, sent to every signals partition after the
+    signals it covers (so a watermark never overtakes its own events)."""
+
+    sources: dict[Source, SourceProgress]
+    wall_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"progress": {s: [p.watermark_ms, p.idle] for s, p in self.sources.items()},
+                "wall_ms": self.wall_ms}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        return cls({s: SourceProgress(w, bool(i)) for s, (w, i) in data["progress"].items()},
+                   int(data["wall_ms"]))
+
+
+def signal_or_progress(data: dict[str, Any]) -> Signal | Progress:
+    """Decode one message of the signals topic."""
+    return Progress.from_json(data) if "progress" in data else Signal.from_json(data)
+
+
+@dataclass
+class ScopeState:
+    """One scope's state: per-second counters, alert states, how far it was judged and the
+    last source offset applied from each source (replays after a restart are skipped)."""
+
+    seconds: dict[int, dict[str, int]] = field(default_factory=dict)
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    judged_s: int = -1  # every instant up to the end of this second is judged
+    applied: dict[Source, int] = field(default_factory=dict)
+
+    @property
+    def has_active_alert(self) -> bool:
+        return any(alert.status != "inactive" for alert in self.alerts.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able view (integer second keys become strings when dumped). It shares
+        the counters: serialize it before the state changes again."""
+        return {"s": self.seconds,
+                "a": {rule: alert.to_json() for rule, alert in self.alerts.items()},
+                "j": self.judged_s, "o": self.applied}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> ScopeState:
+        if not data:
+            return cls()
+        return cls({int(second): dict(counts) for second, counts in data["s"].items()},
+                   {rule: AlertState.from_json(alert) for rule, alert in data["a"].items()},
+                   int(data["j"]), dict(data["o"]))
