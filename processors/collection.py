@@ -44,8 +44,8 @@ class Collector:
       (``skewed_events`` counts them).
     * An event id read again on its partition within ``dedup_horizon_ms`` of event time
       (a producer's re-send at a new offset) is not counted (``duplicate_events``).
-    * A source is idle when it is caught up to its high-water mark, or when nothing is
-      known of its position and it has been silent for ``idle_ms`` of wall-clock time.
+    * A source is idle when it has been silent for ``idle_ms`` of wall-clock time and is
+      not known to be behind its high-water mark.
     """
 
     def __init__(self, max_skew_ms: int, idle_ms: int, dedup_horizon_ms: int) -> None:
@@ -97,9 +97,10 @@ class Collector:
                          for source, state in self._sources.items()}, wall_ms)
 
     def _idle(self, state: _SourceState, wall_ms: int) -> bool:
-        if state.caught_up is not None:
-            return state.caught_up
-        return wall_ms - state.last_data_wall_ms >= self._idle_ms
+        # Caught up is not enough: a producer may be about to write. Like Kafka Streams'
+        # max.task.idle.ms, wait ``idle_ms`` of silence; a source known to be behind waits.
+        silent = wall_ms - state.last_data_wall_ms >= self._idle_ms
+        return silent and state.caught_up is not False
 
     def _is_duplicate(self, state: _SourceState, event_id: str, time_ms: int) -> bool:
         if not event_id:

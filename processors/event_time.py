@@ -6,7 +6,8 @@ out) and Kafka Streams' ``max.task.idle.ms`` (wait for a lagging input rather th
 ahead of it). For a family of scopes (render, slow, api):
 
 * each source partition of the family's topics reports its watermark (the newest sane
-  event time read from it) and whether it is idle;
+  event time read from it) and whether it is idle (silent for ``EPT_SOURCE_IDLE_S`` and
+  not behind its high-water mark);
 * while any source is unreported, or active without a first event, event time stands;
 * otherwise the frontier is the minimum watermark of the active sources, minus the
   allowed lateness (events within a partition may be that much out of order);

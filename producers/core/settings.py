@@ -197,7 +197,7 @@ class Settings:
     # An event time this far beyond its Kafka record's timestamp is a wrong clock.
     max_clock_skew_s: int = field(default=300, metadata=_checked(_at_least(0)))
     # A source partition with no new data for this long no longer holds event time back.
-    source_idle_s: float = field(default=30.0, metadata=_checked(_at_least(0.1)))
+    source_idle_s: float = field(default=10.0, metadata=_checked(_at_least(0.1)))
 
     # HTTP servers (worker stats, sink query API + dashboard)
     http_host: str = "127.0.0.1"
