@@ -66,8 +66,8 @@ class Collector:
             self._sources.pop(source, None)
 
     def collect(self, events: list[SourceEvent], wall_ms: int) -> list[Signal]:
-        """The signals of a batch, one per scope, events in (event time, source, offset)
-        order. Never raises for any event time."""
+        """The signals of a batch, one per scope, events in the order read (each source's
+        offsets ascending: ``evaluate`` skips offsets it applied before). Never raises."""
         by_scope: dict[str, list[Counted]] = defaultdict(list)
         for event in events:
             source = source_of(event.event_name, event.partition)
@@ -84,8 +84,7 @@ class Collector:
                 state.watermark_ms = time_ms
             for scope, counter in signals_of(event.event_name, event.record):
                 by_scope[scope.key].append(Counted(time_ms, source, event.offset, counter))
-        return [Signal(scope, sorted(counted, key=lambda c: (c.time_ms, c.source, c.offset)))
-                for scope, counted in by_scope.items()]
+        return [Signal(scope, counted) for scope, counted in by_scope.items()]
 
     def caught_up(self, source: Source, caught_up: bool | None) -> None:
         """Whether ``source`` has been read to its high-water mark (None: unknown)."""

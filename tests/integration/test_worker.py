@@ -206,8 +206,10 @@ def incident_stream() -> list:
 EXPECTED_INCIDENT_ALERTS = [
     ("high_error_rate", {}, "firing"),     # minute 11: 4 failures of 64 renders
     ("high_error_rate", {}, "resolved"),   # minute 26: 2 of 77
+    ("template_failures", {"template_id": "tpl_flaky"}, "firing"),    # 11:01.5
+    # re-notified at 72:00 (60 min on; minute 12's failures still in the hour's window)
     ("template_failures", {"template_id": "tpl_flaky"}, "firing"),
-    ("template_failures", {"template_id": "tpl_flaky"}, "resolved"),
+    ("template_failures", {"template_id": "tpl_flaky"}, "resolved"),  # 73:00
     ("api_degradation", {"endpoint": "/api/x"}, "firing"),
     ("api_degradation", {"endpoint": "/api/x"}, "resolved"),
     ("api_degradation", {}, "firing"),
