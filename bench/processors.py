@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer
-from ept.core.kafka import ensure_topics
-from ept.core.settings import Settings, load_settings
 
 from bench.common import kafka_bootstrap, percentile, print_table
+from ept.core.kafka import ensure_topics
+from ept.core.settings import Settings, load_settings
 from tests.conftest import free_port
 from tests.events import EventPublisher, record
 

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Producer
+from fastavro import schemaless_writer
+
+from bench.common import kafka_bootstrap, percentile, print_table
 from ept import Tracker
 from ept.core.settings import load_settings
 from ept.schemas.compiled import build_encoder
 from ept.schemas.registry import current_schemas
-from fastavro import schemaless_writer
-
-from bench.common import kafka_bootstrap, percentile, print_table
 
 CALLS = int(os.environ.get("EPT_BENCH_CALLS", "200000"))
 MESSAGE = "Render operation timed out after 30 seconds"

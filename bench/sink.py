@@ -23,6 +23,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
+
+from bench.common import kafka_bootstrap, median, print_table
 from ept.core.kafka import SINK_FETCH, ensure_topics
 from ept.core.settings import load_settings
 from ept.processors.sink.consumer import Sink
@@ -30,8 +32,6 @@ from ept.processors.storage import queries
 from ept.processors.storage.connection import embedded_client
 from ept.processors.storage.tables import migrate
 from ept.schemas import SingleObjectEncoder
-
-from bench.common import kafka_bootstrap, median, print_table
 
 EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "10000000"))
 DISTINCT = 200_000  # distinct records, published repeatedly (each copy a new offset and time)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 
 import click
+
 from ept.core.settings import Settings
 from ept.processors.alert_topic import FIRING, AlertNotice, read_alerts
 

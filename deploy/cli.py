@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
 from ept.core.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:

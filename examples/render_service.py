@@ -14,12 +14,13 @@ import asyncio
 import random
 import uuid
 
-import ept
-from ept.integrations.asgi import TrackingMiddleware
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+import ept
+from ept.integrations.asgi import TrackingMiddleware
 
 SIMULATED_FAILURES = (
     (0.02, MemoryError("Memory limit exceeded while compositing layer 3")),

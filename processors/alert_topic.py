@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
 from ept.core.kafka import ConsumerRole, consumer_config
 from ept.core.settings import Settings
 

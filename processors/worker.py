@@ -33,6 +33,9 @@ from collections import Counter
 from typing import Any
 
 import faust
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from ept.core.kafka import faust_broker_options
 from ept.core.settings import Settings
 from ept.processors.alert_topic import read_alerts
@@ -47,8 +50,6 @@ from ept.processors.rules import Rule
 from ept.processors.signals import Scope, measure
 from ept.schemas.codec import DecodeError, Decoder
 from ept.schemas.registry import EVENT_NAMES
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger("ept.worker")
 DEDUP_HORIZON_MS = 5 * 60_000  # a producer's re-send comes within seconds, not minutes
@@ -320,8 +321,9 @@ def create_app(settings: Settings, rules: list[Rule],
 
 def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") -> None:
     """Run the worker until SIGTERM/SIGINT. Blocks."""
-    from ept.core.kafka import ensure_topics, topic_partitions
     from faust.worker import Worker
+
+    from ept.core.kafka import ensure_topics, topic_partitions
 
     ensure_topics(settings)
     partitions = topic_partitions(settings, list(settings.topics.events.values()))

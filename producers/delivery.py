@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
 from ept.spool import Spool, SpooledMessage
 from ept.stats import StatsRecorder
 

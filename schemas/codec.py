@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol, cast
 
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
 from ept.schemas.compiled import (
     Decode,
     Encode,
@@ -33,7 +35,6 @@ from ept.schemas.registry import (
     current_schemas,
     writer_schemas_by_fingerprint,
 )
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0

@@ -23,6 +23,7 @@ from pathlib import Path
 import hypothesis
 import pytest
 from clickhouse_connect.driver.client import Client
+
 from ept.core.settings import Settings, load_settings
 from ept.deploy.broker import LocalBroker
 from ept.processors.storage.connection import clickhouse_client

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from confluent_kafka import Producer
+
 from ept.core.settings import Settings
 from ept.schemas import SingleObjectEncoder
 

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+
 from ept.core.settings import Settings
 from ept.processors.alert_topic import AlertNotice, read_alerts
 

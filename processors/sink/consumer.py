@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
 from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
 from ept.core.settings import Settings
 from ept.processors.sink.dlq import DeadLetters

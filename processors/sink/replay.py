@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer
+
 from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
 from ept.core.settings import Settings
 from ept.processors.sink.dlq import HEADER_TOPIC, headers_of

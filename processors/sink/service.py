@@ -7,6 +7,7 @@ import signal
 import threading
 
 from aiohttp import web
+
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.processors.dashboard import AlertFeed, dashboard_routes

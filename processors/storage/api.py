@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 from clickhouse_connect.driver.client import Client
+
 from ept.processors.storage import queries
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+
 from ept.core.settings import Settings
 
 

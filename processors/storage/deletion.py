@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
+
 from ept.processors.storage.tables import RAW_TABLE, ROLLUP_TABLES
 
 

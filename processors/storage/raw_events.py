@@ -7,6 +7,7 @@ the insert settings that make a retried batch a no-op live here, beside the tabl
 from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
+
 from ept.processors.storage.tables import RAW_TABLE
 
 # Event fields stored under another column name (the specification's query vocabulary).

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
+
 from ept.core.settings import Settings
 
 RAW_TABLE = "events"

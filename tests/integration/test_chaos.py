@@ -22,11 +22,11 @@ from typing import Any
 
 import psutil
 import pytest
+
 from ept import Tracker
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.deploy.broker import LocalBroker
-
 from tests.conftest import free_port
 from tests.helpers import end_offsets, read_topics
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+
 from ept import Tracker
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
-
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

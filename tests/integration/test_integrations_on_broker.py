@@ -11,18 +11,18 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from ept import Tracker
-from ept.core.settings import Settings
-from ept.integrations import asgi, wsgi
-from ept.integrations.http_clients import httpx_hooks, tracking_adapter
-from ept.schemas import Decoder
-from ept.schemas.registry import EVENT_NAMES
 from flask import Flask
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from ept import Tracker
+from ept.core.settings import Settings
+from ept.integrations import asgi, wsgi
+from ept.integrations.http_clients import httpx_hooks, tracking_adapter
+from ept.schemas import Decoder
+from ept.schemas.registry import EVENT_NAMES
 from tests.helpers import read_topics
 
 

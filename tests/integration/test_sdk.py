@@ -8,14 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from fastavro import parse_schema, schemaless_reader
+
 from ept import Thresholds, Tracker
 from ept.core.settings import Settings
 from ept.deploy.broker import LocalBroker
 from ept.measure import ApiMeasurement, RenderMeasurement
 from ept.schemas import Decoder
 from ept.schemas.registry import EVENT_NAMES
-from fastavro import parse_schema, schemaless_reader
-
 from tests.helpers import read_topics
 
 REPO = Path(__file__).resolve().parents[2]

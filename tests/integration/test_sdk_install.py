@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
-
 from tests.helpers import read_topics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
+
 from ept import Tracker
 from ept.core.kafka import (
     ConsumerRole,
@@ -21,7 +22,6 @@ from ept.core.kafka import (
 )
 from ept.core.settings import load_settings
 from ept.deploy.broker import LocalBroker
-
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
+
 from ept import Tracker
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
@@ -30,7 +31,6 @@ from ept.processors.storage.deletion import delete_account
 from ept.processors.storage.tables import EVENT_NAME_INDEX, migrate
 from ept.schemas import EVENT_NAMES, SingleObjectEncoder
 from ept.schemas.codec import ConfluentEncoder
-
 from tests.conftest import free_port
 from tests.helpers import read_topics
 
@@ -388,6 +388,7 @@ def test_query_parameters_never_run_as_sql(settings: Settings, storage: Client,
     import urllib.request
 
     from aiohttp import web
+
     from ept.processors.http import ServerThread
     from ept.processors.storage.api import QueryApi, parse_time
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from ept.deploy.broker import KAFKA_VERSION, LocalBroker
 
 

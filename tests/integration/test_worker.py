@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.schemas.registry import EVENT_NAMES
-
 from tests.conftest import free_port
 from tests.events import BASE_MS, EventPublisher, record
 from tests.helpers import read_topics

@@ -1,4 +1,5 @@
 import pytest
+
 from ept.classification import (
     classify_failure,
     clear_custom_failure_rules,

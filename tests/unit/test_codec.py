@@ -3,6 +3,7 @@ import time
 import uuid
 
 import pytest
+
 from ept.schemas import (
     CorruptPayloadError,
     Decoder,

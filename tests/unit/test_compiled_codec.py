@@ -7,11 +7,12 @@ import math
 from typing import Any
 
 import pytest
-from ept.schemas.compiled import MalformedBody, build_decoder, build_encoder, compilable
-from ept.schemas.registry import EVENT_NAMES, current_schemas
 from fastavro import schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from ept.schemas.compiled import MalformedBody, build_decoder, build_encoder, compilable
+from ept.schemas.registry import EVENT_NAMES, current_schemas
 
 INT32 = st.integers(-(1 << 31), (1 << 31) - 1)
 INT64 = st.integers(-(1 << 63), (1 << 63) - 1)

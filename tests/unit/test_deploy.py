@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+
 from ept.core.settings import Settings, load_settings
 from ept.deploy.cli import main
 from ept.processors.storage.tables import cluster_ddl

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ept.processors.collection import Collector, SourceEvent
 from ept.processors.evaluation import Evaluator
 from ept.processors.event_time import Frontiers
 from ept.processors.judging import PartitionJudge
 from ept.processors.records import Progress, SourceProgress
 from ept.processors.rules import parse_rules
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from tests.alert_streams import (
     EXPECTED_RULE,
     INCIDENTS,

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import faust
 import pytest
-from ept.processors.faust_kafka import Consumer, use_transport
 from faust.transport.drivers import aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
+
+from ept.processors.faust_kafka import Consumer, use_transport
 
 PARTITION = TP("events", 0)
 

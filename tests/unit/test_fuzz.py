@@ -6,10 +6,10 @@ import contextlib
 import time
 import uuid
 
-from ept.schemas import DecodeError, Decoder, SingleObjectEncoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ept.schemas import DecodeError, Decoder, SingleObjectEncoder
 from tests.recording import recording_tracker
 
 VALID = SingleObjectEncoder().encode("api_error", {

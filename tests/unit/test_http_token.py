@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 from aiohttp import web
+
 from ept.core.settings import load_settings
 from ept.processors.http import ServerThread, token_middleware
-
 from tests.conftest import free_port
 
 

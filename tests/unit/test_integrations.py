@@ -9,15 +9,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import requests
-from ept.integrations import asgi, wsgi
-from ept.integrations.endpoints import templated_path
-from ept.integrations.http_clients import httpx_hooks, tracking_adapter
 from flask import Flask
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from ept.integrations import asgi, wsgi
+from ept.integrations.endpoints import templated_path
+from ept.integrations.http_clients import httpx_hooks, tracking_adapter
 from tests.recording import recording_tracker, sent_events
 
 

@@ -1,6 +1,7 @@
 """Query names as a user types them."""
 
 import pytest
+
 from ept.processors.storage.queries import QUERIES, UnknownQueryError, canonical_name
 
 

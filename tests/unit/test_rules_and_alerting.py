@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from ept.processors.alerting import (
     FIRING,
     INACTIVE,

@@ -2,9 +2,10 @@
 
 import string
 
-from ept.sanitization import sanitize
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from ept.sanitization import sanitize
 
 ALNUM = string.ascii_letters + string.digits
 text = st.text(alphabet=string.ascii_letters + string.digits + " .,:;!?-_/()[]'\"\n", max_size=60)

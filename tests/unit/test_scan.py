@@ -10,12 +10,13 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ept.schemas.compiled import MalformedBody, build_decoder, build_encoder, zigzag
 from ept.schemas.registry import EVENT_NAMES, current_schemas
 from ept.schemas.scan import scanner
 from ept.schemas.validation import EARLIEST_MS, latest_event_time_ms, problems
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 DECODERS = {name: build_decoder(s.definition) for name, s in current_schemas().items()}
 ENCODERS = {name: build_encoder(s.definition) for name, s in current_schemas().items()}

@@ -1,4 +1,5 @@
 import pytest
+
 from ept.core.kafka import ConsumerRole, consumer_config
 from ept.core.settings import SettingsError, load_settings
 

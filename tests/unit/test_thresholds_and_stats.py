@@ -1,6 +1,7 @@
 import threading
 
 import pytest
+
 from ept.stats import StatsRecorder
 from ept.thresholds import (
     PERFORMANCE_THRESHOLDS,

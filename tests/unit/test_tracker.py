@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from ept import Thresholds, Tracker
 from ept.core.settings import load_settings
 from ept.schemas import Decoder
-
 from tests.recording import RecordingDelivery
 
 
