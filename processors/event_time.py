@@ -11,7 +11,8 @@ ahead of it). For a family of scopes (render, slow, api):
 * while any source is unreported, or active without a first event, event time stands;
 * otherwise the frontier is the minimum watermark of the active sources, minus the
   allowed lateness (events within a partition may be that much out of order);
-* when every source is idle, event time follows the wall clock (minus the lateness), so
+* when every source is idle, everything read is judged (the idle interval of silence
+  covered any disorder) and event time follows the wall clock (minus the lateness), so
   firing alerts resolve and re-notify when all traffic stops.
 
 The frontier never goes back. Pure logic: no Faust, no Kafka.
@@ -85,4 +86,6 @@ class Frontiers:
                 active.append(reported.watermark_ms)
         if active:
             return min(active) - self._lateness_ms
-        return max(newest, wall_ms) - self._lateness_ms
+        # Every source has been silent for the idle interval: whatever was out of order
+        # has arrived, so everything read is judged; what comes next is near the wall clock.
+        return max(newest, wall_ms - self._lateness_ms)

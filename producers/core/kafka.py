@@ -149,9 +149,10 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create ept's missing topics; returns the names created. Blocks on the broker.
 
-    The worker's repartition topic is created here rather than by Faust: a topic Faust
-    creates at start may not be in the broker's metadata yet when it subscribes, and
-    Faust then ignores it for good ("Ignoring missing topic" — seen with a fresh broker).
+    The worker's repartition topic and table changelog are created here rather than by
+    Faust: a topic Faust creates at start may not be in the broker's metadata yet when it
+    subscribes, and Faust then ignores it for good ("Ignoring missing topic", and for the
+    changelog every table write fails with PartitionsMismatch — both seen here).
 
     Raises KafkaException when the broker cannot be reached or refuses.
     """
@@ -160,8 +161,10 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     wanted = [name for name in settings.topics.all if name not in existing]
     if not wanted:
         return []
+    compacted = {settings.topics.worker_scopes_changelog}
     futures = admin.create_topics([
-        NewTopic(name, settings.topic_partitions, settings.topic_replication)
+        NewTopic(name, settings.topic_partitions, settings.topic_replication,
+                 config={"cleanup.policy": "compact"} if name in compacted else {})
         for name in wanted
     ], request_timeout=timeout)
     created = []

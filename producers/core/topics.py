@@ -38,6 +38,12 @@ class Topics:
         return f"{self.prefix}worker-signals"
 
     @property
+    def worker_scopes_changelog(self) -> str:
+        """The changelog of the worker's ``scopes`` table (Faust's name for it; compacted)."""
+        return f"{self.prefix}worker-scopes-changelog"
+
+    @property
     def all(self) -> list[str]:
         """Every topic ept creates."""
-        return [*self.events.values(), self.alerts, self.dlq, self.worker_signals]
+        return [*self.events.values(), self.alerts, self.dlq, self.worker_signals,
+                self.worker_scopes_changelog]

@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 from ept import Tracker
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
+from ept.processors.alert_topic import AlertNotice
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,13 +60,15 @@ def test_dashboard_shows_charts_and_alerts(settings: Settings, tmp_path: Path) -
                 tracker.track_api_error("/api/render", 503, "unavailable", None, 5.0)
         assert tracker.flush(30) == 0
         tracker.close()
-        alert = {"fingerprint": "abc123", "rule": "template_failures", "status": "firing",
-                 "severity": "high", "labels": {"template_id": "tpl_broken"},
-                 "summary": "Template failures 100 > 3 over 60m for template_id=tpl_broken",
-                 "started_at": "2026-11-29T10:00:00Z", "resolved_at": None,
-                 "action": "disable_template", "runbook_url": "https://example.invalid/rb"}
+        alert = AlertNotice(
+            fingerprint="abc123", rule="template_failures", kind="template_failures",
+            status="firing", severity="high", labels={"template_id": "tpl_broken"},
+            value=100.0, samples=100, threshold=3.0, resolve_threshold=0.0, window="60m",
+            summary="Template failures 100 > 3 over 60m for template_id=tpl_broken",
+            started_at="2026-11-29T10:00:00Z", resolved_at=None, action="disable_template",
+            runbook_url="https://example.invalid/rb")
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-        producer.produce(settings.topics.alerts, json.dumps(alert).encode(), b"abc123")
+        producer.produce(settings.topics.alerts, alert.encode(), b"abc123")
         assert producer.flush(30) == 0
 
         base = f"http://127.0.0.1:{port}"

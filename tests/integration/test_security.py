@@ -119,7 +119,10 @@ def test_worker_and_sink_over_sasl_never_log_secrets(sasl_broker: LocalBroker,
             tracker.track_render_completed(f"r{index}", "tpl", "video", 1.0)
         assert tracker.flush(30) == 0
         tracker.close()
-        time.sleep(8)
+        deadline = time.monotonic() + 90
+        while b"alert firing" not in logs["worker"].read_bytes():
+            assert time.monotonic() < deadline, "no alert over SASL"
+            time.sleep(0.5)
     finally:
         for process in processes:
             process.terminate()

@@ -29,7 +29,7 @@ from ept.processors.sink.replay import replay_dead_letters
 from ept.processors.storage import queries
 from ept.processors.storage.deletion import delete_account
 from ept.processors.storage.tables import EVENT_NAME_INDEX, migrate
-from ept.schemas import EVENT_NAMES, SingleObjectEncoder
+from ept.schemas import SingleObjectEncoder
 from ept.schemas.codec import ConfluentEncoder
 from tests.conftest import free_port
 from tests.helpers import read_topics
@@ -519,7 +519,7 @@ def test_every_field_is_stored_as_published_in_both_framings(settings: Settings,
     registry = settings.replace(schema_registry_url="mock://ept-sink-test")
     encoders = (SingleObjectEncoder(),
                 ConfluentEncoder("mock://ept-sink-test",
-                                 {name: registry.topic(name) for name in EVENT_NAMES}))
+                                 registry.topics.events))
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     published = {}
     for encoder in encoders:
