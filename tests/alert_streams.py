@@ -149,7 +149,7 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
     rules = rules or load_rules(None)
     evaluator = Evaluator(rules)
     sources = sorted(traffic.streams)
-    owners = [Collector(max_skew_ms=300_000, idle_ms=10**12, dedup_horizon_ms=300_000)
+    owners = [Collector(max_skew_ms=300_000, idle_ms=3600_000, dedup_horizon_ms=300_000)
               for _ in range(collectors)]
     owner_of = {source: owners[i % collectors] for i, source in enumerate(sources)}
     for source in sources:
