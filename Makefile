@@ -5,11 +5,11 @@ PY := $(VENV)/bin/python
 EPT := $(VENV)/bin/ept
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup system-deps browser-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-integrations soak clean
+.PHONY: setup system-deps browser-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-alerts bench-integrations soak clean
 
 # Everything a fresh machine needs: system packages, the virtualenv, the Kafka jars.
 setup: system-deps $(VENV)/.installed
-	@$(PY) -c "from deploy.broker import resolve_jars; print('Kafka jars:', resolve_jars())"
+	@$(PY) -c "from ept.deploy.broker import resolve_jars; print('Kafka jars:', resolve_jars())"
 
 system-deps:
 	@bash deploy/local/install-system-deps.sh
@@ -46,7 +46,7 @@ lint: $(VENV)/.installed
 run: setup
 	$(EPT) run --demo
 
-bench: bench-sdk bench-sink bench-processors bench-integrations
+bench: bench-sdk bench-sink bench-processors bench-alerts bench-integrations
 
 bench-sdk: setup
 	$(PY) -m bench.sdk
@@ -56,6 +56,10 @@ bench-sink: setup
 
 bench-processors: setup
 	$(PY) -m bench.processors
+
+# Alert quality on a simulated day: live, backlog, a fast clock, re-sends (~10 min).
+bench-alerts: setup
+	$(PY) -m bench.alerts
 
 bench-integrations: setup
 	@bash deploy/local/install-system-deps.sh --bench

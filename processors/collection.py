@@ -23,7 +23,7 @@ class SourceEvent:
     event_name: str
     partition: int
     offset: int
-    record_ms: int  # the Kafka record timestamp (set by the producer's client)
+    record_ms: int  # the Kafka record timestamp (the broker's append time on ept's topics)
     record: dict[str, Any]
 
 

@@ -87,5 +87,6 @@ class Frontiers:
         if active:
             return min(active) - self._lateness_ms
         # Every source has been silent for the idle interval: whatever was out of order
-        # has arrived, so everything read is judged; what comes next is near the wall clock.
-        return max(newest, wall_ms - self._lateness_ms)
+        # has arrived, so everything read is judged (to the end of the newest event's
+        # second); what comes next is near the wall clock.
+        return max(newest // 1000 * 1000 + 1000, wall_ms - self._lateness_ms)

@@ -196,12 +196,17 @@ def create_app(settings: Settings, rules: list[Rule],
 
     metrics = WorkerMetrics(collector, evaluator, judges, lag)
 
+    # Sources assigned by the last rebalance, handed to the collector once the tables are
+    # recovered and streams flow again: their silence must not count from the assignment,
+    # or a long recovery would make them look idle with a backlog still unread.
+    assigned_sources: list[str] = []
+
     def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         (assigned,) = args
         published.invalidate()
         judges.clear()  # rebuilt from the restored table on first use
-        collector.assign([source_of(event_of_topic[tp.topic], tp.partition)
-                          for tp in assigned if tp.topic in event_of_topic], wall_ms())
+        assigned_sources[:] = [source_of(event_of_topic[tp.topic], tp.partition)
+                               for tp in assigned if tp.topic in event_of_topic]
 
     def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         (revoked,) = args
@@ -214,7 +219,13 @@ def create_app(settings: Settings, rules: list[Rule],
     app.on_partitions_revoked.connect(on_revoked)
 
     async def report_progress() -> None:
-        """Tell every signals partition how far this collector's sources are."""
+        """Tell every signals partition how far this collector's sources are (nothing
+        while a rebalance or its recovery is in progress)."""
+        if app.rebalancing:
+            return
+        if assigned_sources:
+            collector.assign(assigned_sources, wall_ms())
+            assigned_sources.clear()
         for tp, offset in read_up_to.items():
             highwater = app.consumer.highwater(tp)
             collector.caught_up(source_of(event_of_topic[tp.topic], tp.partition),

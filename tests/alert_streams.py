@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ept.processors.alert_topic import AlertNotice
 from ept.processors.collection import Collector, SourceEvent
 from ept.processors.evaluation import Evaluator
 from ept.processors.event_time import Frontiers, source_of
@@ -17,8 +18,10 @@ from ept.processors.judging import PartitionJudge
 from ept.processors.rules import Rule, load_rules
 from ept.processors.worker import scope_partition
 from ept.schemas.registry import EVENT_NAMES
+from tests.events import record as full_record
 
 MINUTE_MS = 60_000
+FAST_CLOCK_MS = 10 * MINUTE_MS
 T0 = 1_780_000_000_000 // MINUTE_MS * MINUTE_MS
 INCIDENTS = ("error_rate", "api_burst", "slow_renders", "template_failures")
 EXPECTED_RULE = {"error_rate": "high_error_rate", "api_burst": "api_degradation",
@@ -31,6 +34,7 @@ class Traffic:
     """Each source partition's messages, in the order they sit in the partition."""
 
     partitions: int
+    start_ms: int = T0
     streams: dict[str, list[SourceEvent]] = field(default_factory=dict)
     end_ms: int = T0
 
@@ -47,15 +51,17 @@ class Traffic:
 
 def simulate(seed: int, minutes: int, incidents: list[tuple[str, int]], partitions: int = 2,
              renders_per_minute: int = 40, duplicates: float = 0.0,
-             skewed: int = 0) -> Traffic:
+             skewed: int = 0, fast_clock: float = 0.0, start_ms: int = T0) -> Traffic:
     """Healthy traffic (2% render errors, Zipf-popular templates, API calls with rare
     errors) with ``incidents`` (kind, start minute); every source partition gets traffic.
 
     ``duplicates``: the share of events re-sent at a later offset; ``skewed``: how many
-    events carry a time 23 h ahead (a host with a wrong clock).
+    events carry a time 23 h ahead (a host with a wrong clock); ``fast_clock``: the share
+    of events sent by a host whose clock is 10 minutes fast (their record timestamps, the
+    broker's, are right); ``start_ms``: the first minute's start (a whole minute).
     """
     rng = random.Random(seed)
-    traffic = Traffic(partitions)
+    traffic = Traffic(partitions, start_ms, end_ms=start_ms)
     templates = [f"tpl_{i:03d}" for i in range(40)]
     # Healthy failures fall on a long tail of templates: the specification's template rule
     # (> 3 failures in 1 h) pages for any template failing that often, healthy or not.
@@ -78,19 +84,19 @@ def simulate(seed: int, minutes: int, incidents: list[tuple[str, int]], partitio
 
     for minute in range(minutes):
         for _ in range(renders_per_minute):
-            time_ms = T0 + minute * MINUTE_MS + rng.randrange(MINUTE_MS)
+            time_ms = start_ms + minute * MINUTE_MS + rng.randrange(MINUTE_MS)
             if rng.random() < 0.02:
                 render(time_ms, rng.choice(long_tail), True)
                 continue
             render(time_ms, rng.choices(templates, weights)[0], False, rng.random() < 0.05,
                    rng.choice(("still", "video")))
         for _ in range(renders_per_minute // 2):
-            time_ms = T0 + minute * MINUTE_MS + rng.randrange(MINUTE_MS)
+            time_ms = start_ms + minute * MINUTE_MS + rng.randrange(MINUTE_MS)
             endpoint = rng.choice(endpoints)
             kind = "api_error" if rng.random() < 0.005 else "api_request_completed"
             timeline.append((time_ms, kind, endpoint, {"endpoint": endpoint}))
     for kind, start in incidents:
-        at = T0 + start * MINUTE_MS
+        at = start_ms + start * MINUTE_MS
         if kind == "error_rate":  # 10% more renders fail for 10 minutes, all templates
             for _ in range(renders_per_minute * 10 // 10):
                 render(at + rng.randrange(10 * MINUTE_MS), rng.choice(long_tail), True)
@@ -106,18 +112,20 @@ def simulate(seed: int, minutes: int, incidents: list[tuple[str, int]], partitio
             for _ in range(5):
                 render(at + rng.randrange(50 * MINUTE_MS), "tpl_broken", True)
     timeline.sort(key=lambda entry: entry[0])
-    resend: list[tuple[int, str, str, dict[str, object], str]] = []
+    resend: list[tuple[int, int, str, str, dict[str, object], str]] = []
+    host_of = random.Random(seed + 1)  # apart from ``rng``: the same timeline either way
     for index, (time_ms, event, key, record) in enumerate(timeline):
         event_id = f"e{index}"
-        traffic.add(event, key, time_ms, record, event_id=event_id)
+        stamped = time_ms + FAST_CLOCK_MS if host_of.random() < fast_clock else time_ms
+        traffic.add(event, key, stamped, record, record_ms=time_ms, event_id=event_id)
         if rng.random() < duplicates:
-            resend.append((time_ms, event, key, record, event_id))
-        while resend and resend[0][0] + 2_000 <= time_ms:  # re-sent 2 s later
-            first_ms, dup_event, dup_key, dup_record, dup_id = resend.pop(0)
-            traffic.add(dup_event, dup_key, first_ms, dup_record, record_ms=time_ms,
+            resend.append((time_ms, stamped, event, key, record, event_id))
+        while resend and resend[0][0] + 2_000 <= time_ms:  # re-sent 2 s or more later
+            _, first_stamped, dup_event, dup_key, dup_record, dup_id = resend.pop(0)
+            traffic.add(dup_event, dup_key, first_stamped, dup_record, record_ms=time_ms,
                         event_id=dup_id)
     for _ in range(skewed):
-        time_ms = T0 + rng.randrange(minutes * MINUTE_MS)
+        time_ms = start_ms + rng.randrange(minutes * MINUTE_MS)
         traffic.add("render_failed", "tpl_skewed", time_ms + 23 * 3600_000,
                     {"template_id": "tpl_skewed", "reason": "timeout"}, record_ms=time_ms)
     for event in EVENT_NAMES:  # every source partition holds something
@@ -127,7 +135,7 @@ def simulate(seed: int, minutes: int, incidents: list[tuple[str, int]], partitio
                            if zlib.crc32(f"k{i}".encode()) % partitions == partition)
                 record: dict[str, object] = {"template_id": key, "render_type": "still",
                                              "endpoint": key, "reason": "timeout"}
-                traffic.add(event, key, T0, record)
+                traffic.add(event, key, start_ms, record)
     for stream in traffic.streams.values():  # a partition is in record-time order
         stream.sort(key=lambda e: e.record_ms)
         stream[:] = [SourceEvent(e.event_name, e.partition, offset, e.record_ms, e.record)
@@ -143,7 +151,7 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
           rules: list[Rule] | None = None) -> Notices:
     """The notices per alert (rule and labels) when the partitions are read in the order
     of ``schedule`` — (source, how many of its next messages) — through the worker's own
-    Collector, Frontiers, Evaluator and PartitionJudge. Wall clock stands at T0 while
+    Collector, Frontiers, Evaluator and PartitionJudge. Wall clock stands at the start while
     reading (so no source goes idle by silence) and moves 4 h past the end afterwards.
     """
     rules = rules or load_rules(None)
@@ -153,7 +161,7 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
               for _ in range(collectors)]
     owner_of = {source: owners[i % collectors] for i, source in enumerate(sources)}
     for source in sources:
-        owner_of[source].assign([source], T0)
+        owner_of[source].assign([source], traffic.start_ms)
     counts = dict.fromkeys(EVENT_NAMES, traffic.partitions)
     states: dict[str, object] = {}
     judges = [PartitionJudge(evaluator, Frontiers(counts, lateness_ms), states, [])
@@ -164,7 +172,7 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
     def tell(notices: list) -> None:  # type: ignore[type-arg]
         for notice in notices:
             key = notice.rule.name + repr(sorted(notice.scope.labels.items()))
-            told.setdefault(key, []).append((notice.note.status, round(notice.note.value, 6),
+            told.setdefault(key, []).append((notice.note.status, round(notice.note.value, 3),
                                              notice.at_ms, notice.note.renotify))
 
     def report(collector: Collector, wall_ms: int) -> None:
@@ -179,15 +187,41 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
             continue
         position[source] += len(batch)
         collector = owner_of[source]
-        for signal in collector.collect(batch, T0):
+        for signal in collector.collect(batch, traffic.start_ms):
             judge = judges[scope_partition(signal.scope, signal_partitions)]
             tell(judge.handle(signal))
         collector.caught_up(source, position[source] >= len(stream))
-        report(collector, T0)
+        report(collector, traffic.start_ms)
     assert all(position[s] == len(traffic.streams[s]) for s in sources), "schedule too short"
     for collector in owners:
         report(collector, traffic.end_ms + 4 * 3600_000)
     return told
+
+
+def notices_of(alerts: list[AlertNotice]) -> Notices:
+    """The alert topic's notices in the form ``drive`` gives them."""
+    told: Notices = {}
+    for alert in alerts:
+        key = alert.rule + repr(sorted(alert.labels.items()))
+        told.setdefault(key, []).append((alert.status, round(alert.value, 3),
+                                         alert.decided_at_ms, alert.renotify))
+    return told
+
+
+Message = tuple[str, int, int, dict[str, object]]
+
+
+def message_of(event: SourceEvent) -> Message:
+    """(event name, partition, record timestamp, full record) for ``EventPublisher``."""
+    full = full_record(event.event_name, int(str(event.record["event_time"])))
+    full.update((name, value) for name, value in event.record.items() if name in full)
+    return event.event_name, event.partition, event.record_ms, full
+
+
+def partition_messages(traffic: Traffic) -> Iterator[Message]:
+    """Every message, partition by partition, each partition in its own order."""
+    for stream in traffic.streams.values():
+        yield from map(message_of, stream)
 
 
 def event_time_order(traffic: Traffic) -> Iterator[tuple[str, int]]:

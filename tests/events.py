@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Producer
@@ -48,9 +49,28 @@ class EventPublisher:
         self._producer = Producer({"bootstrap.servers": settings.kafka_bootstrap,
                                    "enable.idempotence": True, "linger.ms": 5})
 
-    def publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        for name, data in events:
-            key = data.get("template_id") or data.get("endpoint")
+    def publish(self, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Publish in order, each to its key's partition as the SDK does. Blocks until the
+        broker acknowledged all."""
+        self._send((name, None, None, data) for name, data in events)
+
+    def publish_to_partitions(self, events: Iterable[tuple[str, int, int, dict[str, Any]]]
+                              ) -> None:
+        """Publish (event name, partition, record timestamp in ms, record) in order. On
+        topics stamped by the broker (LogAppendTime) the broker's time replaces the one
+        given."""
+        self._send(events)
+
+    def _send(self, events: Iterable[tuple[str, int | None, int | None, dict[str, Any]]]
+              ) -> None:
+        for name, partition, timestamp_ms, data in events:
+            key = str(data.get("template_id") or data.get("endpoint")).encode()
+            options: dict[str, int] = {}
+            if partition is not None:
+                options["partition"] = partition
+            if timestamp_ms is not None:
+                options["timestamp"] = timestamp_ms
             self._producer.produce(self._settings.topics.event(name),
-                                   self._encoder.encode(name, data), str(key).encode())
+                                   self._encoder.encode(name, data), key, **options)
+            self._producer.poll(0)
         assert self._producer.flush(30) == 0

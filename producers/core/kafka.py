@@ -146,6 +146,20 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def topic_config(settings: Settings, name: str) -> dict[str, str]:
+    """The topic-level configuration ept creates ``name`` with.
+
+    Event topics are stamped by the broker (LogAppendTime): the worker checks each event
+    time against its record's timestamp, and a host with a wrong clock would stamp both
+    wrong alike. The scopes changelog is compacted (Faust's tables need only the latest).
+    """
+    if name in settings.topics.events.values():
+        return {"message.timestamp.type": "LogAppendTime"}
+    if name == settings.topics.worker_scopes_changelog:
+        return {"cleanup.policy": "compact"}
+    return {}
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create ept's missing topics; returns the names created. Blocks on the broker.
 
@@ -161,10 +175,9 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     wanted = [name for name in settings.topics.all if name not in existing]
     if not wanted:
         return []
-    compacted = {settings.topics.worker_scopes_changelog}
     futures = admin.create_topics([
         NewTopic(name, settings.topic_partitions, settings.topic_replication,
-                 config={"cleanup.policy": "compact"} if name in compacted else {})
+                 config=topic_config(settings, name))
         for name in wanted
     ], request_timeout=timeout)
     created = []

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,54 +13,11 @@ import pytest
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.schemas.registry import EVENT_NAMES
-from tests.conftest import free_port
 from tests.events import BASE_MS, EventPublisher, record
 from tests.helpers import read_topics
+from tests.worker_process import Worker
 
-REPO = Path(__file__).resolve().parents[2]
 MIN = 60_000
-
-
-class Worker:
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self._log_start = log_path.stat().st_size if log_path.exists() else 0  # log is shared
-        environment = {**os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                       "EPT_TOPIC_PREFIX": settings.topic_prefix,
-                       "EPT_TOPIC_PARTITIONS": str(settings.topic_partitions),
-                       "EPT_WORKER_PORT": str(self.port), "EPT_STATE_DIR": str(settings.state_dir),
-                       # a killed worker's partitions move on after 10 s, not 45
-                       "EPT_WORKER_SESSION_TIMEOUT_S": "10"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info"], env=environment,
-            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO)  # noqa: SIM115
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
-            if b"[^Worker]: Ready" in self.log_path.read_bytes()[self._log_start:]:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as reply:
-            return dict(json.loads(reply.read()))
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -187,6 +139,27 @@ def test_template_failures_rule(worker_settings: Settings, worker: Worker) -> No
     assert scoped(alerts, "template_failures", template_id="tpl_three") == []
     firing = next(a for a in alerts if a["rule"] == "template_failures")
     assert firing["action"] == "disable_template" and firing["severity"] == "high"
+
+
+def test_a_host_with_a_wrong_clock_moves_no_event_time(worker_settings: Settings,
+                                                       worker: Worker) -> None:
+    """Its producer stamps the record as wrongly as the event (23 h ahead); the broker
+    restamps the record (LogAppendTime), so the event counts now and the burst after it
+    is judged at its own time: it fires, and does not resolve 23 h early."""
+    now = int(time.time() * 1000) // 1000 * 1000
+    ahead = now + 23 * 3600_000
+    publisher = EventPublisher(worker_settings)
+    publisher.publish_to_partitions([("api_error", 0, ahead, record(
+        "api_error", ahead, endpoint="/api/skewed"))])
+    publisher.publish_to_partitions(("api_error", 0, now + i * 1000, record(
+        "api_error", now + i * 1000, endpoint="/api/real")) for i in range(12))
+    worker.wait_judged(int(time.time() * 1000), worker_settings.topic_partitions)
+    alerts = alerts_of(worker_settings, settle=0)
+    assert scoped(alerts, "api_degradation", endpoint="/api/real") == [("firing", 11.0)]
+    firing = next(a for a in alerts if a["labels"] == {"endpoint": "/api/real"})
+    assert firing["decided_at_ms"] == now + 11_000  # the end of the 11th error's second
+    assert scoped(alerts, "api_degradation", endpoint="/api/skewed") == []
+    assert worker.counter("ept_worker_skewed_events_total") == 1
 
 
 def incident_stream() -> list:

@@ -151,9 +151,11 @@ def test_when_every_source_is_idle_event_time_follows_the_wall_clock() -> None:
     # stands 30 s (the lateness) behind the newest event
     told += judge.handle(collector.progress(T0 + 13_000))
     assert told == []
-    # silent for 10 s: idle; event time follows the wall clock and the burst is judged
-    told += judge.handle(collector.progress(T0 + 60_000))
-    assert [n.note.status for n in told] == ["firing"]
+    # silent for 10 s: idle. The wall clock minus the lateness is still before the burst,
+    # but everything read is judged, to the end of the newest event's second.
+    told += judge.handle(collector.progress(T0 + 22_000))
+    assert [(n.note.status, n.at_ms) for n in told] == [("firing", T0 + 11_000)]
+    assert judge.frontiers.frontier("api") == T0 + 12_000
     # traffic stopped altogether: the alert resolves as time passes, without any event
     told += judge.handle(collector.progress(T0 + 10 * MINUTE_MS))
     assert [n.note.status for n in told] == ["firing", "resolved"]
