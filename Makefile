@@ -7,9 +7,12 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: setup system-deps browser-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-alerts bench-integrations soak clean
 
-# Everything a fresh machine needs: system packages, the virtualenv, the Kafka jars.
+# Everything a fresh machine needs: system packages, the virtualenv, the Kafka jars and
+# Alertmanager (built from its Go module once; without Go, `ept run` goes without it and
+# the Alertmanager tests fail, saying how to get it).
 setup: system-deps $(VENV)/.installed
 	@$(PY) -c "from ept.deploy.broker import resolve_jars; print('Kafka jars:', resolve_jars())"
+	@echo "Alertmanager: $$(bash deploy/local/install-alertmanager.sh || echo 'not built (see above)')"
 
 system-deps:
 	@bash deploy/local/install-system-deps.sh

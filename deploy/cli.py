@@ -215,6 +215,20 @@ def alerts(from_beginning: bool, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("-v", "--verbose", is_flag=True)
+def notify(verbose: bool) -> None:
+    """Deliver the alert topic to Alertmanager (EPT_ALERTMANAGER_URLS)."""
+    from ept.processors.notifier import run_notifier
+
+    settings = _settings()
+    if not settings.alertmanager_url_list:
+        raise click.ClickException("EPT_ALERTMANAGER_URLS is not set: name the Alertmanager(s) "
+                                   "to deliver to, e.g. http://127.0.0.1:9093")
+    _logging(verbose)
+    run_notifier(settings)
+
+
+@main.command()
 @click.option("--demo", is_flag=True, help="also drive synthetic traffic with scripted incidents")
 def run(demo: bool) -> None:
     """Run the whole pipeline locally: broker, topics, worker, sink, dashboard."""

@@ -2,8 +2,10 @@
 
 Starts the local broker (unless ``EPT_KAFKA_BOOTSTRAP`` names a cluster), creates the
 topics, runs the worker and the sink as child processes (restarting one that crashes),
-optionally drives demo traffic, and prints progress: what started, events/s, alerts as
-they fire and resolve. Ctrl-C or SIGTERM stops everything it started, children first.
+delivers alerts to Alertmanager (``EPT_ALERTMANAGER_URLS``, else a local one when its
+binary is on this machine), optionally drives demo traffic, and prints progress: what
+started, events/s, alerts as they fire and resolve. Ctrl-C or SIGTERM stops everything it
+started, children first.
 """
 
 from __future__ import annotations
@@ -23,7 +25,27 @@ from pathlib import Path
 
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
+from ept.deploy.alertmanager import (
+    INSTALL_HINT,
+    AlertmanagerError,
+    LocalAlertmanager,
+    find_binary,
+)
 from ept.deploy.broker import LocalBroker
+
+LOCAL_ALERTMANAGER_PORT = 9093
+# The local Alertmanager only holds alerts (its API: /api/v2/alerts); it sends nowhere.
+# deploy/alertmanager/alertmanager.yml is the example of real routing.
+LOCAL_ALERTMANAGER_CONFIG = """\
+route:
+  receiver: local
+  group_by: [alertname, template_id, endpoint, render_type]
+  group_wait: 10s
+  group_interval: 1m
+  repeat_interval: 4h
+receivers:
+  - name: local
+"""
 
 Echo = Callable[[str], None]
 
@@ -78,6 +100,7 @@ class Supervisor:
         self.echo = echo
         self.stopping = threading.Event()
         self.broker: LocalBroker | None = None
+        self.alertmanager: LocalAlertmanager | None = None
         self.components: list[Component] = []
         self.alert_counts = {"firing": 0, "resolved": 0}
 
@@ -94,12 +117,18 @@ class Supervisor:
                 worker_args += ["--rules", str(path)]
         logs = settings.state_dir / "logs"
         base = f"http://{settings.http_host}"
-        return [
+        components = [
             Component("worker", worker_args, f"{base}:{settings.worker_port}/health",
                       logs / "worker.log", environment),
             Component("sink", ["sink"], f"{base}:{settings.sink_port}/health",
                       logs / "sink.log", environment),
         ]
+        if settings.alertmanager_url_list:
+            components.append(Component(
+                "notifier", ["notify"], f"{base}:{settings.notifier_port}/metrics",
+                logs / "notifier.log",
+                {**environment, "EPT_ALERTMANAGER_URLS": settings.alertmanager_urls}))
+        return components
 
     def run(self) -> None:
         from ept.deploy.demo import DemoTraffic
@@ -110,6 +139,7 @@ class Supervisor:
         created = ensure_topics(self.settings)
         self.echo(f"[ok] topics ready ({len(created)} created, prefix "
                   f"{self.settings.topic_prefix!r})")
+        self._start_alertmanager()
         self.components = self._components()
         for component in self.components:
             component.start()
@@ -143,6 +173,30 @@ class Supervisor:
         self.echo("[..] starting the local Kafka broker (first start downloads it)")
         status = self.broker.start()
         self.echo(f"[ok] broker up: {status.describe()}")
+
+    def _start_alertmanager(self) -> None:
+        """Use the Alertmanager(s) named, else start a local one if there is a binary."""
+        if self.settings.alertmanager_url_list:
+            self.echo(f"[ok] alerts go to Alertmanager at {self.settings.alertmanager_urls}")
+            return
+        binary = find_binary()
+        if binary is None:
+            self.echo(f"[--] no Alertmanager: alerts stay on the topic; {INSTALL_HINT}")
+            return
+        data_dir = self.settings.state_dir / "alertmanager"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = data_dir / "alertmanager.yml"
+        config.write_text(LOCAL_ALERTMANAGER_CONFIG)
+        alertmanager = LocalAlertmanager(data_dir, config, LOCAL_ALERTMANAGER_PORT, binary)
+        try:
+            alertmanager.start()
+        except AlertmanagerError as exc:
+            self.echo(f"[--] local Alertmanager did not start ({exc}); alerts stay on the topic")
+            return
+        self.alertmanager = alertmanager
+        self.settings = self.settings.replace(alertmanager_urls=alertmanager.url)
+        self.echo(f"[ok] local Alertmanager: {alertmanager.url} (alerts: "
+                  f"{alertmanager.url}/api/v2/alerts)")
 
     def _wait_healthy(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
@@ -181,9 +235,11 @@ class Supervisor:
                 count = demo.published() if isinstance(demo, DemoTraffic) else 0
                 rate = (count - last_count) / (time.monotonic() - last_report)
                 stored = self._stored_rows()
+                held = self._alertmanager_holds()
                 self.echo(f"[stat] events/s {rate:6.0f}   stored rows {stored}   alerts fired "
                           f"{self.alert_counts['firing']}, resolved "
-                          f"{self.alert_counts['resolved']}")
+                          f"{self.alert_counts['resolved']}"
+                          + (f"   in Alertmanager {held}" if held else ""))
                 last_report, last_count = time.monotonic(), count
 
     def _stored_rows(self) -> str:
@@ -194,6 +250,19 @@ class Supervisor:
                 return str(sum(row["rows"] for row in json.loads(reply.read())))
         except (OSError, ValueError):
             return "?"
+
+    def _alertmanager_holds(self) -> str:
+        """How many alerts the local Alertmanager holds, by state ('' when none runs)."""
+        if self.alertmanager is None:
+            return ""
+        try:
+            with urllib.request.urlopen(f"{self.alertmanager.url}/api/v2/alerts",
+                                        timeout=5) as reply:
+                held = json.loads(reply.read())
+        except (OSError, ValueError):
+            return "?"
+        firing = sum(1 for alert in held if alert["status"]["state"] == "active")
+        return f"{firing} firing of {len(held)}"
 
     def _follow_alerts(self) -> None:
         from ept.deploy.alert_tail import format_alert
@@ -211,6 +280,9 @@ class Supervisor:
         for component in reversed(self.components):
             component.stop()
             self.echo(f"[ok] {component.name} stopped")
+        if self.alertmanager is not None:
+            self.alertmanager.stop()
+            self.echo("[ok] Alertmanager stopped")
         if self.broker is not None and self.broker.stop():
             self.echo("[ok] broker stopped")
 

@@ -38,13 +38,13 @@ class PartitionJudge:
             state = self._state(record.scope)
             self._evaluator.add(state, record.events)
             return self._judge(record.scope, state,
-                               self.frontiers.frontier(_family(record.scope)))
+                               self.frontiers.frontier(_family(record.scope)), counted=True)
         advanced = self.frontiers.update(record)
         notices: list[Notice] = []
         for key in sorted(self._live):
             family = _family(key)
             if family in advanced:
-                notices += self._judge(key, self._state(key), advanced[family])
+                notices += self._judge(key, self._state(key), advanced[family], counted=False)
         return notices
 
     def _state(self, key: str) -> ScopeState:
@@ -53,10 +53,18 @@ class PartitionJudge:
             state = self._decoded[key] = ScopeState.from_json(self._states.get(key))
         return state
 
-    def _judge(self, key: str, state: ScopeState, frontier_ms: int) -> list[Notice]:
+    def _judge(self, key: str, state: ScopeState, frontier_ms: int, counted: bool
+               ) -> list[Notice]:
+        alerts = dict(state.alerts)
         notices = self._evaluator.judge(Scope.parse(key), state, frontier_ms)
-        self._states[key] = state.to_json()
-        if state.seconds or state.has_active_alert:
+        live = bool(state.seconds) or state.has_active_alert
+        # The table is written when counts or alert states change, not for each instant
+        # judged (that write per scope per progress report was most of the worker's
+        # cost). A restored state may so lag in ``judged_s``: re-judging those instants
+        # over the same counts decides the same, and the notices are on the topic already.
+        if counted or notices or state.alerts != alerts or not live:
+            self._states[key] = state.to_json()
+        if live:
             self._live.add(key)
         else:
             self._live.discard(key)

@@ -135,6 +135,14 @@ def _registry_url(value: str | None) -> str | None:
     return None
 
 
+def _http_urls(value: str) -> str | None:
+    for url in filter(None, (part.strip() for part in value.split(","))):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "expected http(s)://host[:port][,http(s)://host[:port]...]"
+    return None
+
+
 def _session_timeout(value: float) -> str | None:
     return None if 10 <= value <= 1800 else f"must be 10..1800, got {value}"
 
@@ -199,10 +207,20 @@ class Settings:
     # A source partition with no new data for this long no longer holds event time back.
     source_idle_s: float = field(default=10.0, metadata=_checked(_at_least(0.1)))
 
-    # HTTP servers (worker stats, sink query API + dashboard)
+    # Alertmanager delivery (``ept notify``): API base URLs, comma-separated (each of an
+    # HA pair gets every alert); empty: alerts stay on the topic only.
+    alertmanager_urls: str = field(default="", metadata=_checked(_http_urls))
+    # Firing alerts are posted again this often; Alertmanager resolves an alert that is
+    # not posted again within four intervals.
+    alertmanager_resend_s: float = field(default=60.0, metadata=_checked(_at_least(1)))
+    # Where an alert links to (Alertmanager's generatorURL); default: the local dashboard.
+    dashboard_public_url: str | None = None
+
+    # HTTP servers (worker stats, sink query API + dashboard, notifier metrics)
     http_host: str = "127.0.0.1"
     worker_port: int = field(default=6066, metadata=_checked(_port))
     sink_port: int = field(default=6067, metadata=_checked(_port))
+    notifier_port: int = field(default=6068, metadata=_checked(_port))
     api_token: Secret | None = None
 
     # Names set explicitly (environment, file or override), not taken from the defaults.
@@ -253,6 +271,14 @@ class Settings:
     @property
     def clickhouse_data_dir(self) -> Path:
         return self.clickhouse_path or self.state_dir / "clickhouse"
+
+    @property
+    def alertmanager_url_list(self) -> list[str]:
+        return [url.strip() for url in self.alertmanager_urls.split(",") if url.strip()]
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.dashboard_public_url or f"http://{self.http_host}:{self.sink_port}/"
 
     @cached_property
     def topics(self) -> Topics:

@@ -54,7 +54,10 @@ def test_compose_file_parses_and_references_real_commands_and_settings() -> None
         if service.get("image") == "ept:latest":
             assert_ept_command(service["command"])
             assert_settings_exist(list(service["environment"]))
-    for volume in services["clickhouse"]["volumes"]:
+    assert services["notifier"]["command"] == ["notify"]
+    assert services["notifier"]["environment"]["EPT_ALERTMANAGER_URLS"] == (
+        "http://alertmanager:9093")
+    for volume in services["clickhouse"]["volumes"] + services["alertmanager"]["volumes"][:1]:
         source = volume.split(":")[0]
         if source.startswith("."):
             assert (DEPLOY / "compose" / source).resolve().exists(), source
@@ -73,6 +76,10 @@ def test_kubernetes_manifests_parse_and_reference_real_commands() -> None:
                 assert_ept_command(container["args"])
         if doc["kind"] == "Deployment" and doc["metadata"]["name"] in ("ept-worker", "ept-sink"):
             assert doc["spec"]["replicas"] >= 2
+    assert any(doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "alertmanager"
+               for doc in documents)
+    notifier = next(doc for doc in documents if doc["metadata"]["name"] == "ept-notifier")
+    assert notifier["spec"]["template"]["spec"]["containers"][0]["args"] == ["notify"]
     kafka = next(doc for doc in documents if doc["kind"] == "KafkaNodePool")
     assert kafka["spec"]["replicas"] >= 3
 
