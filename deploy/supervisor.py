@@ -33,7 +33,6 @@ from ept.deploy.alertmanager import (
 )
 from ept.deploy.broker import LocalBroker
 
-LOCAL_ALERTMANAGER_PORT = 9093
 # The local Alertmanager only holds alerts (its API: /api/v2/alerts); it sends nowhere.
 # deploy/alertmanager/alertmanager.yml is the example of real routing.
 LOCAL_ALERTMANAGER_CONFIG = """\
@@ -187,7 +186,8 @@ class Supervisor:
         data_dir.mkdir(parents=True, exist_ok=True)
         config = data_dir / "alertmanager.yml"
         config.write_text(LOCAL_ALERTMANAGER_CONFIG)
-        alertmanager = LocalAlertmanager(data_dir, config, LOCAL_ALERTMANAGER_PORT, binary)
+        alertmanager = LocalAlertmanager(data_dir, config,
+                                         self.settings.local_alertmanager_port, binary)
         try:
             alertmanager.start()
         except AlertmanagerError as exc:

@@ -223,19 +223,43 @@ def create_app(settings: Settings, rules: list[Rule],
 
     last_report = [0.0]  # monotonic time of the last progress report
 
+    async def caught_up(tp: Any) -> bool:
+        """Whether everything of ``tp`` up to its high-water mark was handed to collect.
+
+        A partition nothing was read from since the assignment is behind until the
+        fetcher shows there is nothing to read: a backlog partition that Faust serves late
+        must not pass for idle while its events wait.
+        """
+        highwater = app.consumer.highwater(tp)
+        if highwater is None:
+            return False  # not fetched yet: it may hold anything
+        if tp in read_up_to:
+            return read_up_to[tp] + 1 >= highwater
+        position = await app.consumer.position(tp)
+        return position is not None and position >= highwater
+
+    # Held while a batch is turned into signals and sent: a report made meanwhile (by the
+    # heartbeat) would carry the batch's watermarks ahead of its signals, and evaluate
+    # would judge past events it has not counted yet.
+    batch_in_flight = asyncio.Lock()
+
     async def report_progress() -> None:
         """Tell every signals partition how far this collector's sources are (nothing
         while a rebalance or its recovery is in progress)."""
+        async with batch_in_flight:
+            await send_progress()
+
+    async def send_progress() -> None:
         if app.rebalancing:
             return
         last_report[0] = time.monotonic()
         if assigned_sources:
             collector.assign(assigned_sources, wall_ms())
             assigned_sources.clear()
-        for tp, offset in read_up_to.items():
-            highwater = app.consumer.highwater(tp)
-            collector.caught_up(source_of(event_of_topic[tp.topic], tp.partition),
-                                None if highwater is None else offset + 1 >= highwater)
+        for tp in app.consumer.assignment():
+            if tp.topic in event_of_topic:
+                collector.caught_up(source_of(event_of_topic[tp.topic], tp.partition),
+                                    await caught_up(tp))
         progress = collector.progress(wall_ms()).to_json()
         for partition in range(partitions):
             await signals.send(key=b"progress", partition=partition, value=progress)
@@ -246,23 +270,27 @@ def create_app(settings: Settings, rules: list[Rule],
         # so small batches (50 ms gave ~45 events) cost more than one send per event.
         # The second is nothing next to the lateness an alert waits for anyway.
         async for events in stream.take_events(2000, within=1.0):  # type: ignore[attr-defined]
-            batch = []
-            for event in events:
-                message = event.message
-                read_up_to[message.tp] = message.offset
-                try:
-                    decoded = decoder.decode(event.value)
-                except DecodeError:
-                    metrics.decode_errors += 1
-                    continue
-                metrics.events[decoded.name] += 1
-                batch.append(SourceEvent(decoded.name, message.partition, message.offset,
-                                         int(message.timestamp * 1000), decoded.record))
-            for signal in collector.collect(batch, wall_ms()):
-                await signals.send(key=signal.scope.encode(), value=signal.to_json(),
-                                   partition=scope_partition(signal.scope, partitions))
+            async with batch_in_flight:
+                await send_signals(events)
             if time.monotonic() - last_report[0] >= PROGRESS_INTERVAL_S:
                 await report_progress()
+
+    async def send_signals(events: list[Any]) -> None:
+        batch = []
+        for event in events:
+            message = event.message
+            read_up_to[message.tp] = message.offset
+            try:
+                decoded = decoder.decode(event.value)
+            except DecodeError:
+                metrics.decode_errors += 1
+                continue
+            metrics.events[decoded.name] += 1
+            batch.append(SourceEvent(decoded.name, message.partition, message.offset,
+                                     int(message.timestamp * 1000), decoded.record))
+        for signal in collector.collect(batch, wall_ms()):
+            await signals.send(key=signal.scope.encode(), value=signal.to_json(),
+                               partition=scope_partition(signal.scope, partitions))
 
     @app.timer(1.0)
     async def heartbeat() -> None:

@@ -221,6 +221,9 @@ class Settings:
     worker_port: int = field(default=6066, metadata=_checked(_port))
     sink_port: int = field(default=6067, metadata=_checked(_port))
     notifier_port: int = field(default=6068, metadata=_checked(_port))
+    # The Alertmanager ``ept run`` starts when none is named (the local broker's controller
+    # takes Alertmanager's usual 9093).
+    local_alertmanager_port: int = field(default=9095, metadata=_checked(_port))
     api_token: Secret | None = None
 
     # Names set explicitly (environment, file or override), not taken from the defaults.

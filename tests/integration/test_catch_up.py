@@ -42,6 +42,9 @@ def notices_after_catch_up(settings: Settings, traffic: Traffic, log: Path) -> l
     worker = Worker(settings, log)
     try:
         worker.wait_judged(started_ms, settings.topic_partitions)
+        # No event came after its instant was judged: no source was taken for idle (or
+        # caught up) while it still held unread events.
+        assert worker.counter("ept_worker_late_events_total") == 0
     finally:
         worker.stop()
     alerts: list[AlertNotice] = []
