@@ -6,6 +6,7 @@ A scope is a family (render, api, slow) plus at most one label, written as the s
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,3 +89,8 @@ def measure(kind: str, counts: dict[str, int]) -> tuple[float, int]:
         renders = max(counts.get("renders", 0), slow)
         return (100.0 * slow / renders if renders else 0.0), renders
     raise ValueError(f"unknown rule kind {kind!r}")
+
+
+def scope_partition(scope_key: str, partitions: int) -> int:
+    """The signals partition of a scope (the same in every worker)."""
+    return zlib.crc32(scope_key.encode()) % partitions

@@ -16,7 +16,7 @@ from ept.processors.evaluation import Evaluator
 from ept.processors.event_time import Frontiers, source_of
 from ept.processors.judging import PartitionJudge
 from ept.processors.rules import Rule, load_rules
-from ept.processors.worker import scope_partition
+from ept.processors.signals import scope_partition
 from ept.schemas.registry import EVENT_NAMES
 from tests.events import record as full_record
 

@@ -198,20 +198,27 @@ def test_a_silence_suppresses_the_notification(settings: Settings, notifying: No
     assert statuses(alerts, "tpl_loud") == [FIRING]
 
 
-def test_an_alertmanager_restarted_mid_incident_still_delivers(
+def test_an_alertmanager_down_or_restarted_mid_incident_still_delivers(
         settings: Settings, notifying: Notifier, webhook: Webhook,
         alertmanager: LocalAlertmanager) -> None:
-    publish(settings, notice("template_failures", FIRING, 1, template_id="tpl_r"))
-    webhook.wait_for(lambda found: FIRING in statuses(found, "tpl_r"))
+    # Down when the incident starts: the post fails, is counted, and retried with backoff.
     alertmanager.stop()
-    # Resolved while Alertmanager is down: the post fails and is retried with backoff.
-    publish(settings, notice("template_failures", RESOLVED, 2, template_id="tpl_r"))
+    publish(settings, notice("template_failures", FIRING, 1, template_id="tpl_r"))
     failed = {"alertmanager": f"http://127.0.0.1:{alertmanager.port}", "outcome": "error"}
     deadline = time.monotonic() + 30
     while not notifying.metrics.registry.get_sample_value("ept_notifier_posts_total", failed):
         assert time.monotonic() < deadline, "no failed post counted"
         time.sleep(0.2)
     alertmanager.start()
+    webhook.wait_for(lambda found: FIRING in statuses(found, "tpl_r"))
+    # Restarted (its alerts are held in memory only): the re-sent firing alert is held again.
+    alertmanager.stop()
+    alertmanager.start()
+    deadline = time.monotonic() + 30
+    while (held := held_states(alertmanager, "tpl_r")) != ["active"]:
+        assert time.monotonic() < deadline, f"Alertmanager holds {held}"
+        time.sleep(0.2)
+    publish(settings, notice("template_failures", RESOLVED, 2, template_id="tpl_r"))
     alerts = webhook.wait_for(lambda found: RESOLVED in statuses(found, "tpl_r"))
     assert statuses(alerts, "tpl_r") == [FIRING, RESOLVED]
 
