@@ -25,13 +25,13 @@ from pathlib import Path
 
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
-from ept.deploy.alertmanager import (
+from ept.deploy.broker import LocalBroker
+from ept.deploy.local_alertmanager import (
     INSTALL_HINT,
     AlertmanagerError,
     LocalAlertmanager,
     find_binary,
 )
-from ept.deploy.broker import LocalBroker
 
 # The local Alertmanager only holds alerts (its API: /api/v2/alerts); it sends nowhere.
 # deploy/alertmanager/alertmanager.yml is the example of real routing.

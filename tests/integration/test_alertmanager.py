@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
-from ept.deploy.alertmanager import INSTALL_HINT, LocalAlertmanager, find_binary
+from ept.deploy.local_alertmanager import INSTALL_HINT, LocalAlertmanager, find_binary
 from ept.processors.alert_topic import FIRING, RESOLVED, AlertNotice
 from ept.processors.alerting import fingerprint
 from ept.processors.notifier import Notifier
@@ -220,7 +220,10 @@ def test_an_alertmanager_down_or_restarted_mid_incident_still_delivers(
         time.sleep(0.2)
     publish(settings, notice("template_failures", RESOLVED, 2, template_id="tpl_r"))
     alerts = webhook.wait_for(lambda found: RESOLVED in statuses(found, "tpl_r"))
-    assert statuses(alerts, "tpl_r") == [FIRING, RESOLVED]
+    # Alertmanager itself may notify the firing alert again after a restart (its
+    # notification log is saved periodically); nothing is lost, the resolution comes last.
+    told = statuses(alerts, "tpl_r")
+    assert told[0] == FIRING and told[-1] == RESOLVED and set(told) == {FIRING, RESOLVED}
 
 
 def test_the_example_routing_tree_is_accepted_by_alertmanager(tmp_path: Path) -> None:
