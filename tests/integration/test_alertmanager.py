@@ -164,6 +164,14 @@ def test_a_webhook_gets_the_firing_then_the_resolved_notification(
     assert statuses(alerts, "tpl_x") == [FIRING, RESOLVED]
 
 
+def eventually(holds: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Until ``holds()``; fails naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not holds():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(0.2)
+
+
 def held_states(alertmanager: LocalAlertmanager, template: str) -> list[str]:
     """The state Alertmanager holds ``template``'s alert in (active, suppressed)."""
     with urllib.request.urlopen(f"{alertmanager.url}/api/v2/alerts", timeout=10) as reply:
@@ -186,10 +194,8 @@ def test_a_silence_suppresses_the_notification(settings: Settings, notifying: No
     publish(settings, notice("template_failures", FIRING, 1, template_id="tpl_silenced"),
             notice("template_failures", FIRING, 1, template_id="tpl_loud"))
     webhook.wait_for(lambda found: FIRING in statuses(found, "tpl_loud"))
-    deadline = time.monotonic() + 30
-    while (held := held_states(alertmanager, "tpl_silenced")) != ["suppressed"]:
-        assert time.monotonic() < deadline, f"Alertmanager holds {held}"
-        time.sleep(0.2)
+    eventually(lambda: held_states(alertmanager, "tpl_silenced") == ["suppressed"],
+               "Alertmanager holds tpl_silenced as suppressed")
     # One more alert, posted after Alertmanager held the silenced one: by its notification
     # the silenced one's group has been flushed (or would have been) too.
     publish(settings, notice("template_failures", FIRING, 1, template_id="tpl_later"))
@@ -205,19 +211,15 @@ def test_an_alertmanager_down_or_restarted_mid_incident_still_delivers(
     alertmanager.stop()
     publish(settings, notice("template_failures", FIRING, 1, template_id="tpl_r"))
     failed = {"alertmanager": f"http://127.0.0.1:{alertmanager.port}", "outcome": "error"}
-    deadline = time.monotonic() + 30
-    while not notifying.metrics.registry.get_sample_value("ept_notifier_posts_total", failed):
-        assert time.monotonic() < deadline, "no failed post counted"
-        time.sleep(0.2)
+    eventually(lambda: bool(notifying.metrics.registry.get_sample_value(
+        "ept_notifier_posts_total", failed)), "a failed post is counted")
     alertmanager.start()
     webhook.wait_for(lambda found: FIRING in statuses(found, "tpl_r"))
     # Restarted (its alerts are held in memory only): the re-sent firing alert is held again.
     alertmanager.stop()
     alertmanager.start()
-    deadline = time.monotonic() + 30
-    while (held := held_states(alertmanager, "tpl_r")) != ["active"]:
-        assert time.monotonic() < deadline, f"Alertmanager holds {held}"
-        time.sleep(0.2)
+    eventually(lambda: held_states(alertmanager, "tpl_r") == ["active"],
+               "Alertmanager holds tpl_r as active again")
     publish(settings, notice("template_failures", RESOLVED, 2, template_id="tpl_r"))
     alerts = webhook.wait_for(lambda found: RESOLVED in statuses(found, "tpl_r"))
     # Alertmanager itself may notify the firing alert again after a restart (its
