@@ -1,8 +1,12 @@
-"""``make bench-sdk``: per-call latency and events/s of ``track_render_failed``.
+"""``make bench-sdk``: per-call latency and events/s of ``track_render_failed``, and the
+cost of asking the template kill switch.
 
 Measured with the broker up and with it down, next to two floors measured in the same
 run: encoding the same record (with fastavro, and with the SDK's compiled encoder) plus a
 bare ``produce()``. Targets: p50 <= 8 us, p99 <= 25 us, >= 100,000 events/s per thread.
+
+``is_template_enabled`` is timed over a view loaded with 10,000 template controls, next to
+a bare ``dict.get`` on as many keys (target: well under a microsecond per call).
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from fastavro import schemaless_writer
 
 from bench.common import kafka_bootstrap, percentile, print_table
 from ept import Tracker
-from ept.core.settings import load_settings
+from ept.core.kafka import ensure_topics
+from ept.core.settings import Settings, load_settings
+from ept.core.template_controls import DISABLED, ENABLED, TemplateControl
 from ept.schemas.compiled import build_encoder
 from ept.schemas.registry import current_schemas
 
 CALLS = int(os.environ.get("EPT_BENCH_CALLS", "200000"))
+TEMPLATES = 10_000
 MESSAGE = "Render operation timed out after 30 seconds"
 
 
@@ -106,9 +113,50 @@ def main() -> None:
             rows.append([f"track_render_failed, {name}", *figures(latencies, rate),
                          f"{percentile(latencies, 0.5) / floor_p50:.2f}"])
             assert stats.dropped == 0 and stats.rejected == 0, stats
+        switch_rows = template_switch(scenarios["broker up"].replace(topic_prefix="bench-tc."))
     print_table(f"SDK: {CALLS:,} calls on one thread (targets: p50 <= 8 us, p99 <= 25 us, "
                 ">= 100,000 events/s)",
                 ["what", "p50 us", "p99 us", "max us", "events/s", "p50 / fastavro floor"], rows)
+    print_table(f"Template kill switch: {CALLS:,} lookups over {TEMPLATES:,} controls "
+                "(target: well under 1 us)", ["what", "ns per call", "/ dict.get"], switch_rows)
+
+
+def template_switch(settings: Settings) -> list[list[str]]:
+    """ns per ``is_template_enabled`` call on a loaded view, against a bare dict lookup."""
+    ensure_topics(settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    now = int(time.time() * 1000)
+    for index in range(TEMPLATES):
+        control = TemplateControl(f"tpl_{index}", DISABLED if index % 10 == 0 else ENABLED,
+                                  "bench", "bench", now)
+        producer.produce(settings.topics.template_controls, control.encode(),
+                         control.template_id.encode())
+        producer.poll(0)
+    producer.flush(60)
+    tracker = Tracker(settings, service="bench", environment="bench")
+    try:
+        assert tracker.wait_for_template_controls(60), "template controls not loaded"
+        keys = [f"tpl_{index * 7 % (TEMPLATES * 2)}" for index in range(CALLS)]  # half unknown
+        plain = {f"tpl_{index}": index % 10 != 0 for index in range(TEMPLATES)}
+        assert [tracker.is_template_enabled(key) for key in keys[:TEMPLATES]] == [
+            plain.get(key, True) for key in keys[:TEMPLATES]]
+        baseline = per_call_ns(plain.get, keys)
+        lookup = per_call_ns(tracker.is_template_enabled, keys)
+        return [["dict.get (baseline)", f"{baseline:.0f}", "1.00"],
+                ["tracker.is_template_enabled", f"{lookup:.0f}", f"{lookup / baseline:.2f}"]]
+    finally:
+        tracker.close(5)
+
+
+def per_call_ns(call: Callable[[str], object], keys: list[str]) -> float:
+    """The best of 5 runs over ``keys``, per call (the loop's own cost included)."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter_ns()
+        for key in keys:
+            call(key)
+        best = min(best, (time.perf_counter_ns() - started) / len(keys))
+    return best
 
 
 def figures(latencies: list[float], rate: float) -> list[str]:

@@ -214,6 +214,84 @@ def alerts(from_beginning: bool, as_json: bool) -> None:
     tail_alerts(_settings(), from_beginning=from_beginning, as_json=as_json)
 
 
+@main.group()
+def templates() -> None:
+    """The template kill switch: disable a failing template, re-enable it."""
+
+
+@templates.command("list")
+@click.option("--all", "show_all", is_flag=True, help="also templates enabled again")
+def templates_list(show_all: bool) -> None:
+    """The disabled templates (with --all: every template ever controlled)."""
+    import datetime as dt
+
+    from ept.core.template_controls import read_controls
+
+    try:
+        controls = [c for c in read_controls(_settings()) if show_all or c.disabled]
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not controls:
+        click.echo("no template is disabled")
+    for control in controls:
+        at = dt.datetime.fromtimestamp(control.at_ms / 1000, dt.UTC).isoformat(timespec="seconds")
+        click.echo(f"{control.template_id}  {control.state}  by {control.by} at {at}: "
+                   f"{control.reason}")
+
+
+def _set_template(template_id: str, state: str, reason: str, by: str | None) -> None:
+    import getpass
+    import time
+
+    from confluent_kafka import KafkaException
+
+    from ept.core.template_controls import (
+        BadTemplateControl,
+        TemplateControl,
+        publish_control,
+        read_controls,
+    )
+
+    settings = _settings()
+    try:
+        control = TemplateControl(template_id.strip(), state, reason, by or getpass.getuser(),
+                                  int(time.time() * 1000))
+        current = {c.template_id: c for c in read_controls(settings)}.get(control.template_id)
+        if current is None and not control.disabled:
+            click.echo(f"{control.template_id} is not disabled")
+            return
+        if current is not None and current.state == state:
+            click.echo(f"{control.template_id} is already {state} (by {current.by}: "
+                       f"{current.reason})")
+            return
+        publish_control(settings, control)
+    except (BadTemplateControl, TimeoutError, KafkaException) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{control.template_id} {state}")
+
+
+@templates.command("disable")
+@click.argument("template_id")
+@click.option("--reason", required=True, help="why (shown to whoever re-enables it)")
+@click.option("--by", help="who decided [default: the current user]")
+def templates_disable(template_id: str, reason: str, by: str | None) -> None:
+    """Disable TEMPLATE_ID: services that enforce template controls refuse its renders."""
+    from ept.core.template_controls import DISABLED
+
+    _set_template(template_id, DISABLED, reason, by)
+
+
+@templates.command("enable")
+@click.argument("template_id")
+@click.option("--reason", default="re-enabled", show_default=True)
+@click.option("--by", help="who decided [default: the current user]")
+def templates_enable(template_id: str, reason: str, by: str | None) -> None:
+    """Enable TEMPLATE_ID again."""
+    from ept.core.template_controls import ENABLED
+
+    _set_template(template_id, ENABLED, reason, by)
+
+
 @main.command()
 @click.option("-v", "--verbose", is_flag=True)
 def notify(verbose: bool) -> None:

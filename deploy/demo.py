@@ -4,6 +4,11 @@ Several services, templates, endpoints and render types, published through the S
 The script (seconds from start): baseline; a template starts failing (15 s); an external
 API rate-limits and fails (30 s); video renders slow down (45 s); everything recovers
 (105 s). With the demo rules (one-minute windows) every default rule fires, then resolves.
+
+The render service enforces template controls: when the template_failures alert fires,
+the worker disables the failing template (the demo rule's ``auto_action``) and its renders
+are refused; once the script has recovered, it enables the template again, as the person
+who deployed the fix would.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ept import Tracker
+from ept import TemplateDisabledError, Tracker
 from ept.core.settings import Settings
+from ept.core.template_controls import ENABLED, TemplateControl, publish_control
 from ept.thresholds import PERFORMANCE_THRESHOLDS
 
 TEMPLATES = ("tpl_hero_001", "tpl_product_002", "tpl_testimonial_003", "tpl_story_004",
@@ -59,13 +65,31 @@ class DemoTraffic:
     def published(self) -> int:
         return sum(t.get_error_performance_stats().delivered for t in self._trackers.values())
 
+    def refused(self) -> int:
+        """Renders refused because their template was disabled."""
+        return self._trackers["render-worker"].get_error_performance_stats().renders_refused
+
     def run(self) -> None:
         interval = 1.0 / self._rate
+        next_check = 0.0
         while not self.stop.is_set():
-            self._one(phase_at(self.elapsed))
+            phase = phase_at(self.elapsed)
+            if phase == "recovery" and time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1.0
+                self._deploy_fix()
+            self._one(phase)
             self.stop.wait(interval)
         for tracker in self._trackers.values():
             tracker.close(5)
+
+    def _deploy_fix(self) -> None:
+        """The failing template is fixed: enable it again if the worker disabled it."""
+        tracker = self._trackers["render-worker"]
+        if tracker.is_template_enabled(FAILING_TEMPLATE):
+            return
+        publish_control(tracker.settings, TemplateControl(
+            FAILING_TEMPLATE, ENABLED, "fix deployed (demo recovery)", "demo script",
+            int(time.time() * 1000)))
 
     def _one(self, phase: str) -> None:
         pick = self._random.random()
@@ -85,6 +109,10 @@ class DemoTraffic:
         if phase == "render slowdown" and render_type == "video":
             duration = threshold * self._random.uniform(1.1, 2.5)
         render_id = f"render_{uuid.uuid4().hex[:12]}"
+        try:
+            tracker.refuse_disabled_template(template)
+        except TemplateDisabledError:
+            return  # a real service would tell its caller the template is unavailable
         dimensions = (1920, 1080) if render_type != "still" else (1080, 1080)
         failing = template == FAILING_TEMPLATE and phase in ("template incident", "API outage")
         if failing or self._random.random() < 0.0005:

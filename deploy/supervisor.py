@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
+from ept.core.template_controls import TemplateControl, TemplateControlView
 from ept.deploy.broker import LocalBroker
 from ept.deploy.local_alertmanager import (
     INSTALL_HINT,
@@ -100,6 +101,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.broker: LocalBroker | None = None
         self.alertmanager: LocalAlertmanager | None = None
+        self.templates: TemplateControlView | None = None
         self.components: list[Component] = []
         self.alert_counts = {"firing": 0, "resolved": 0}
 
@@ -151,6 +153,7 @@ class Supervisor:
                   f"{self.settings.worker_port}/stats")
         self.echo(f"[ok] pipeline up in {time.monotonic() - started:.0f}s; Ctrl-C stops it")
         threading.Thread(target=self._follow_alerts, daemon=True, name="ept-alerts").start()
+        self.templates = TemplateControlView(self.settings, on_update=self._show_control).start()
         demo = None
         if self.demo:
             demo = DemoTraffic(self.settings)
@@ -236,10 +239,15 @@ class Supervisor:
                 rate = (count - last_count) / (time.monotonic() - last_report)
                 stored = self._stored_rows()
                 held = self._alertmanager_holds()
+                disabled = (sum(c.disabled for c in self.templates.controls())
+                            if self.templates is not None else 0)
+                refused = demo.refused() if isinstance(demo, DemoTraffic) else 0
                 self.echo(f"[stat] events/s {rate:6.0f}   stored rows {stored}   alerts fired "
                           f"{self.alert_counts['firing']}, resolved "
                           f"{self.alert_counts['resolved']}"
-                          + (f"   in Alertmanager {held}" if held else ""))
+                          + (f"   in Alertmanager {held}" if held else "")
+                          + (f"   templates disabled {disabled}" if disabled else "")
+                          + (f"   renders refused {refused}" if refused else ""))
                 last_report, last_count = time.monotonic(), count
 
     def _stored_rows(self) -> str:
@@ -274,9 +282,15 @@ class Supervisor:
 
         read_alerts(self.settings, show, self.stopping, from_beginning=False)
 
+    def _show_control(self, control: TemplateControl) -> None:
+        self.echo(f"[template] {control.template_id} {control.state} by {control.by}: "
+                  f"{control.reason}")
+
     def shutdown(self) -> None:
         """Stop children, then the broker we started. Blocks until they are gone."""
         self.stopping.set()
+        if self.templates is not None:
+            self.templates.close()
         for component in reversed(self.components):
             component.stop()
             self.echo(f"[ok] {component.name} stopped")

@@ -1,11 +1,13 @@
 """The worker's second stage: signals and progress reports judged per signals partition
 (:class:`~ept.processors.judging.PartitionJudge`), notices published on the alert topic
-exactly once.
+exactly once, and a rule's ``auto_action`` carried out (a failing template disabled on the
+template controls topic, before its alert is told).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import Counter
 from collections.abc import MutableMapping
@@ -14,13 +16,14 @@ from typing import Any
 import faust
 
 from ept.core.settings import Settings
-from ept.processors.alert_topic import read_alerts
+from ept.core.template_controls import DISABLED, TemplateControl
+from ept.processors.alert_topic import FIRING, read_alerts
 from ept.processors.alerting import alert_notice, fingerprint
 from ept.processors.evaluation import Evaluator, Notice, window_totals
 from ept.processors.event_time import Frontiers
 from ept.processors.judging import PartitionJudge
 from ept.processors.records import ScopeState, signal_or_progress
-from ept.processors.rules import Rule
+from ept.processors.rules import DISABLE_TEMPLATE, Rule
 from ept.processors.signals import Scope, measure, scope_partition
 
 log = logging.getLogger("ept.worker")
@@ -62,12 +65,15 @@ class PublishedAlerts:
 
 class EvaluateStage:
     """``evaluate``'s state: a judge per signals partition of this worker, over the
-    changelogged ``scopes`` table. ``handle`` publishes on ``alerts`` (it may wait for the
-    producer, and once per rebalance for the alert topic to be read)."""
+    changelogged ``scopes`` table. ``handle`` publishes on ``alerts`` and ``controls`` (it
+    waits for the broker's acknowledgement, and once per rebalance for the alert topic to be
+    read)."""
 
     def __init__(self, settings: Settings, rules: list[Rule], source_partitions: dict[str, int],
-                 scopes: MutableMapping[str, Any], alerts: faust.TopicT) -> None:
-        self._settings, self._scopes, self._alerts = settings, scopes, alerts
+                 scopes: MutableMapping[str, Any], alerts: faust.TopicT,
+                 controls: faust.TopicT) -> None:
+        self._settings, self._scopes = settings, scopes
+        self._alerts, self._controls = alerts, controls
         self._sources = source_partitions
         self.evaluator = Evaluator(rules)
         self.judges: dict[int, PartitionJudge] = {}  # per signals partition of this worker
@@ -79,8 +85,12 @@ class EvaluateStage:
         self.judges.clear()  # rebuilt from the restored table on first use
 
     async def handle(self, partition: int, value: Any) -> None:
-        """Apply one message of signals partition ``partition`` and publish its notices."""
-        await self._publish(self.judge_of(partition).handle(signal_or_progress(value)))
+        """Apply one message of signals partition ``partition``, publish its notices and,
+        once the broker holds them, save the states judged (see
+        :mod:`~ept.processors.judging` for why in that order)."""
+        judge = self.judge_of(partition)
+        await self._publish(judge.handle(signal_or_progress(value)))
+        judge.save()
 
     def judge_of(self, partition: int) -> PartitionJudge:
         if partition not in self.judges:
@@ -110,12 +120,47 @@ class EvaluateStage:
         return rates
 
     async def _publish(self, notices: list[Notice]) -> None:
+        """Send each new notice and wait until the broker acknowledged it. A failed send is
+        retried (backing off up to 30 s) until it succeeds: the partition waits, since
+        judging on would save states whose notices were never told."""
         for notice in notices:
             key = fingerprint(notice.rule.name, notice.scope.labels)
             if not await self._published.is_new(key, notice.at_ms):
                 continue  # already on the topic (published before a restart)
             message = alert_notice(notice.rule, notice.scope.labels, notice.note, notice.at_ms)
+            control = automatic_control(notice, key, message.summary)
+            if control is not None:
+                await self._deliver(self._controls, control.template_id, control.encode(),
+                                    f"template {control.template_id} disabled")
+                log.warning("template %s disabled by rule %s", control.template_id,
+                            notice.rule.name)
+            await self._deliver(self._alerts, key, message.encode(),
+                                f"alert {notice.note.status} {message.summary}")
+            self._published.record(key, notice.at_ms)
             self.alerts_told[(notice.rule.name, notice.note.status)] += 1
             log.info("alert %s %s", notice.note.status, message.summary)
-            await self._alerts.send(key=key.encode(), value=message.encode())
-            self._published.record(key, notice.at_ms)
+
+    @staticmethod
+    async def _deliver(topic: faust.TopicT, key: str, value: bytes, what: str) -> None:
+        for attempt in itertools.count():
+            try:
+                delivery = await topic.send(key=key.encode(), value=value)
+                await delivery
+                return
+            except Exception as exc:  # the producer's own retries are exhausted
+                pause = min(30.0, 2.0 ** attempt)
+                log.error("%s: not delivered (%s: %s); again in %.0f s",
+                          what, type(exc).__name__, exc, pause)
+                await asyncio.sleep(pause)
+
+
+def automatic_control(notice: Notice, fingerprint: str, summary: str
+                      ) -> TemplateControl | None:
+    """The template control a rule with ``auto_action`` takes as its alert starts firing
+    (not on re-notifications: a template a person re-enabled stays enabled)."""
+    template_id = notice.scope.labels.get("template_id")
+    if (not notice.rule.auto_action or notice.rule.action != DISABLE_TEMPLATE
+            or template_id is None or notice.note.status != FIRING or notice.note.renotify):
+        return None
+    return TemplateControl(template_id, DISABLED, summary, f"rule:{notice.rule.name}",
+                           notice.at_ms, fingerprint)

@@ -4,6 +4,12 @@ Signals are counted into their scope's state; progress reports move the event-ti
 frontiers; every scope with counts or an active alert is judged up to its family's
 frontier. ``states`` is the worker's changelogged table (any mutable mapping of scope key
 to JSON state in tests).
+
+A judged state is saved to ``states`` only by :meth:`PartitionJudge.save`, which the caller
+calls once the notices judged with it are delivered. A crash in between so leaves the
+table before the judgement: on restart the same records are read again and judged again,
+and the alert topic's own record drops the notices that did reach it. Saving first would
+lose them: the restored state would say the alert fires, and nothing would re-judge it.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ class PartitionJudge:
         self.frontiers = frontiers
         self._states = states
         self._live = {key for key in scope_keys if states.get(key)}
-        self._decoded: dict[str, ScopeState] = {}  # what ``states`` holds, decoded
+        self._decoded: dict[str, ScopeState] = {}  # the newest state, saved or not
+        self._unsaved: set[str] = set()
 
     def handle(self, record: Signal | Progress) -> list[Notice]:
-        """The notices ``record`` causes, in order."""
+        """The notices ``record`` causes, in order. Call :meth:`save` once they are
+        delivered."""
         if isinstance(record, Signal):
             state = self._state(record.scope)
             self._evaluator.add(state, record.events)
@@ -46,6 +54,14 @@ class PartitionJudge:
             if family in advanced:
                 notices += self._judge(key, self._state(key), advanced[family], counted=False)
         return notices
+
+    def save(self) -> None:
+        """Write the states judged since the last save to ``states``."""
+        for key in sorted(self._unsaved):
+            self._states[key] = self._state(key).to_json()
+            if key not in self._live:
+                self._decoded.pop(key, None)
+        self._unsaved.clear()
 
     def _state(self, key: str) -> ScopeState:
         state = self._decoded.get(key)
@@ -63,12 +79,11 @@ class PartitionJudge:
         # cost). A restored state may so lag in ``judged_s``: re-judging those instants
         # over the same counts decides the same, and the notices are on the topic already.
         if counted or notices or state.alerts != alerts or not live:
-            self._states[key] = state.to_json()
+            self._unsaved.add(key)
         if live:
             self._live.add(key)
         else:
             self._live.discard(key)
-            self._decoded.pop(key, None)
         return notices
 
 

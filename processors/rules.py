@@ -20,6 +20,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "template_failures": ("template",),
 }
 SEVERITIES = ("critical", "high", "medium", "low", "info")
+DISABLE_TEMPLATE = "disable_template"  # the action a rule may take itself (auto_action)
 RUNBOOK_BASE = "https://github.com/ept-project/ept/blob/main/docs/runbooks"
 
 
@@ -42,6 +43,9 @@ class Rule:
     action: str
     runbook_url: str
     enabled: bool = True
+    # With ``action = "disable_template"``: the worker disables the template itself when
+    # the alert fires (re-enabling stays a person's decision).
+    auto_action: bool = False
 
     @property
     def is_ratio(self) -> bool:
@@ -55,7 +59,7 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "window_minutes": (int, True), "min_samples": (int, False),
     "pending_seconds": (int, False), "renotify_minutes": (int, False),
     "severity": (str, True), "action": (str, False), "runbook_url": (str, False),
-    "enabled": (bool, False),
+    "enabled": (bool, False), "auto_action": (bool, False),
 }
 
 
@@ -97,15 +101,19 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
             raise fail(field, f"must be >= 0, got {raw[field]}")
     if raw["severity"] not in SEVERITIES:
         raise fail("severity", f"must be one of {', '.join(SEVERITIES)}, got {raw['severity']!r}")
+    action = raw.get("action", "notify_oncall")
+    if raw.get("auto_action") and (action != DISABLE_TEMPLATE or "template" not in scopes):
+        raise fail("auto_action", f"needs action = {DISABLE_TEMPLATE!r} and the template "
+                   f"scope (this rule: action {action!r}, scopes {list(scopes)})")
     name = raw["name"]
     return Rule(
         name=name, kind=raw["kind"], scopes=scopes, threshold=threshold,
         resolve_threshold=resolve, window_minutes=raw["window_minutes"],
         min_samples=raw.get("min_samples", 0), pending_seconds=raw.get("pending_seconds", 0),
         renotify_minutes=raw.get("renotify_minutes", 60), severity=raw["severity"],
-        action=raw.get("action", "notify_oncall"),
+        action=action,
         runbook_url=raw.get("runbook_url", f"{RUNBOOK_BASE}/{name.replace('_', '-')}.md"),
-        enabled=raw.get("enabled", True),
+        enabled=raw.get("enabled", True), auto_action=raw.get("auto_action", False),
     )
 
 

@@ -117,11 +117,13 @@ def create_app(settings: Settings, rules: list[Rule],
                         key_type=bytes, key_serializer="raw", value_serializer="json",
                         internal=True)
     alerts = app.topic(settings.topics.alerts, key_serializer="raw", value_serializer="raw")
+    controls = app.topic(settings.topics.template_controls, key_serializer="raw",
+                         value_serializer="raw")
     scopes = app.Table("scopes", default=dict, partitions=partitions)
     collect_stage = CollectStage(app, settings, signals)
     evaluate_stage = EvaluateStage(
         settings, rules, source_partitions or dict.fromkeys(EVENT_NAMES, partitions),
-        scopes, alerts)
+        scopes, alerts, controls)
     event_topics = app.topic(*collect_stage.event_of_topic, key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw")
 

@@ -25,6 +25,7 @@ from ept.classification import (
     classify_failure,
     register_failure_rule,
 )
+from ept.core.template_controls import TemplateDisabledError
 from ept.measure import ApiMeasurement, RenderMeasurement
 from ept.sanitization import sanitize
 from ept.stats import ErrorPerformanceStats
@@ -98,13 +99,28 @@ def track_api_request_completed(endpoint: str, method: str, status_code: int,
 
 def measure_render_performance(render_id: str | None = None, render_type: str = "still",
                                template_id: str = "unknown", dimensions: Dimensions = None,
-                               retry_attempt: int = 0) -> RenderMeasurement:
+                               retry_attempt: int = 0, *,
+                               enforce_template_controls: bool = False) -> RenderMeasurement:
     """Start measuring a render: a completion callable, context manager or decorator.
 
-    As a decorator without ``render_id``, each call gets a generated render id.
+    As a decorator without ``render_id``, each call gets a generated render id. With
+    ``enforce_template_controls``, a disabled template raises TemplateDisabledError here,
+    before the render runs (as a decorator: when decorating and at each call), and the
+    refusal is counted.
     """
     return RenderMeasurement(get_tracker(), render_id, render_type, template_id, dimensions,
-                             retry_attempt)
+                             retry_attempt, enforce_template_controls)
+
+
+def is_template_enabled(template_id: str) -> bool:
+    """False when ``template_id`` is disabled; a local lookup that never blocks (see
+    :meth:`Tracker.is_template_enabled`)."""
+    return get_tracker().is_template_enabled(template_id)
+
+
+def wait_for_template_controls(timeout_s: float = 10.0) -> bool:
+    """Block until the template controls are loaded (start-up), or ``timeout_s`` passed."""
+    return get_tracker().wait_for_template_controls(timeout_s)
 
 
 def measure_api_performance(endpoint: str, request_id: str | None = None, method: str = "GET",
@@ -135,6 +151,7 @@ __all__ = [
     "ConsentCheck",
     "ErrorPerformanceStats",
     "RenderMeasurement",
+    "TemplateDisabledError",
     "Thresholds",
     "Tracker",
     "calculate_error_rate",
@@ -144,6 +161,7 @@ __all__ = [
     "get_error_performance_stats",
     "get_tracker",
     "is_slow",
+    "is_template_enabled",
     "measure_api_performance",
     "measure_render_performance",
     "register_failure_rule",
@@ -154,4 +172,5 @@ __all__ = [
     "track_render_completed",
     "track_render_failed",
     "track_slow_render",
+    "wait_for_template_controls",
 ]

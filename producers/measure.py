@@ -96,8 +96,12 @@ class RenderMeasurement(_Measurement):
     """Measures one render; see :func:`producers.measure_render_performance`."""
 
     def __init__(self, tracker: Tracker, render_id: str | None, render_type: str,
-                 template_id: str, dimensions: Dimensions = None, retry_attempt: int = 0) -> None:
+                 template_id: str, dimensions: Dimensions = None, retry_attempt: int = 0,
+                 enforce_template_controls: bool = False) -> None:
+        if enforce_template_controls:
+            tracker.refuse_disabled_template(template_id)
         super().__init__(tracker)
+        self.enforce_template_controls = enforce_template_controls
         self._fixed_render_id = render_id
         self.render_id = render_id or _event_id()
         self.render_type = render_type
@@ -107,7 +111,8 @@ class RenderMeasurement(_Measurement):
 
     def _fresh(self) -> RenderMeasurement:
         return RenderMeasurement(self._tracker, self._fixed_render_id, self.render_type,
-                                 self.template_id, self.dimensions, self.retry_attempt)
+                                 self.template_id, self.dimensions, self.retry_attempt,
+                                 self.enforce_template_controls)
 
     def complete(self, success: bool, reason: str | None = None,
                  error_message: str | None = None) -> None:

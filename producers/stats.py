@@ -18,6 +18,7 @@ class ErrorPerformanceStats:
     spooled: int = 0     # written to the on-disk spool while Kafka was unreachable or full
     dropped: int = 0     # lost because memory queue and spool were both full
     rejected: int = 0    # invalid arguments (lenient mode)
+    renders_refused: int = 0  # not started: their template is disabled (kill switch)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -12,6 +12,7 @@ import atexit
 import logging
 import os
 import random
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from ept.classification import FAILURE_REASONS
 from ept.core.http_status import is_rate_limited
 from ept.core.kafka import ProducerRole, producer_config
 from ept.core.settings import Settings, load_settings
+from ept.core.template_controls import TemplateControlView, TemplateDisabledError
 from ept.delivery import KafkaDelivery, RateLimitedLog
 from ept.sanitization import sanitize
 from ept.schemas.codec import Encoder, encoder_for
@@ -107,6 +109,8 @@ class Tracker:
             delivery = KafkaDelivery(producer_config(self.settings, ProducerRole.SDK), spool,
                                      self.stats, self.settings.producer_queue_max)
         self._delivery = delivery
+        self._template_view: TemplateControlView | None = None
+        self._template_view_lock = threading.Lock()
         self._closed = False
         _live_trackers.add(self)
 
@@ -269,6 +273,42 @@ class Tracker:
         self.stats.add("rejected")
         self._warn.warning("rejected", "ept: tracking call rejected: %s", error)
 
+    # -- the template kill switch -----------------------------------------------------
+
+    def is_template_enabled(self, template_id: str) -> bool:
+        """False when ``template_id`` is disabled (``ept templates``, or a rule's
+        auto_action). A lookup in a local view, fed by a background consumer started on
+        first use: never waits on the network, never raises. True until the view has read
+        the controls topic (see :meth:`wait_for_template_controls`)."""
+        view = self._template_view
+        if view is None:
+            view = self._start_template_view()
+        return view.is_enabled(template_id)
+
+    def wait_for_template_controls(self, timeout_s: float = 10.0) -> bool:
+        """Start the template view and block until it has read the controls topic, or
+        ``timeout_s`` passed (False). For a service's start-up, before its first render."""
+        return (self._template_view or self._start_template_view()).wait_loaded(timeout_s)
+
+    def refuse_disabled_template(self, template_id: str) -> None:
+        """Raise TemplateDisabledError when ``template_id`` is disabled; the refusal is
+        counted (``renders_refused``) and logged (rate-limited)."""
+        view = self._template_view or self._start_template_view()
+        if view.is_enabled(template_id):
+            return
+        control = view.control(template_id)
+        assert control is not None  # disabled templates have a control
+        self.stats.add("renders_refused")
+        self._warn.warning("refused", "ept: render refused: template %s is "
+                           "disabled by %s: %s", template_id, control.by, control.reason)
+        raise TemplateDisabledError(control)
+
+    def _start_template_view(self) -> TemplateControlView:
+        with self._template_view_lock:
+            if self._template_view is None:
+                self._template_view = TemplateControlView(self.settings).start()
+            return self._template_view
+
     # -- statistics and lifecycle -----------------------------------------------------
 
     def get_error_performance_stats(self) -> ErrorPerformanceStats:
@@ -287,6 +327,8 @@ class Tracker:
             return
         self._closed = True
         _live_trackers.discard(self)
+        if self._template_view is not None:
+            self._template_view.close()
         self._delivery.close(self.settings.flush_timeout_s if timeout is None else timeout)
 
 

@@ -15,6 +15,7 @@ from ept.processors.collection import Collector, SourceEvent
 from ept.processors.evaluation import Evaluator
 from ept.processors.event_time import Frontiers, source_of
 from ept.processors.judging import PartitionJudge
+from ept.processors.records import Progress, Signal
 from ept.processors.rules import Rule, load_rules
 from ept.processors.signals import scope_partition
 from ept.schemas.registry import EVENT_NAMES
@@ -169,7 +170,9 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
     position = dict.fromkeys(sources, 0)
     told: Notices = {}
 
-    def tell(notices: list) -> None:  # type: ignore[type-arg]
+    def judged(judge: PartitionJudge, record: Signal | Progress) -> None:
+        notices = judge.handle(record)
+        judge.save()  # the notices are told at once here: nothing is lost in between
         for notice in notices:
             key = notice.rule.name + repr(sorted(notice.scope.labels.items()))
             told.setdefault(key, []).append((notice.note.status, round(notice.note.value, 3),
@@ -178,7 +181,7 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
     def report(collector: Collector, wall_ms: int) -> None:
         progress = collector.progress(wall_ms)
         for judge in judges:
-            tell(judge.handle(progress))
+            judged(judge, progress)
 
     for source, count in schedule:
         stream = traffic.streams[source]
@@ -188,8 +191,7 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
         position[source] += len(batch)
         collector = owner_of[source]
         for signal in collector.collect(batch, traffic.start_ms):
-            judge = judges[scope_partition(signal.scope, signal_partitions)]
-            tell(judge.handle(signal))
+            judged(judges[scope_partition(signal.scope, signal_partitions)], signal)
         collector.caught_up(source, position[source] >= len(stream))
         report(collector, traffic.start_ms)
     assert all(position[s] == len(traffic.streams[s]) for s in sources), "schedule too short"

@@ -2,14 +2,18 @@
 
 ``/`` is a single static page (vanilla JS and SVG, no front-end dependency) that polls:
 the named queries (``/api/query/...``, raw events for short ranges, rollups for long
-ones), ``/api/alerts`` (the latest alerts, followed from the alert topic) and
-``/api/live`` (the worker's live statistics, proxied so the page needs one origin).
+ones), ``/api/alerts`` (the latest alerts, followed from the alert topic),
+``/api/templates`` (the template kill switch; ``POST /api/templates/{id}/enable``
+re-enables one) and ``/api/live`` (the worker's live statistics, proxied so the page
+needs one origin).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 import urllib.request
 from collections import deque
 from importlib import resources
@@ -18,6 +22,12 @@ from typing import Any
 from aiohttp import web
 
 from ept.core.settings import Settings
+from ept.core.template_controls import (
+    ENABLED,
+    TemplateControl,
+    TemplateControlView,
+    publish_control,
+)
 from ept.processors.alert_topic import AlertNotice, read_alerts
 
 
@@ -50,7 +60,8 @@ class AlertFeed:
             self._recent.append(alert.to_json())
 
 
-def dashboard_routes(settings: Settings, feed: AlertFeed) -> list[web.RouteDef]:
+def dashboard_routes(settings: Settings, feed: AlertFeed, templates: TemplateControlView
+                     ) -> list[web.RouteDef]:
     page = (resources.files("ept.processors") / "dashboard" / "index.html").read_text()
     worker_stats = f"http://{settings.http_host}:{settings.worker_port}/stats"
 
@@ -65,12 +76,32 @@ def dashboard_routes(settings: Settings, feed: AlertFeed) -> list[web.RouteDef]:
             return dict(json.loads(reply.read()))
 
     async def live(request: web.Request) -> web.Response:
-        import asyncio
-
         try:
             data = await asyncio.get_running_loop().run_in_executor(None, fetch_live)
         except OSError as exc:
             return web.json_response({"error": f"worker not reachable: {exc}"}, status=503)
         return web.json_response(data)
 
-    return [web.get("/", index), web.get("/api/alerts", alerts), web.get("/api/live", live)]
+    async def template_controls(request: web.Request) -> web.Response:
+        return web.json_response([control.to_json() for control in templates.controls()])
+
+    async def enable_template(request: web.Request) -> web.Response:
+        # A JSON body cannot be sent cross-site without a CORS preflight, which this server
+        # never grants: another page the operator has open cannot re-enable a template.
+        if request.content_type != "application/json":
+            return web.json_response({"error": "send Content-Type: application/json"},
+                                     status=415)
+        template_id = request.match_info["template_id"]
+        current = templates.control(template_id)
+        if current is None or not current.disabled:
+            return web.json_response({"error": f"template {template_id!r} is not disabled"},
+                                     status=409)
+        control = TemplateControl(template_id, ENABLED, "re-enabled from the dashboard",
+                                  "dashboard", int(time.time() * 1000))
+        await asyncio.get_running_loop().run_in_executor(None, publish_control, settings,
+                                                         control)
+        return web.json_response(control.to_json())
+
+    return [web.get("/", index), web.get("/api/alerts", alerts), web.get("/api/live", live),
+            web.get("/api/templates", template_controls),
+            web.post("/api/templates/{template_id}/enable", enable_template)]

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
+from ept.core.template_controls import TemplateControlView
 from ept.processors.dashboard import AlertFeed, dashboard_routes
 from ept.processors.http import ServerThread, token_middleware
 from ept.processors.sink.consumer import DEFAULT_GROUP, Sink
@@ -36,15 +37,16 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
     ensure_topics(settings)
     client_lock = threading.Lock()
     server = None
-    feed = None
+    feed, templates = None, None
     if serve_http:
         feed = AlertFeed(settings)
         feed.start()
+        templates = TemplateControlView(settings).start()
         api = QueryApi(client, client_lock)
         token = settings.api_token.get_secret_value() if settings.api_token else None
         app = web.Application(middlewares=[token_middleware(token)])  # type: ignore[list-item]
         app.add_routes([web.get("/health", _health), *api.routes(),
-                        *dashboard_routes(settings, feed)])
+                        *dashboard_routes(settings, feed, templates)])
         server = ServerThread(app, settings.http_host, settings.sink_port)
         server.start()
         log.info("sink: dashboard and query API on http://%s:%d/", settings.http_host,
@@ -60,6 +62,8 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
             server.stop()
         if feed is not None:
             feed.stop()
+        if templates is not None:
+            templates.close()
     return sink
 
 

@@ -21,6 +21,7 @@ class ProducerRole(Enum):
     SDK = "sdk"                    # services' events: never expire, batch and compress
     DEAD_LETTERS = "dead_letters"  # the sink's poison messages
     REPLAY = "replay"              # `ept dlq replay` re-feeding event topics
+    CONTROL = "control"            # a person's template control (`ept templates`, dashboard)
 
 
 class ConsumerRole(Enum):
@@ -56,6 +57,7 @@ _PRODUCERS: dict[ProducerRole, dict[str, Any]] = {
     },
     ProducerRole.DEAD_LETTERS: {"enable.idempotence": True, "acks": "all", "linger.ms": 50},
     ProducerRole.REPLAY: {"enable.idempotence": True, "acks": "all"},
+    ProducerRole.CONTROL: {"enable.idempotence": True, "acks": "all"},
 }
 
 _CONSUMERS: dict[ConsumerRole, dict[str, Any]] = {
@@ -151,11 +153,12 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
 
     Event topics are stamped by the broker (LogAppendTime): the worker checks each event
     time against its record's timestamp, and a host with a wrong clock would stamp both
-    wrong alike. The scopes changelog is compacted (Faust's tables need only the latest).
+    wrong alike. The scopes changelog and the template controls are compacted (only each
+    key's latest matters).
     """
     if name in settings.topics.events.values():
         return {"message.timestamp.type": "LogAppendTime"}
-    if name == settings.topics.worker_scopes_changelog:
+    if name in (settings.topics.worker_scopes_changelog, settings.topics.template_controls):
         return {"cleanup.policy": "compact"}
     return {}
 

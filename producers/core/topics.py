@@ -28,6 +28,12 @@ class Topics:
         return f"{self.prefix}alerts"
 
     @property
+    def template_controls(self) -> str:
+        """Each template's kill-switch state (disabled / enabled), keyed by template id;
+        compacted."""
+        return f"{self.prefix}template_controls"
+
+    @property
     def dlq(self) -> str:
         """Messages the sink could not store, unchanged, with headers naming their origin."""
         return f"{self.prefix}dlq"
@@ -45,5 +51,5 @@ class Topics:
     @property
     def all(self) -> list[str]:
         """Every topic ept creates."""
-        return [*self.events.values(), self.alerts, self.dlq, self.worker_signals,
-                self.worker_scopes_changelog]
+        return [*self.events.values(), self.alerts, self.template_controls, self.dlq,
+                self.worker_signals, self.worker_scopes_changelog]

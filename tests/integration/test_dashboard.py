@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from confluent_kafka import Producer
 from ept import Tracker
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
+from ept.core.template_controls import DISABLED, TemplateControl
 from ept.processors.alert_topic import AlertNotice
 from tests.conftest import free_port
 
@@ -67,8 +70,17 @@ def test_dashboard_shows_charts_and_alerts(settings: Settings, tmp_path: Path) -
             summary="Template failures 100 > 3 over 60m for template_id=tpl_broken",
             started_at="2026-11-29T10:00:00Z", resolved_at=None, action="disable_template",
             runbook_url="https://example.invalid/rb")
+        renotified = dataclasses.replace(alert, renotify=True, decided_at_ms=1)
+        resolved = dataclasses.replace(alert, fingerprint="def456", rule="api_degradation",
+                                       status="resolved", labels={"endpoint": "/api/x"},
+                                       resolved_at="2026-11-29T10:05:00Z")
         producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-        producer.produce(settings.topics.alerts, alert.encode(), b"abc123")
+        for notice in (alert, renotified, resolved):
+            producer.produce(settings.topics.alerts, notice.encode(),
+                             notice.fingerprint.encode())
+        disabled = TemplateControl("tpl_broken", DISABLED, "4 failures", "rule:template_failures",
+                                   int(time.time() * 1000), "abc123")
+        producer.produce(settings.topics.template_controls, disabled.encode(), b"tpl_broken")
         assert producer.flush(30) == 0
 
         base = f"http://127.0.0.1:{port}"
@@ -83,6 +95,13 @@ def test_dashboard_shows_charts_and_alerts(settings: Settings, tmp_path: Path) -
             time.sleep(0.5)
 
         dom = render_page(f"{base}/", tmp_path / "profile")
+        enabling = f"{base}/api/templates/tpl_broken/enable"
+        assert post(enabling, "text/plain") == 415  # a cross-site form cannot send JSON
+        assert post(enabling, "application/json") == 200
+        while time.monotonic() < deadline and controls(base)["tpl_broken"] != "enabled":
+            time.sleep(0.2)
+        assert controls(base)["tpl_broken"] == "enabled"
+        assert post(enabling, "application/json") == 409  # not disabled any more
     finally:
         sink.terminate()
         sink.wait(60)
@@ -93,3 +112,23 @@ def test_dashboard_shows_charts_and_alerts(settings: Settings, tmp_path: Path) -
     assert "/api/render" in dom               # API errors by endpoint
     assert 'data-rule="template_failures"' in dom and "disable_template" in dom
     assert '<b id="firing-count">1</b>' in dom
+    firing, recent = dom.split('id="alerts"')[1].split('id="resolved"')
+    assert firing.count("data-rule=") == 1  # the re-notification folds into its alert
+    assert recent.split('id="templates-panel"')[0].count('data-rule="api_degradation"') == 1
+    assert 'data-template="tpl_broken"' in dom and "rule:template_failures" in dom
+    assert 'data-enable="tpl_broken"' in dom
+
+
+def post(url: str, content_type: str) -> int:
+    request = urllib.request.Request(url, data=b"{}", method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def controls(base: str) -> dict[str, str]:
+    with urllib.request.urlopen(f"{base}/api/templates", timeout=10) as reply:
+        return {c["template_id"]: c["state"] for c in json.loads(reply.read())}

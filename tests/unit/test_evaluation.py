@@ -173,3 +173,32 @@ def test_an_unreported_source_holds_event_time_back() -> None:
     assert frontiers.update(Progress({"api_error:1": SourceProgress(T0 - 9_000, False)},
                                      T0)) == {}
     assert frontiers.frontier("api") == T0 - 5_000
+
+
+def test_a_crash_before_its_notice_is_delivered_judges_the_transition_again() -> None:
+    """The table is the worker's memory across a kill: it must not say "firing" before the
+    firing notice is on the alert topic, or the restarted worker never tells it."""
+    table: dict[str, object] = {}
+
+    def started() -> PartitionJudge:  # a worker (re)started on the table
+        return PartitionJudge(Evaluator(RULES), Frontiers({"api_error": 1}, 30_000), table,
+                              list(table))
+
+    collector = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
+    collector.assign(["api_error:0"], T0)
+    events = [SourceEvent("api_error", 0, i, T0 + i * 1000,
+                          {"event_time": T0 + i * 1000, "event_id": f"e{i}", "endpoint": "/a"})
+              for i in range(12)]
+    judge = started()
+    for signal in collector.collect(events, T0 + 12_000):
+        assert judge.handle(signal) == []
+        judge.save()
+    idle = collector.progress(T0 + 22_000)
+    firing = [(n.note.status, n.at_ms) for n in judge.handle(idle)]
+    assert firing == [("firing", T0 + 11_000)]
+    # killed before the notice was delivered (so before save): the transition is judged again
+    restarted = started()
+    assert [(n.note.status, n.at_ms) for n in restarted.handle(idle)] == firing
+    restarted.save()
+    # once saved, a restart does not judge it again
+    assert started().handle(idle) == []

@@ -1,0 +1,74 @@
+"""``EvaluateStage`` saves a judged state only once the broker holds its notices."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from ept.core.settings import Settings
+from ept.processors.collection import Collector, SourceEvent
+from ept.processors.evaluate_stage import EvaluateStage, PublishedAlerts
+from ept.processors.records import ScopeState
+from ept.processors.rules import parse_rules
+
+T0 = 1_700_000_000_000
+RULES = parse_rules("""
+[[rules]]
+name = "api_degradation"
+kind = "api_errors"
+scopes = ["overall"]
+threshold = 10
+window_minutes = 5
+severity = "high"
+""", "test rules")
+
+
+class HeldTopic:
+    """An alert topic whose deliveries complete only when the test says so."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[asyncio.Future[None]] = []
+        self.sent: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
+        self.sent.append(key)
+        self.deliveries.append(asyncio.get_running_loop().create_future())
+        return self.deliveries[-1]
+
+
+def alert_status(table: dict[str, Any]) -> list[str]:
+    return [alert.status for data in table.values()
+            for alert in ScopeState.from_json(data).alerts.values()]
+
+
+def test_a_state_is_saved_after_its_notice_is_delivered(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setattr(PublishedAlerts, "_read", lambda self: {})  # an empty alert topic
+    table: dict[str, Any] = {}
+    topic = HeldTopic()
+    stage = EvaluateStage(Settings(topic_partitions=1), RULES, {"api_error": 1}, table,
+                          topic, HeldTopic())  # type: ignore[arg-type]
+    collector = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
+    collector.assign(["api_error:0"], T0)
+    events = [SourceEvent("api_error", 0, i, T0 + i * 1000,
+                          {"event_time": T0 + i * 1000, "event_id": f"e{i}", "endpoint": "/a"})
+              for i in range(12)]
+
+    async def scenario() -> None:
+        for signal in collector.collect(events, T0 + 12_000):
+            await stage.handle(0, signal.to_json())
+        assert alert_status(table) == []
+        handling = asyncio.create_task(stage.handle(0, collector.progress(T0 + 22_000)
+                                                    .to_json()))
+        while not topic.deliveries:
+            await asyncio.sleep(0)
+        assert not handling.done()
+        assert "firing" not in alert_status(table)
+        topic.deliveries[0].set_result(None)
+        await handling
+        assert alert_status(table) == ["firing"]
+        assert stage.alerts_told[("api_degradation", "firing")] == 1
+
+    asyncio.run(scenario())
