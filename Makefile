@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EPT := $(VENV)/bin/ept
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup system-deps browser-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-alerts bench-integrations soak clean
+.PHONY: setup system-deps browser-deps client-deps test test-unit test-integration lint run bench bench-sdk bench-sink bench-processors bench-alerts bench-integrations soak clean
 
 # Everything a fresh machine needs: system packages, the virtualenv, the Kafka jars and
 # Alertmanager (built from its Go module once; without Go, `ept run` goes without it and
@@ -20,6 +20,14 @@ system-deps:
 browser-deps:
 	@bash deploy/local/install-system-deps.sh --browser
 
+# The official JavaScript ClickHouse client (npm), which the SQL endpoint is tested with.
+client-deps: tests/clients/node_modules/.installed
+
+tests/clients/node_modules/.installed: tests/clients/package-lock.json
+	@bash deploy/local/install-system-deps.sh --clients
+	cd tests/clients && npm ci --no-audit --no-fund --silent
+	@touch $@
+
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -27,14 +35,14 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # pytest's exit code 5 means no test was collected: a broken selection, so a failure.
-test: setup browser-deps
+test: setup browser-deps client-deps
 	@$(PYTEST) -v; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests collected" >&2; fi; exit $$status
 
 test-unit: $(VENV)/.installed
 	$(PYTEST) -m unit -q
 
-test-integration: setup browser-deps
+test-integration: setup browser-deps client-deps
 	$(PYTEST) -m integration -v
 
 # mypy resolves imports by path, not through setuptools' package-dir mapping: it checks

@@ -7,7 +7,9 @@ clickhouse-connect columnar insert of the same rows measured in the same run, an
 ceiling a bare confluent-kafka consumer reading the same messages (what any Python sink
 pays before doing anything). Then each of the four specification queries runs over the
 stored events. Targets: >= 150,000 rows/s; each query <= 150 ms over 10 million events.
-``EPT_BENCH_EVENTS`` (default 10,000,000) sets N.
+Last, a second sink consumes another N events while an analyst's heavy query loops on the
+SQL endpoint (ClickHouse's HTTP interface): its rows/s against the first run's (target:
+at least 0.5 of it). ``EPT_BENCH_EVENTS`` (default 10,000,000) sets N.
 """
 
 from __future__ import annotations
@@ -17,21 +19,27 @@ import random
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
 
 from bench.common import kafka_bootstrap, median, print_table
 from ept.core.kafka import SINK_FETCH, ensure_topics
-from ept.core.settings import load_settings
+from ept.core.settings import Settings, load_settings
+from ept.processors.http import ServerThread
 from ept.processors.sink.consumer import Sink
 from ept.processors.storage import queries
+from ept.processors.storage.analyst import AnalystEngine, SqlLimits
 from ept.processors.storage.connection import embedded_client
+from ept.processors.storage.sql_endpoint import SqlEndpoint
 from ept.processors.storage.tables import migrate
 from ept.schemas import SingleObjectEncoder
+from tests.conftest import free_port
 
 EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "10000000"))
 DISTINCT = 200_000  # distinct records, published repeatedly (each copy a new offset and time)
@@ -88,8 +96,49 @@ def records() -> list[tuple[str, bytes, dict[str, Any]]]:
     return out
 
 
+def publish(settings: Settings, sample: list[tuple[str, bytes, dict[str, Any]]],
+            now_ms: int) -> None:
+    print(f"publishing {EVENTS:,} events to {settings.topic_prefix}* ...", flush=True)
+    encoder = SingleObjectEncoder()
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 50,
+                         "batch.size": 1_000_000, "compression.type": "lz4",
+                         "queue.buffering.max.messages": 2_000_000})
+    for index in range(EVENTS):
+        name, key, record = sample[index % DISTINCT]
+        record["event_time"] = event_time(index, now_ms)
+        value = encoder.encode(name, record)
+        while True:
+            try:
+                producer.produce(settings.topics.event(name), value, key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(600)
+
+
+def sink_seconds(settings: Settings, client: Client, until_inserted: int) -> float:
+    """Seconds from a new sink's first consumed message to ``until_inserted`` rows."""
+    sink = Sink(settings, client)
+    stop = threading.Event()
+    started = time.perf_counter()
+    thread = threading.Thread(target=sink.run, args=(stop,))
+    thread.start()
+    while sink.counters.consumed == 0:
+        time.sleep(0.005)
+    first_message = time.perf_counter()
+    while sink.counters.inserted < until_inserted:
+        time.sleep(0.05)
+    seconds = time.perf_counter() - first_message
+    print(f"sink start-up (subscribe, group join, first fetch): "
+          f"{first_message - started:.1f} s, not counted", flush=True)
+    stop.set()
+    thread.join()
+    return seconds
+
+
 def main() -> None:
-    with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as state:
+    with kafka_bootstrap() as bootstrap, \
+            tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as state:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
         settings = load_settings(kafka_bootstrap=bootstrap, topic_prefix=prefix,
                                  state_dir=Path(state), clickhouse_path=Path(state) / "ch",
@@ -99,39 +148,8 @@ def main() -> None:
         migrate(client, settings)
         sample = records()
         now_ms = int(time.time() * 1000)
-        encoder = SingleObjectEncoder()
-
-        print(f"publishing {EVENTS:,} events ...", flush=True)
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
-                             "batch.size": 1_000_000, "compression.type": "lz4",
-                             "queue.buffering.max.messages": 2_000_000})
-        for index in range(EVENTS):
-            name, key, record = sample[index % DISTINCT]
-            record["event_time"] = event_time(index, now_ms)
-            value = encoder.encode(name, record)
-            while True:
-                try:
-                    producer.produce(settings.topics.event(name), value, key)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-        producer.flush(600)
-
-        sink = Sink(settings, client)
-        stop = threading.Event()
-        started = time.perf_counter()
-        thread = threading.Thread(target=sink.run, args=(stop,))
-        thread.start()
-        while sink.counters.consumed == 0:
-            time.sleep(0.005)
-        first_message = time.perf_counter()
-        while sink.counters.inserted < EVENTS:
-            time.sleep(0.05)
-        sink_seconds = time.perf_counter() - first_message
-        print(f"sink start-up (subscribe, group join, first fetch): "
-              f"{first_message - started:.1f} s, not counted below", flush=True)
-        stop.set()
-        thread.join()
+        publish(settings, sample, now_ms)
+        sink_s = sink_seconds(settings, client, EVENTS)
         stored = client.query("SELECT count() FROM events").result_rows[0][0]
         assert stored == EVENTS, (stored, EVENTS)
 
@@ -139,8 +157,8 @@ def main() -> None:
         baseline_rows = EVENTS
         consume_seconds = bare_consume(bootstrap, list(settings.topics.events.values()))
         rows = [["sink: topic -> queryable rows (decode, validate, insert, commit)",
-                 f"{EVENTS:,}", f"{sink_seconds:.1f}", f"{EVENTS / sink_seconds:,.0f}",
-                 f"{(EVENTS / sink_seconds) / (baseline_rows / baseline_seconds):.2f}"],
+                 f"{EVENTS:,}", f"{sink_s:.1f}", f"{EVENTS / sink_s:,.0f}",
+                 f"{(EVENTS / sink_s) / (baseline_rows / baseline_seconds):.2f}"],
                 ["baseline: bare clickhouse-connect insert of the same rows",
                  f"{baseline_rows:,}", f"{baseline_seconds:.1f}",
                  f"{baseline_rows / baseline_seconds:,.0f}", "1.00"],
@@ -166,6 +184,61 @@ def main() -> None:
                                f"{max(timings):.0f}"])
         print_table(f"Specification queries over {stored:,} events (target <= 150 ms)",
                     ["query", "result rows", "median ms", "max ms"], query_rows)
+
+        loaded = settings.replace(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
+        ensure_topics(loaded)
+        publish(loaded, sample, now_ms)
+        with AnalystLoop(loaded) as analyst:
+            loaded_s = sink_seconds(loaded, client, EVENTS)
+        print_table("Ingestion while an analyst's heavy query loops on the SQL endpoint "
+                    "(target: >= 0.5 of idle)",
+                    ["what", "rows/s", "ratio", "analyst queries", "median query ms"],
+                    [["sink, nobody querying (first run)", f"{EVENTS / sink_s:,.0f}", "1.00",
+                      "0", "-"],
+                     ["sink, analyst query looping", f"{EVENTS / loaded_s:,.0f}",
+                      f"{sink_s / loaded_s:.2f}", str(len(analyst.timings_ms)),
+                      f"{median(analyst.timings_ms):.0f}" if analyst.timings_ms else "-"]])
+
+
+HEAVY_QUERY = """
+SELECT template_id, count() AS renders, uniqExact(event_id) AS distinct_events,
+       quantiles(0.5, 0.9, 0.99)(duration) AS duration_quantiles
+FROM events GROUP BY template_id ORDER BY renders DESC FORMAT JSONEachRow
+"""
+
+
+class AnalystLoop:
+    """The sink's SQL endpoint on a free port, and a thread running HEAVY_QUERY on it
+    back to back (over HTTP, as an analyst's client would) until the block ends."""
+
+    def __init__(self, settings: Settings) -> None:
+        port = free_port()
+        self._settings = settings.replace(sql_port=port)
+        self._url = f"http://127.0.0.1:{port}/"
+        self._stop = threading.Event()
+        self.timings_ms: list[float] = []
+        app = web.Application()
+        app.add_routes(SqlEndpoint(self._settings, AnalystEngine(
+            self._settings.clickhouse_data_dir, SqlLimits.of(self._settings))).routes())
+        self._server = ServerThread(app, "127.0.0.1", port)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> AnalystLoop:
+        self._server.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
+        self._server.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            began = time.perf_counter()
+            with urllib.request.urlopen(self._url, HEAVY_QUERY.encode(), timeout=120) as reply:
+                reply.read()
+            self.timings_ms.append((time.perf_counter() - began) * 1000)
 
 
 def settle_merges(client: Client, limit_s: float = 300) -> float:

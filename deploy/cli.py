@@ -153,6 +153,80 @@ def query(name: str | None, since: str | None, until: str | None, template: str 
         raise click.ClickException(str(exc)) from None
 
 
+@main.command()
+@click.argument("query_text", metavar="SQL", required=False)
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "tsv", "csv", "json", "parquet"]))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the result to this file (required for parquet)")
+def sql(query_text: str | None, fmt: str, output: Path | None) -> None:
+    """Run your own SQL (read-only) on ClickHouse; no SQL: an interactive prompt.
+
+    Works on the embedded engine (directly, or through the running sink's SQL endpoint)
+    and on a ClickHouse server (EPT_CLICKHOUSE_URL) alike.
+    """
+    from ept.processors.storage.sql_client import BINARY_FORMATS
+
+    settings = _settings()
+    if fmt in BINARY_FORMATS and output is None:
+        raise click.UsageError(f"--format {fmt} is binary: name a file with --output")
+    if query_text is not None:
+        _run_sql(settings, query_text, fmt, output)
+    elif not sys.stdin.isatty():
+        _run_sql(settings, sys.stdin.read(), fmt, output)
+    else:
+        _sql_prompt(settings, fmt)
+
+
+def _run_sql(settings: Settings, query_text: str, fmt: str, output: Path | None) -> None:
+    from ept.processors.storage.analyst import ClickHouseError
+    from ept.processors.storage.sql_client import run_sql
+
+    try:
+        result = run_sql(settings, query_text, fmt)
+    except (ClickHouseError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if output is not None:
+        output.write_bytes(result)
+        click.echo(f"{len(result):,} bytes written to {output}", err=True)
+    else:
+        click.echo(result.decode(errors="replace"), nl=False)
+
+
+def _sql_prompt(settings: Settings, fmt: str) -> None:
+    """Read statements (ended by ';', over several lines) until Ctrl-D or ``exit``."""
+    import readline
+
+    from ept.processors.storage.analyst import ClickHouseError
+    from ept.processors.storage.sql_client import run_sql
+
+    history = settings.state_dir / "sql_history"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    if history.exists():
+        readline.read_history_file(history)
+    click.echo("ept sql: end a statement with ';', leave with Ctrl-D or exit")
+    lines: list[str] = []
+    try:
+        while True:
+            try:
+                line = input("ept> " if not lines else "...> ")
+            except EOFError:
+                break
+            if not lines and line.strip().lower() in ("exit", "quit"):
+                break
+            lines.append(line)
+            if not line.rstrip().endswith(";"):
+                continue
+            statement = "\n".join(lines).rstrip().rstrip(";")
+            lines = []
+            try:
+                click.echo(run_sql(settings, statement, fmt).decode(errors="replace"), nl=False)
+            except (ClickHouseError, RuntimeError) as exc:
+                click.echo(str(exc), err=True)
+    finally:
+        readline.write_history_file(history)
+
+
 @main.command("delete-account")
 @click.argument("account_id")
 def delete_account_command(account_id: str) -> None:

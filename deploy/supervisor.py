@@ -151,6 +151,9 @@ class Supervisor:
         self.echo(f"[ok] dashboard: http://{self.settings.http_host}:{self.settings.sink_port}/"
                   f"   worker stats: http://{self.settings.http_host}:"
                   f"{self.settings.worker_port}/stats")
+        if self.settings.clickhouse_server is None:
+            self.echo(f"[ok] analysts' SQL (any ClickHouse client, or `ept sql`): "
+                      f"http://{self.settings.sql_bind}:{self.settings.sql_port}/")
         self.echo(f"[ok] pipeline up in {time.monotonic() - started:.0f}s; Ctrl-C stops it")
         threading.Thread(target=self._follow_alerts, daemon=True, name="ept-alerts").start()
         self.templates = TemplateControlView(self.settings, on_update=self._show_control).start()

@@ -14,8 +14,10 @@ from ept.core.template_controls import TemplateControlView
 from ept.processors.dashboard import AlertFeed, dashboard_routes
 from ept.processors.http import ServerThread, token_middleware
 from ept.processors.sink.consumer import DEFAULT_GROUP, Sink
+from ept.processors.storage.analyst import AnalystEngine, SqlLimits
 from ept.processors.storage.api import QueryApi
-from ept.processors.storage.connection import clickhouse_client
+from ept.processors.storage.connection import clickhouse_client, reader_client
+from ept.processors.storage.sql_endpoint import SqlEndpoint
 from ept.processors.storage.tables import migrate
 
 log = logging.getLogger("ept.sink")
@@ -26,8 +28,10 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
     """Run the sink until SIGTERM/SIGINT or ``stop``; returns the finished sink.
 
     Opens ClickHouse (raises when the embedded data directory is held by another
-    process), applies migrations, creates missing topics, serves the query API on
-    ``EPT_HTTP_HOST:EPT_SINK_PORT`` and consumes.
+    process), applies migrations, creates missing topics, serves the query API and the
+    dashboard on ``EPT_HTTP_HOST:EPT_SINK_PORT`` and, on the embedded engine, analysts'
+    SQL on ``EPT_SQL_BIND:EPT_SQL_PORT`` (reads never take the writer's connection), then
+    consumes. Raises OSError when a port is taken.
     """
     stop = stop or threading.Event()
     client = clickhouse_client(settings)
@@ -35,14 +39,14 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
     if applied:
         log.info("sink: applied migrations %s", ", ".join(applied))
     ensure_topics(settings)
-    client_lock = threading.Lock()
-    server = None
+    server = sql_server = None
     feed, templates = None, None
     if serve_http:
         feed = AlertFeed(settings)
         feed.start()
         templates = TemplateControlView(settings).start()
-        api = QueryApi(client, client_lock)
+        limits = SqlLimits.of(settings)
+        api = QueryApi(reader_client(settings, limits.session_settings()), threading.Lock())
         token = settings.api_token.get_secret_value() if settings.api_token else None
         app = web.Application(middlewares=[token_middleware(token)])  # type: ignore[list-item]
         app.add_routes([web.get("/health", _health), *api.routes(),
@@ -51,15 +55,25 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
         server.start()
         log.info("sink: dashboard and query API on http://%s:%d/", settings.http_host,
                  settings.sink_port)
+        if settings.clickhouse_server is None:
+            sql_app = web.Application()
+            sql_app.add_routes(SqlEndpoint(
+                settings, AnalystEngine(settings.clickhouse_data_dir, limits)).routes())
+            sql_server = ServerThread(sql_app, settings.sql_bind, settings.sql_port)
+            sql_server.start()
+            log.info("sink: analysts' SQL (ClickHouse HTTP interface) on http://%s:%d/",
+                     settings.sql_bind, settings.sql_port)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    sink = Sink(settings, client, group=group, client_lock=client_lock)
+    sink = Sink(settings, client, group=group)
     try:
         sink.run(stop)
     finally:
         if server is not None:
             server.stop()
+        if sql_server is not None:
+            sql_server.stop()
         if feed is not None:
             feed.stop()
         if templates is not None:

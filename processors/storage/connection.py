@@ -10,6 +10,7 @@ import fcntl
 import threading
 from pathlib import Path
 
+import chdb
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
@@ -42,8 +43,26 @@ def clickhouse_client(settings: Settings, database: str | None = None) -> Client
     return embedded_client(settings.clickhouse_data_dir, database)
 
 
-def embedded_client(path: Path, database: str | None = None) -> Client:
-    """A client of the embedded engine on ``path`` (created if missing)."""
+def reader_client(settings: Settings, session: dict[str, int | str]) -> Client:
+    """A client for reads (dashboard, named queries) with a connection of its own, so it
+    never waits for the writer's. On the embedded engine its session gets ``session``
+    (limits) and ``readonly = 1``; a server applies its user's own grants."""
+    if settings.clickhouse_server is not None:
+        return clickhouse_client(settings)
+    return embedded_client(settings.clickhouse_data_dir, session={**session, "readonly": 1})
+
+
+def engine_connection(path: Path) -> chdb.state.sqlitelike.Connection:
+    """A bare connection to the embedded engine on ``path``, for a session of its own (an
+    analyst's query); the engine must be open in this process already. Raises the
+    engine's error."""
+    return chdb.connect(str(path.resolve()))
+
+
+def embedded_client(path: Path, database: str | None = None,
+                    session: dict[str, int | str] | None = None) -> Client:
+    """A client of the embedded engine on ``path`` (created if missing), its session with
+    the ``session`` settings."""
     path.mkdir(parents=True, exist_ok=True)
     with _embedded_lock:
         if path not in _opened_here and _held_by_another_process(path):
@@ -53,7 +72,8 @@ def embedded_client(path: Path, database: str | None = None) -> Client:
                 "or set EPT_CLICKHOUSE_URL to a server)"
             )
         client = clickhouse_connect.get_client(
-            interface="chdb", path=str(path), database=database or "default"
+            interface="chdb", path=str(path), database=database or "default",
+            settings=session,
         )
         _opened_here.add(path)
         return client

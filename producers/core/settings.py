@@ -25,6 +25,7 @@ from ept.core.topics import Topics
 
 ENV_PREFIX = "EPT_"
 _TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -226,6 +227,20 @@ class Settings:
     local_alertmanager_port: int = field(default=9095, metadata=_checked(_port))
     api_token: Secret | None = None
 
+    # Analysts' SQL: the sink's ClickHouse-compatible HTTP endpoint on the embedded engine
+    # (with EPT_CLICKHOUSE_URL, analysts connect to that server instead).
+    sql_bind: str = "127.0.0.1"  # any other address needs EPT_ANALYST_PASSWORD
+    sql_port: int = field(default=8123, metadata=_checked(_port))
+    analyst_user: str = "analyst"
+    analyst_password: Secret | None = None  # none: no credentials asked (loopback only)
+    sql_max_execution_s: int = field(default=60, metadata=_checked(_at_least(1)))
+    sql_max_result_rows: int = field(default=10_000_000, metadata=_checked(_at_least(1)))
+    sql_max_result_bytes: int = field(default=1024 ** 3, metadata=_checked(_at_least(1)))
+    sql_max_memory_bytes: int = field(default=2 * 1024 ** 3,
+                                      metadata=_checked(_at_least(1024 ** 2)))
+    # Analyst queries run at once (more wait): the sink's ingestion keeps its share of CPU.
+    sql_max_concurrent: int = field(default=2, metadata=_checked(_at_least(1)))
+
     # Names set explicitly (environment, file or override), not taken from the defaults.
     explicit: frozenset[str] = field(default=frozenset(), repr=False,
                                                  compare=False)
@@ -242,6 +257,9 @@ class Settings:
             if missing:
                 problems.append(f"EPT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
                                 f"needs {', '.join(missing)}")
+        if self.sql_bind not in _LOOPBACK and self.analyst_password is None:
+            problems.append(f"EPT_SQL_BIND={self.sql_bind} serves analysts' SQL beyond this "
+                            "machine: set EPT_ANALYST_PASSWORD")
         for name in ("kafka_ssl_ca_location", "kafka_ssl_certificate_location",
                      "kafka_ssl_key_location"):
             path = getattr(self, name)

@@ -109,6 +109,7 @@ def test_chaos_soak_loses_and_duplicates_nothing(settings: Settings, native_brok
                    "EPT_STATE_DIR": str(tmp_path / "state"),
                    "EPT_CLICKHOUSE_PATH": str(tmp_path / "clickhouse"),
                    "EPT_SINK_PORT": str(sink_port), "EPT_WORKER_PORT": str(worker_port),
+                   "EPT_SQL_PORT": str(free_port()),
                    "EPT_SINK_BATCH_ROWS": "20000", "EPT_RULES_FILE": str(rules)}
     sink = Component(["sink"], environment, tmp_path / "sink.log")
     worker = Component(["worker"], environment, tmp_path / "worker.log")

@@ -46,6 +46,7 @@ def test_dashboard_shows_charts_and_alerts(settings: Settings, tmp_path: Path) -
     port = free_port()
     environment = {**os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                    "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_SINK_PORT": str(port),
+                   "EPT_SQL_PORT": str(free_port()),
                    "EPT_STATE_DIR": str(tmp_path / "state"),
                    "EPT_CLICKHOUSE_PATH": str(tmp_path / "clickhouse")}
     sink = subprocess.Popen([sys.executable, "-m", "ept.deploy.cli", "sink"], env=environment,

@@ -96,6 +96,7 @@ def test_worker_and_sink_over_sasl_never_log_secrets(sasl_broker: LocalBroker,
                    "EPT_TOPIC_PREFIX": "secrets.", "EPT_STATE_DIR": str(tmp_path / "state"),
                    "EPT_API_TOKEN": API_TOKEN, "EPT_WORKER_PORT": str(free_port()),
                    "EPT_SINK_PORT": str(free_port()), "EPT_TOPIC_PARTITIONS": "2",
+                   "EPT_SQL_PORT": str(free_port()),
                    "DEBUG_TRACKING": "true"}
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "sink")}
     processes = [subprocess.Popen([sys.executable, "-m", "ept.deploy.cli", name, "-v"]

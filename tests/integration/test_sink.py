@@ -301,6 +301,7 @@ def sink_process(settings: Settings, data_dir: Path, port: int) -> subprocess.Po
         **os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_CLICKHOUSE_PATH": str(data_dir),
         "EPT_STATE_DIR": str(data_dir.parent), "EPT_SINK_PORT": str(port),
+        "EPT_SQL_PORT": str(free_port()),
         "EPT_SINK_BATCH_ROWS": "5000", "EPT_SINK_BATCH_SECONDS": "0.5",
     }
     if settings.clickhouse_url is not None:

@@ -102,9 +102,16 @@ def test_cluster_ddl_is_current_and_replicated() -> None:
 
 
 def test_clickhouse_users_are_split_read_only_and_writer() -> None:
+    from ept.processors.storage.tables import EVENTS_COLUMNS
+
     text = (DEPLOY / "clickhouse" / "users.sql").read_text()
-    assert "readonly = 1" in text and "GRANT SELECT ON ept.* TO ept_analyst" in text
+    assert "readonly = 1" in text and "PROFILE 'ept_analyst_limits'" in text
     assert "INSERT" in text.split("TO ept_writer")[0]
+    granted = re.search(r"GRANT SELECT\(([^)]*)\) ON ept.events TO ept_analyst", text)
+    assert granted is not None
+    columns = {line.split()[0] for line in EVENTS_COLUMNS.strip().splitlines()}
+    assert {c.strip() for c in granted.group(1).split(",")} == columns - {
+        "user_id", "account_id"}  # personal data: granted one by one
 
 
 def test_broker_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

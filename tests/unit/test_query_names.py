@@ -2,6 +2,7 @@
 
 import pytest
 
+from ept.processors.storage import queries
 from ept.processors.storage.queries import QUERIES, UnknownQueryError, canonical_name
 
 
@@ -17,3 +18,12 @@ def test_unknown_names_list_the_known_ones() -> None:
     message = str(raised.value)
     assert "'render_failures'" in message
     assert all(name in message for name in QUERIES)
+
+
+def test_the_analyst_docs_show_the_specification_queries_verbatim() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "queries.md").read_text()
+    for query in (queries.SPEC_RENDER_FAILURE_RATE, queries.SPEC_API_ERROR_TRENDS,
+                  queries.SPEC_PERFORMANCE_DEGRADATION, queries.SPEC_ERROR_RATE_BY_TEMPLATE):
+        assert f"```sql{query.rstrip()}\n```" in docs

@@ -1,0 +1,162 @@
+"""ClickHouse's HTTP interface (the part its clients use) over the embedded engine.
+
+Served by the sink, the process that owns the engine, on ``EPT_SQL_BIND:EPT_SQL_PORT``
+(127.0.0.1:8123), so clickhouse-connect, the JavaScript client, notebooks, BI tools and
+curl reach analysts' SQL as they would a ClickHouse server: ``GET /?query=`` or ``POST /``
+with the query in the body, ``database``, ``default_format`` and ``FORMAT``, settings and
+``param_<name>`` as URL parameters, ``/ping``, credentials by basic auth,
+``X-ClickHouse-User``/``-Key`` or ``user``/``password`` parameters. Every output format is
+ClickHouse's own; so are the errors (``Code: N. DB::Exception: ... (NAME)``, with
+``X-ClickHouse-Exception-Code``). Queries run in :class:`AnalystEngine` sessions:
+read-only and bounded, never under the sink's writer lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import uuid
+
+from aiohttp import web
+
+from ept.core.settings import Settings
+from ept.processors.storage.analyst import AnalystEngine, ClickHouseError, SqlResult
+
+# URL parameters of the HTTP interface that are not settings.
+_TRANSPORT = frozenset({
+    "query", "database", "default_format", "user", "password", "query_id", "session_id",
+    "session_timeout", "session_check", "compress", "decompress", "quota_key",
+    "buffer_size", "wait_end_of_query", "client_protocol_version", "role",
+    "enable_http_compression", "http_zlib_compression_level", "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms",
+})
+_STATUS = {  # ClickHouse's HTTP status for an error code (the rest: 500)
+    62: 400, 36: 400, 47: 400, 115: 400, 184: 400, 457: 400, 456: 400,  # bad query
+    60: 404, 81: 404,                                                      # unknown table/db
+    164: 403, 497: 403, 516: 403,                                          # refused
+    159: 408,                                                              # timeout
+}
+_CONTENT_TYPES = {
+    "TabSeparated": "text/tab-separated-values; charset=UTF-8",
+    "TSV": "text/tab-separated-values; charset=UTF-8",
+    "TabSeparatedWithNames": "text/tab-separated-values; charset=UTF-8",
+    "TSVWithNames": "text/tab-separated-values; charset=UTF-8",
+    "CSV": "text/csv; charset=UTF-8; header=absent",
+    "CSVWithNames": "text/csv; charset=UTF-8; header=present",
+    "JSON": "application/json; charset=UTF-8",
+    "JSONCompact": "application/json; charset=UTF-8",
+    "JSONEachRow": "application/x-ndjson; charset=UTF-8",
+    "JSONCompactEachRow": "application/x-ndjson; charset=UTF-8",
+    "JSONStrings": "application/json; charset=UTF-8",
+}
+_BINARY = ("Parquet", "Arrow", "ArrowStream", "Native", "RowBinary", "ORC", "Avro",
+           "MsgPack", "Protobuf", "CapnProto")
+
+
+def content_type(fmt: str) -> str:
+    if fmt in _CONTENT_TYPES:
+        return _CONTENT_TYPES[fmt]
+    if fmt.startswith(_BINARY):
+        return "application/octet-stream"
+    return "text/plain; charset=UTF-8"
+
+
+class SqlEndpoint:
+    """The aiohttp handlers; ``routes()`` for an application of their own."""
+
+    def __init__(self, settings: Settings, engine: AnalystEngine) -> None:
+        self._engine = engine
+        self._user = settings.analyst_user
+        self._password = (settings.analyst_password.get_secret_value()
+                          if settings.analyst_password is not None else None)
+        self._running = asyncio.Semaphore(settings.sql_max_concurrent)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/ping", self.ping), web.get("/", self.query),
+                web.post("/", self.query)]
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ok.\n")
+
+    async def query(self, request: web.Request) -> web.Response:
+        query_id = request.query.get("query_id") or str(uuid.uuid4())
+        try:
+            self._authenticate(request)
+            sql = await self._sql(request)
+            if not sql.strip():
+                return web.Response(text="Ok.\n")
+            async with self._running:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    None, self._run, request, sql)
+        except ClickHouseError as error:
+            return web.Response(
+                status=_STATUS.get(error.code, 500), text=f"{error}\n",
+                content_type="text/plain", charset="utf-8",
+                headers={"X-ClickHouse-Exception-Code": str(error.code),
+                         "X-ClickHouse-Query-Id": query_id})
+        return web.Response(body=result.body, headers={
+            "Content-Type": content_type(result.format),
+            "X-ClickHouse-Format": result.format,
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Server-Display-Name": "ept",
+            "X-ClickHouse-Summary": json.dumps({
+                "read_rows": str(result.rows_read), "read_bytes": str(result.bytes_read),
+                "written_rows": "0", "written_bytes": "0", "total_rows_to_read": "0",
+                "elapsed_ns": str(int(result.elapsed_s * 1e9))}),
+        })
+
+    def _run(self, request: web.Request, sql: str) -> SqlResult:
+        url = request.query
+        settings = {name: value for name, value in url.items()
+                    if name not in _TRANSPORT and not name.startswith("param_")}
+        params = {name.removeprefix("param_"): value for name, value in url.items()
+                  if name.startswith("param_")}
+        return self._engine.run(
+            sql, default_format=url.get("default_format")
+            or request.headers.get("X-ClickHouse-Format"),
+            database=url.get("database") or request.headers.get("X-ClickHouse-Database"),
+            settings=settings, params=params)
+
+    @staticmethod
+    async def _sql(request: web.Request) -> str:
+        """The query: the ``query`` parameter, then the POST body (ClickHouse joins them)."""
+        parts = [request.query.get("query", "")]
+        if request.method == "POST":
+            if request.query.get("decompress") in ("1", "true"):
+                raise ClickHouseError(36, "BAD_ARGUMENTS",
+                                      "compressed request bodies are not supported here")
+            body = await request.read()
+            try:
+                parts.append(body.decode())
+            except UnicodeDecodeError:
+                raise ClickHouseError(36, "BAD_ARGUMENTS", "the query is not UTF-8") from None
+        return "\n".join(part for part in parts if part)
+
+    def _authenticate(self, request: web.Request) -> None:
+        """Raises ClickHouseError(516) unless the request names the analyst's credentials
+        (none are asked when ``EPT_ANALYST_PASSWORD`` is unset)."""
+        if self._password is None:
+            return
+        user, password = _credentials(request)
+        if not (hmac.compare_digest(user.encode(), self._user.encode())
+                and hmac.compare_digest(password.encode(), self._password.encode())):
+            raise ClickHouseError(516, "AUTHENTICATION_FAILED", f"{user}: Authentication "
+                                  "failed: password is incorrect, or there is no user with "
+                                  "such name")
+
+
+def _credentials(request: web.Request) -> tuple[str, str]:
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Basic "):
+        try:
+            user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return "", ""
+        return user, password
+    if "X-ClickHouse-User" in request.headers:
+        return (request.headers["X-ClickHouse-User"],
+                request.headers.get("X-ClickHouse-Key", ""))
+    return request.query.get("user", "default"), request.query.get("password", "")
