@@ -256,8 +256,12 @@ class Supervisor:
     def _stored_rows(self) -> str:
         url = (f"http://{self.settings.http_host}:{self.settings.sink_port}"
                "/api/query/ingestion-summary")
+        request = urllib.request.Request(url)
+        if self.settings.api_token is not None:
+            request.add_header("Authorization",
+                               f"Bearer {self.settings.api_token.get_secret_value()}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as reply:
+            with urllib.request.urlopen(request, timeout=5) as reply:
                 return str(sum(row["rows"] for row in json.loads(reply.read())))
         except (OSError, ValueError):
             return "?"

@@ -10,24 +10,48 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = ("/health",)
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+OPEN_PATHS = frozenset({"/health"})
+TOKEN_COOKIE = "ept_token"  # set by POST /api/login, for the dashboard in a browser
 
 
-def token_middleware(token: str | None) -> Callable[[web.Request, Handler],
-                                                    Awaitable[web.StreamResponse]]:
-    """Require ``Authorization: Bearer <token>`` (or ``?token=``) on every path but /health."""
+def token_middleware(token: str | None, open_paths: frozenset[str] = OPEN_PATHS
+                     ) -> Middleware:
+    """Require the API token on every path but ``open_paths``: ``Authorization: Bearer
+    <token>``, or the ``ept_token`` cookie :func:`login_route` sets. Never a query
+    parameter: URLs end up in access logs, proxies and browser history."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is None or request.path in OPEN_PATHS:
+        if token is None or request.path in open_paths:
             return await handler(request)
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        given = given or request.query.get("token", "")
+        given = given or request.cookies.get(TOKEN_COOKIE, "")
         if not hmac.compare_digest(given.encode(), token.encode()):
             return web.json_response({"error": "missing or wrong API token"}, status=401)
         return await handler(request)
 
     return check
+
+
+def login_route(token: str | None) -> web.RouteDef:
+    """``POST /api/login`` with ``{"token": ...}``: on the right token, sets the token
+    cookie (HttpOnly, SameSite=Strict) for a browser; 401 otherwise. Keep it open."""
+
+    async def login(request: web.Request) -> web.Response:
+        try:
+            given = str((await request.json()).get("token", ""))
+        except (ValueError, AttributeError):
+            return web.json_response({"error": 'send {"token": "..."}'}, status=400)
+        if token is not None and not hmac.compare_digest(given.encode(), token.encode()):
+            return web.json_response({"error": "wrong API token"}, status=401)
+        response = web.json_response({"ok": True})
+        if token is not None:
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict",
+                                path="/", secure=request.secure)
+        return response
+
+    return web.post("/api/login", login)
 
 
 class ServerThread:

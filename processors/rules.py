@@ -101,6 +101,9 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
             raise fail(field, f"must be >= 0, got {raw[field]}")
     if raw["severity"] not in SEVERITIES:
         raise fail("severity", f"must be one of {', '.join(SEVERITIES)}, got {raw['severity']!r}")
+    runbook = raw.get("runbook_url")
+    if runbook is not None and not runbook.lower().startswith(("https://", "http://")):
+        raise fail("runbook_url", f"must be an http(s):// URL, got {runbook!r}")
     action = raw.get("action", "notify_oncall")
     if raw.get("auto_action") and (action != DISABLE_TEMPLATE or "template" not in scopes):
         raise fail("auto_action", f"needs action = {DISABLE_TEMPLATE!r} and the template "

@@ -38,6 +38,7 @@ from ept.core.settings import Settings
 from ept.processors.collect_stage import CollectStage
 from ept.processors.evaluate_stage import EvaluateStage
 from ept.processors.faust_kafka import use_transport
+from ept.processors.http import token_middleware
 from ept.processors.rules import Rule
 from ept.schemas.registry import EVENT_NAMES
 
@@ -105,6 +106,11 @@ def create_app(settings: Settings, rules: list[Rule],
         topic_partitions=partitions,
         topic_replication_factor=settings.topic_replication,
         web_enabled=True,
+        # Only ept's own pages: Faust's router and table views would dump the scope table.
+        web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_application_options={"middlewares": [token_middleware(
+            settings.api_token.get_secret_value() if settings.api_token else None)]},
         web_bind=settings.http_host,
         web_port=settings.worker_port,
         web_host=settings.http_host,

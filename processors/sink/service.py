@@ -12,7 +12,7 @@ from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.core.template_controls import TemplateControlView
 from ept.processors.dashboard import AlertFeed, dashboard_routes
-from ept.processors.http import ServerThread, token_middleware
+from ept.processors.http import OPEN_PATHS, ServerThread, login_route, token_middleware
 from ept.processors.sink.consumer import DEFAULT_GROUP, Sink
 from ept.processors.storage.analyst import AnalystEngine, SqlLimits
 from ept.processors.storage.api import QueryApi
@@ -48,8 +48,11 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
         limits = SqlLimits.of(settings)
         api = QueryApi(reader_client(settings, limits.session_settings()), threading.Lock())
         token = settings.api_token.get_secret_value() if settings.api_token else None
-        app = web.Application(middlewares=[token_middleware(token)])  # type: ignore[list-item]
-        app.add_routes([web.get("/health", _health), *api.routes(),
+        # The dashboard's page holds no data: it is served to anyone, and asks for the
+        # token (POST /api/login) when the API answers 401.
+        open_paths = OPEN_PATHS | {"/", "/api/login"}
+        app = web.Application(middlewares=[token_middleware(token, open_paths)])  # type: ignore[list-item]
+        app.add_routes([web.get("/health", _health), login_route(token), *api.routes(),
                         *dashboard_routes(settings, feed, templates)])
         server = ServerThread(app, settings.http_host, settings.sink_port)
         server.start()

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +126,8 @@ def test_worker_and_sink_over_sasl_never_log_secrets(sasl_broker: LocalBroker,
         while b"alert firing" not in logs["worker"].read_bytes():
             assert time.monotonic() < deadline, "no alert over SASL"
             time.sleep(0.5)
+        check_every_route_needs_the_token(f"http://127.0.0.1:{environment['EPT_WORKER_PORT']}",
+                                          f"http://127.0.0.1:{environment['EPT_SINK_PORT']}")
     finally:
         for process in processes:
             process.terminate()
@@ -131,3 +135,31 @@ def test_worker_and_sink_over_sasl_never_log_secrets(sasl_broker: LocalBroker,
     text = "".join(path.read_text(errors="replace") for path in logs.values())
     assert "alert firing" in text  # the worker did its job over SASL
     assert PASSWORD not in text and API_TOKEN not in text
+
+
+def http_status(url: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=30) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def check_every_route_needs_the_token(worker: str, sink: str) -> None:
+    for url in (f"{worker}/stats", f"{worker}/metrics", f"{worker}/", f"{sink}/api/alerts",
+                f"{sink}/api/templates", f"{sink}/api/live", f"{sink}/api/queries",
+                f"{sink}/api/query/ingestion-summary"):
+        assert http_status(url) == 401, url
+        assert http_status(f"{url}?token={API_TOKEN}") == 401, url  # never in a URL
+        assert http_status(url, API_TOKEN) in (200, 404), url
+    assert http_status(f"{worker}/stats", API_TOKEN) == 200
+    for faust_view in ("/router/", "/table/scopes/", "/graph/"):  # would dump the table
+        assert http_status(f"{worker}{faust_view}", API_TOKEN) == 404, faust_view
+    assert http_status(f"{worker}/health") == http_status(f"{sink}/health") == 200
+    with urllib.request.urlopen(f"{sink}/", timeout=30) as page:  # holds no data
+        policy = page.headers["Content-Security-Policy"]
+        assert "script-src 'nonce-" in policy and "frame-ancestors 'none'" in policy
+        nonce = policy.split("'nonce-")[1].split("'")[0]
+        assert f'<script nonce="{nonce}">' in page.read().decode()
