@@ -123,7 +123,7 @@ class LocalBroker:
         self.port = port
         self.bootstrap = f"{HOST}:{port}"
         # With a SCRAM user, a SASL_PLAINTEXT listener (SCRAM-SHA-512) also listens on
-        # port + 2; the user is created when the data directory is first formatted.
+        # port + 2; the user is created through the admin API each time it starts.
         self.scram_user = scram_user
         self.sasl_bootstrap = f"{HOST}:{port + 2}" if scram_user else None
 
@@ -226,14 +226,9 @@ class LocalBroker:
         classpath = f"{libs}/*"
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = _cluster_id()
-            scram = []
-            if self.scram_user is not None:
-                user, password = self.scram_user
-                scram = ["--add-scram",
-                         f"SCRAM-SHA-512=[name={user},password={password}]"]
             subprocess.run(
                 [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(properties), *scram],
+                 "-t", cluster_id, "-c", str(properties)],
                 capture_output=True, text=True, check=True,
             )
         log4j = resources.files("ept.deploy") / "kafka" / "log4j2.properties"
@@ -251,10 +246,29 @@ class LocalBroker:
         ))
         try:
             self._wait_until_answering(timeout, process)
+            if self.scram_user is not None:
+                self._create_scram_user(*self.scram_user)
         except BaseException:
             self.kill()
             raise
         return self.status()
+
+    def _create_scram_user(self, user: str, password: str, timeout: float = 30.0) -> None:
+        """Create (or reset) the SCRAM user through the admin API on the plaintext listener:
+        a password on a command line would show in every process listing."""
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        upsert = UserScramCredentialUpsertion(
+            user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode())
+        for future in admin.alter_user_scram_credentials([upsert],
+                                                         request_timeout=timeout).values():
+            future.result(timeout=timeout)
 
     def _wait_until_answering(self, timeout: float, process: subprocess.Popen[bytes] | None = None
                               ) -> None:

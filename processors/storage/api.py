@@ -30,7 +30,10 @@ def parse_time(value: str | None, name: str) -> dt.datetime | None:
     text = value.strip()
     units = {"m": "minutes", "h": "hours", "d": "days"}
     if text.startswith("-") and text[-1:] in units and text[1:-1].isdigit():
-        return dt.datetime.now(dt.UTC) - dt.timedelta(**{units[text[-1]]: int(text[1:-1])})
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(**{units[text[-1]]: int(text[1:-1])})
+        except (OverflowError, ValueError):
+            raise ValueError(f"{name}: {value!r} reaches before year 1") from None
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:

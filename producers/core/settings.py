@@ -177,7 +177,9 @@ class Settings:
     topic_prefix: str = field(default="ept.", metadata=_checked(_topic_prefix))
     topic_partitions: int = field(default=6, metadata=_checked(_at_least(1)))
     topic_replication: int = field(default=1, metadata=_checked(_at_least(1)))
-    schema_registry_url: str | None = field(default=None, metadata=_checked(_registry_url))
+    # Not in repr: a registry URL may carry credentials (https://user:key@...).
+    schema_registry_url: str | None = field(default=None, repr=False,
+                                            metadata=_checked(_registry_url))
 
     # ClickHouse: a server URL, or else the embedded engine at clickhouse_path.
     clickhouse_url: Secret | None = field(default=None, metadata=_checked(_clickhouse_url))

@@ -27,3 +27,12 @@ def test_the_analyst_docs_show_the_specification_queries_verbatim() -> None:
     for query in (queries.SPEC_RENDER_FAILURE_RATE, queries.SPEC_API_ERROR_TRENDS,
                   queries.SPEC_PERFORMANCE_DEGRADATION, queries.SPEC_ERROR_RATE_BY_TEMPLATE):
         assert f"```sql{query.rstrip()}\n```" in docs
+
+
+def test_absurd_time_parameters_are_clear_errors() -> None:
+    from ept.processors.storage.api import parse_time
+
+    for absurd in ("-999999999999d", "-99999999h", "+3d", "yesterday"):
+        with pytest.raises(ValueError, match="since: "):
+            parse_time(absurd, "since")
+    assert parse_time("-2h", "since") is not None

@@ -69,3 +69,27 @@ def test_config_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatc
     path.write_text("not a setting\n")
     with pytest.raises(SettingsError, match=r"ept\.env:1"):
         load_settings()
+
+
+@pytest.mark.parametrize("values", [
+    {"clickhouse_url": "http://bob:hunter2-secret@:notaport/x"},
+    {"clickhouse_url": "ftp://bob:hunter2-secret@host/x"},
+    {"schema_registry_url": "ftp://bob:hunter2-secret@registry"},
+    {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_password": "hunter2-secret"},
+    {"kafka_ssl_key_password": "hunter2-secret", "kafka_ssl_key_location": "/nope"},
+    {"api_token": "hunter2-secret", "sql_bind": "0.0.0.0"},
+    {"analyst_password": "hunter2-secret", "sql_port": "0"},
+])
+def test_no_settings_error_or_repr_shows_a_secret(values: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(**values)
+    assert "hunter2" not in str(raised.value)
+    valid = {k: v for k, v in values.items()
+             if k in ("api_token", "analyst_password", "kafka_ssl_key_password")}
+    assert "hunter2" not in repr(load_settings(**valid))
+
+
+def test_a_registry_url_with_credentials_stays_out_of_repr() -> None:
+    settings = load_settings(schema_registry_url="https://user:hunter2-secret@registry.example")
+    assert "hunter2" not in repr(settings)
+    assert settings.schema_registry_url == "https://user:hunter2-secret@registry.example"
