@@ -50,6 +50,23 @@ receivers:
 Echo = Callable[[str], None]
 
 
+def resilient(echo: Echo) -> Echo:
+    """``echo`` that goes quiet once its output is gone (a closed pipe: ``ept run | tee``
+    stopped with Ctrl-C kills tee first) instead of raising in the middle of a shutdown,
+    which would leave the broker and the children running."""
+    gone = threading.Event()
+
+    def say(line: str) -> None:
+        if gone.is_set():
+            return
+        try:
+            echo(line)
+        except OSError:  # BrokenPipeError, EIO on a vanished terminal
+            gone.set()
+
+    return say
+
+
 @dataclass
 class Component:
     """A supervised child process (``ept worker`` or ``ept sink``)."""
@@ -97,7 +114,7 @@ class Supervisor:
     def __init__(self, settings: Settings, demo: bool, echo: Echo) -> None:
         self.settings = settings
         self.demo = demo
-        self.echo = echo
+        self.echo = resilient(echo)
         self.stopping = threading.Event()
         self.broker: LocalBroker | None = None
         self.alertmanager: LocalAlertmanager | None = None
