@@ -24,7 +24,7 @@ from ept.core.kafka import ProducerRole, producer_config
 from ept.core.settings import Settings, load_settings
 from ept.core.template_controls import TemplateControlView, TemplateDisabledError
 from ept.delivery import KafkaDelivery, RateLimitedLog
-from ept.sanitization import sanitize
+from ept.sanitization import sanitize, sanitize_identifier
 from ept.schemas.codec import Encoder, encoder_for
 from ept.schemas.registry import EVENT_NAMES
 from ept.schemas.validation import MAX_TEXT, field_problems
@@ -39,6 +39,9 @@ ConsentCheck = Callable[[str | None, str | None], bool]
 """``consent(user_id, account_id)``: True when the user is logged in and has not opted out."""
 
 Dimensions = dict[str, int] | tuple[int, int] | None
+
+# Free-text identifiers a caller (or an HTTP client hook, from a URL) may fill with a secret.
+_IDENTIFIERS = ("endpoint", "template_id", "request_id")
 
 
 _ids = random.Random()
@@ -226,6 +229,12 @@ class Tracker:
             message = fields.get("error_message")
             if isinstance(message, str):
                 fields["error_message"] = sanitize(message[:MAX_TEXT])
+            for name in _IDENTIFIERS:
+                value = fields.get(name)
+                if isinstance(value, str):
+                    fields[name] = sanitize_identifier(value)
+            if isinstance(key, str):  # the Kafka key is the endpoint or template id
+                key = sanitize_identifier(key)
             found = field_problems(event_name, fields)
             if found:
                 kind = TypeError if any(problem.wrong_type for problem in found) else ValueError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 _ID_SEGMENT = re.compile(
     r"^(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -19,9 +20,18 @@ def templated_path(path: str) -> str:
     return "/".join("{id}" if _ID_SEGMENT.match(segment) else segment for segment in segments)
 
 
-def external_endpoint(host: str, path: str) -> str:
-    """The endpoint name of a call to another service: host + templated route."""
-    return f"{host}{templated_path(path or '/')}"
+def external_endpoint(url: str) -> str:
+    """The endpoint name of a call to another service: ``host[:port]`` + templated route.
+
+    Never the URL's user, password, query or fragment (``https://u:pw@host/x?key=...``
+    is ``host/x``).
+    """
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number
+        port = ""
+    return f"{parts.hostname or ''}{port}{templated_path(parts.path or '/')}"
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from ept.core.http_status import is_error_status
 from ept.integrations.endpoints import external_endpoint, retry_after_seconds
@@ -27,8 +26,7 @@ _STARTED = "ept_started"
 def record_response(tracker: Tracker | None, method: str, url: str, status: int,
                     duration_ms: float, retry_after: str | None, request_id: str | None) -> None:
     """Track one answered call (an error for 5xx and 429)."""
-    parts = urlsplit(url)
-    endpoint = external_endpoint(parts.netloc, parts.path)
+    endpoint = external_endpoint(url)
     target = tracker_or_default(tracker)
     if is_error_status(status):
         seconds = retry_after_seconds(retry_after)
@@ -42,10 +40,9 @@ def record_response(tracker: Tracker | None, method: str, url: str, status: int,
 def record_failure(tracker: Tracker | None, method: str, url: str, error: BaseException,
                    duration_ms: float) -> None:
     """Track a call that got no response (connection error, timeout)."""
-    parts = urlsplit(url)
-    tracker_or_default(tracker).track_api_error(external_endpoint(parts.netloc, parts.path), None,
-                                      f"{type(error).__name__}: {error}", None, duration_ms,
-                                      method=method)
+    tracker_or_default(tracker).track_api_error(external_endpoint(url), None,
+                                                f"{type(error).__name__}: {error}", None,
+                                                duration_ms, method=method)
 
 
 def httpx_hooks(tracker: Tracker | None = None, async_: bool = False) -> dict[str, list[Any]]:

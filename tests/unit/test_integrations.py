@@ -16,9 +16,16 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from ept.integrations import asgi, wsgi
-from ept.integrations.endpoints import templated_path
+from ept.integrations.endpoints import external_endpoint, templated_path
 from ept.integrations.http_clients import httpx_hooks, tracking_adapter
 from tests.recording import recording_tracker, sent_events
+
+
+def test_an_external_endpoint_is_host_port_and_route_only() -> None:
+    assert external_endpoint("https://user:s3cr3t@api.example.com:8443/v1/users/123?key=abc"
+                             "#frag") == "api.example.com:8443/v1/users/{id}"
+    assert external_endpoint("http://api.example.com") == "api.example.com/"
+    assert external_endpoint("http://h:notaport/x") == "h/x"
 
 
 def test_templated_path_hides_ids() -> None:

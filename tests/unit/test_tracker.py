@@ -79,6 +79,17 @@ def test_messages_are_sanitized_and_request_ids_generated() -> None:
     assert len(record["request_id"]) == 36 and record["rate_limited"] is False
 
 
+def test_identifiers_lose_secrets_but_keep_their_ids() -> None:
+    tracker, delivery = make_tracker()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    tracker.track_api_error("/users/bob@example.com/orders", 500, "m", trace_id, 1)
+    tracker.track_render_failed("r1", "timeout", "m", "tpl?token=abcdef123", 1.0)
+    (_, api_key, api), (_, render_key, render) = decoded(delivery)
+    assert api["endpoint"] == api_key == "/users/[REDACTED:email]/orders"
+    assert api["request_id"] == trace_id  # a 32-hex trace id is an id, not a secret
+    assert render["template_id"] == render_key == "tpl?token=[REDACTED]"
+
+
 def test_rate_limiting_is_recognised() -> None:
     tracker, delivery = make_tracker()
     tracker.track_api_error("api.openai.com/v1/images", 429, "Too Many Requests", "r1", 80)
