@@ -1,4 +1,6 @@
-"""A real single-node Apache Kafka broker (KRaft, combined broker+controller) run natively.
+"""Real Apache Kafka brokers (KRaft, combined broker+controller) run natively: one node
+(:class:`LocalBroker`, what ``ept run`` and the tests use) or a loopback cluster of several
+(:class:`LocalCluster`, the replication tests).
 
 The broker's jars are resolved from Maven Central with ``mvn`` into a cache directory
 (``~/.cache/ept/kafka-<version>``, never committed) and run with Java 17+, bound to
@@ -32,6 +34,16 @@ def _cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """One node's place in a multi-node KRaft cluster (see :class:`LocalCluster`)."""
+
+    node_id: int
+    voters: str  # controller.quorum.voters: "1@host:port,2@host:port,..."
+    cluster_id: str
+    size: int
 
 
 class BrokerError(RuntimeError):
@@ -118,9 +130,11 @@ class LocalBroker:
     """
 
     def __init__(self, data_dir: Path, port: int = 9092,
-                 scram_user: tuple[str, str] | None = None) -> None:
+                 scram_user: tuple[str, str] | None = None, quorum: Quorum | None = None
+                 ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
+        self.quorum = quorum
         self.bootstrap = f"{HOST}:{port}"
         # With a SCRAM user, a SASL_PLAINTEXT listener (SCRAM-SHA-512) also listens on
         # port + 2; the user is created through the admin API each time it starts.
@@ -147,10 +161,13 @@ class LocalBroker:
                 "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
             ]
+        quorum = self.quorum or Quorum(1, f"1@{HOST}:{controller}", "", 1)
+        # Internal topics as replicated as the cluster allows; acks=all writes need 2 of 3.
+        replicas, min_insync = min(3, quorum.size), min(2, quorum.size)
         properties.write_text("\n".join([
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{HOST}:{controller}",
+            f"node.id={quorum.node_id}",
+            f"controller.quorum.voters={quorum.voters}",
             f"listeners={','.join(listeners)},CONTROLLER://{HOST}:{controller}",
             f"advertised.listeners={','.join(listeners)}",
             "controller.listener.names=CONTROLLER",
@@ -160,10 +177,12 @@ class LocalBroker:
             *sasl,
             f"log.dirs={self.data_dir / 'logs'}",
             "num.partitions=6",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
+            f"offsets.topic.replication.factor={replicas}",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_insync}",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_insync}",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=true",
             "",
@@ -205,8 +224,10 @@ class LocalBroker:
         except Exception:
             return False
 
-    def start(self, timeout: float = 90.0) -> BrokerStatus:
-        """Start the broker (no-op when already running) and wait until it answers.
+    def start(self, timeout: float = 90.0, wait: bool = True) -> BrokerStatus:
+        """Start the broker (no-op when already running) and wait until it answers
+        (``wait=False``: return once launched; a cluster node answers only once a
+        majority of its quorum runs).
 
         Raises BrokerError when Java or Maven is missing, the jars cannot be resolved,
         or the broker does not answer within ``timeout`` (the process is then stopped).
@@ -225,7 +246,7 @@ class LocalBroker:
         properties = self._write_properties()
         classpath = f"{libs}/*"
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = _cluster_id()
+            cluster_id = self.quorum.cluster_id if self.quorum else _cluster_id()
             subprocess.run(
                 [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
                  "-t", cluster_id, "-c", str(properties)],
@@ -244,6 +265,8 @@ class LocalBroker:
         self._state_file.write_text(json.dumps(
             {"pid": process.pid, "port": self.port, "version": KAFKA_VERSION}
         ))
+        if not wait:
+            return self.status()
         try:
             self._wait_until_answering(timeout, process)
             if self.scram_user is not None:
@@ -331,3 +354,38 @@ class LocalBroker:
             answering=pid is not None and self.answers(),
         )
 
+
+
+class LocalCluster:
+    """``len(ports)`` KRaft nodes (each broker and controller) on loopback, one data
+    directory each under ``data_dir``: node ``i`` serves clients on ``ports[i]`` and its
+    controller on ``ports[i] + 1``. Internal topics get 3 replicas, ``min.insync.replicas``
+    is 2 (with 3 nodes): a node may die without losing an acknowledged write.
+    """
+
+    def __init__(self, data_dir: Path, ports: list[int]) -> None:
+        voters = ",".join(f"{i + 1}@{HOST}:{port + 1}" for i, port in enumerate(ports))
+        cluster_id = _cluster_id()
+        self.brokers = [LocalBroker(data_dir / f"node{i + 1}", port,
+                                    quorum=Quorum(i + 1, voters, cluster_id, len(ports)))
+                        for i, port in enumerate(ports)]
+        self.bootstrap = ",".join(broker.bootstrap for broker in self.brokers)
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Launch every node, then wait until each answers. Raises BrokerError (and stops
+        them all) otherwise."""
+        try:
+            for broker in self.brokers:
+                broker.start(wait=False)
+            for broker in self.brokers:
+                broker.start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def node(self, node_id: int) -> LocalBroker:
+        return self.brokers[node_id - 1]
+
+    def stop(self) -> None:
+        for broker in self.brokers:
+            broker.stop()

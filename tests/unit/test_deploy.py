@@ -84,6 +84,27 @@ def test_kubernetes_manifests_parse_and_reference_real_commands() -> None:
     assert kafka["spec"]["replicas"] >= 3
 
 
+def test_the_kubernetes_cluster_replicates_as_the_cluster_test_does(tmp_path: Path) -> None:
+    """tests/integration/test_cluster.py kills a leader of a LocalCluster: the manifests
+    must ask for the replication that test proves enough."""
+    from ept.deploy.broker import LocalCluster
+
+    node = LocalCluster(tmp_path, [19000, 19003, 19006]).brokers[0]
+    node.data_dir.mkdir(parents=True)
+    tested = dict(line.split("=", 1) for line in
+                  node._write_properties().read_text().splitlines() if "=" in line)
+    documents = [doc for path in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+                 for doc in yaml.safe_load_all(path.read_text()) if doc]
+    kafka = next(doc for doc in documents if doc["kind"] == "Kafka")["spec"]["kafka"]["config"]
+    for key in ("default.replication.factor", "min.insync.replicas",
+                "offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+                "transaction.state.log.min.isr"):
+        assert str(kafka[key]) == tested[key], key
+    config = next(doc for doc in documents if doc["kind"] == "ConfigMap"
+                  and "EPT_TOPIC_REPLICATION" in doc["data"])
+    assert config["data"]["EPT_TOPIC_REPLICATION"] == tested["default.replication.factor"]
+
+
 def test_dockerfile_copies_what_exists() -> None:
     for line in (DEPLOY / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY") and "--from" not in line:
