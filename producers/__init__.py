@@ -27,6 +27,14 @@ from ept.classification import (
 )
 from ept.core.template_controls import TemplateDisabledError
 from ept.measure import ApiMeasurement, RenderMeasurement
+from ept.retries import (
+    RetryPolicy,
+    retry_attempts,
+    retry_attempts_async,
+    retrying,
+    with_retries,
+    with_retries_async,
+)
 from ept.sanitization import sanitize
 from ept.stats import ErrorPerformanceStats
 from ept.thresholds import (
@@ -151,6 +159,7 @@ __all__ = [
     "ConsentCheck",
     "ErrorPerformanceStats",
     "RenderMeasurement",
+    "RetryPolicy",
     "TemplateDisabledError",
     "Thresholds",
     "Tracker",
@@ -166,6 +175,9 @@ __all__ = [
     "measure_render_performance",
     "register_failure_rule",
     "reset_error_performance_stats",
+    "retry_attempts",
+    "retry_attempts_async",
+    "retrying",
     "sanitize",
     "track_api_error",
     "track_api_request_completed",
@@ -173,4 +185,6 @@ __all__ = [
     "track_render_failed",
     "track_slow_render",
     "wait_for_template_controls",
+    "with_retries",
+    "with_retries_async",
 ]
