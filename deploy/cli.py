@@ -228,16 +228,43 @@ def _sql_prompt(settings: Settings, fmt: str) -> None:
 
 
 @main.command("delete-account")
-@click.argument("account_id")
-def delete_account_command(account_id: str) -> None:
-    """Delete every row of ACCOUNT_ID from raw and rollup tables."""
-    from ept.processors.storage.connection import clickhouse_client
-    from ept.processors.storage.deletion import delete_account
+@click.argument("subject_id", metavar="ID")
+@click.option("--user", is_flag=True, help="ID is a user id (default: an account id)")
+@click.option("--by", help="who asked [default: the current user]")
+def delete_account_command(subject_id: str, user: bool, by: str | None) -> None:
+    """Delete an account's data (with --user: a user's).
 
+    Records the deletion first: running sinks drop every event of ID they read from then
+    on (events still queued in Kafka included), remove its stored rows once what they read
+    before is stored, and `ept dlq replay` skips its dead letters. Then removes the stored
+    rows here too when ClickHouse can be opened (a server, or the embedded engine no sink
+    holds).
+    """
+    import getpass
+    import time
+
+    from confluent_kafka import KafkaException
+
+    from ept.core.deletions import ACCOUNT, USER, BadDeletion, Deletion, publish_deletion
+    from ept.processors.storage.connection import EngineHeldElsewhere, clickhouse_client
+    from ept.processors.storage.deletion import delete_stored
+
+    settings = _settings()
     try:
-        removed = delete_account(clickhouse_client(_settings()), account_id)
-    except ValueError as exc:
+        deletion = Deletion(USER if user else ACCOUNT, subject_id.strip(),
+                            int(time.time() * 1000), by or getpass.getuser())
+        publish_deletion(settings, deletion)
+    except (BadDeletion, KafkaException) as exc:
         raise click.ClickException(str(exc)) from None
+    click.echo(f"{deletion.kind} {deletion.subject_id}: deletion recorded; sinks drop its "
+               "events from now on and remove its stored rows")
+    try:
+        client = clickhouse_client(settings)
+    except EngineHeldElsewhere:
+        click.echo("the running sink holds the embedded engine: it removes the stored rows")
+        return
+    removed = delete_stored(client, deletion.kind, deletion.subject_id,
+                            settings.clickhouse_cluster)
     for table, rows in removed.items():
         click.echo(f"{table}: {rows} rows removed")
 
@@ -255,7 +282,7 @@ def dlq_replay(dry_run: bool) -> None:
 
     report = replay_dead_letters(_settings(), dry_run=dry_run)
     click.echo(f"replayed {report.replayed}, still invalid {report.still_invalid}, "
-               f"without origin {report.no_origin}")
+               f"without a valid origin {report.no_origin}, of deleted subjects {report.deleted}")
 
 
 # -- worker and alerts --------------------------------------------------------------------

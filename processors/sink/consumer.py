@@ -15,6 +15,10 @@ reaches it or ``EPT_SINK_BATCH_SECONDS`` after its first message. Valid events a
 recognised by a compiled scan of their bytes (:mod:`schemas.scan`) and stored as they
 are; anything else is decoded to find out what is wrong with it.
 
+Events of a deleted account or user (:mod:`ept.core.deletions`) are dropped as they are
+read; a deletion recorded while the sink runs is applied to the stored rows once
+everything consumed before it is stored.
+
 Inserts are pipelined: while one batch is being inserted (a background thread; the
 engine parses the rows in C++ without holding the GIL), the next one is consumed,
 decoded and checked. Offsets are committed in batch order, only after ClickHouse
@@ -35,11 +39,13 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from ept.core.deletions import Deletion, DeletionView
 from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
 from ept.core.settings import Settings
 from ept.processors.sink.dlq import DeadLetters
 from ept.processors.sink.rows import Batch
 from ept.processors.storage import raw_events
+from ept.processors.storage.deletion import delete_stored
 from ept.schemas.codec import SINGLE_OBJECT_MAGIC, DecodeError, Decoder, current_body
 from ept.schemas.registry import EVENT_NAMES, current_schemas
 from ept.schemas.scan import scanner
@@ -58,6 +64,7 @@ class SinkCounters:
     inserted: int = 0
     skipped_already_stored: int = 0
     dead_lettered: int = 0
+    dropped_deleted: int = 0  # events of a deleted account or user, never stored
     insert_failures: int = 0
     batches: int = 0
 
@@ -73,6 +80,10 @@ class Sink:
                  client_lock: threading.Lock | None = None,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self.settings = settings
+        # Deletions recorded while running: stored rows are removed once everything
+        # consumed before is stored; later events of the subject are never stored.
+        self._new_deletions: list[Deletion] = []
+        self._deletions = DeletionView(settings, on_deleted=self._new_deletions.append)
         self.counters = SinkCounters()
         self._client = client
         self._client_lock = client_lock or threading.Lock()
@@ -101,10 +112,18 @@ class Sink:
         """Consume until ``stop`` (or :meth:`stop`) is set; then flush what can be flushed."""
         if stop is not None:
             self._stop = stop
+        self._deletions.start()
+        while not self._deletions.wait_loaded(1.0):  # nothing deleted may be stored again
+            if self._stop.is_set():
+                self._deletions.close()
+                return
+            log.warning("sink: waiting for %s to be read", self.settings.topics.deletions)
         self._consumer.subscribe(self._topics, on_assign=self._on_assign,
                                  on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
+                if self._new_deletions:
+                    self._apply_deletions()
                 room = max(1, min(10_000,
                                   self.settings.sink_batch_rows - self._batch.largest_insert()))
                 messages = self._consumer.consume(room, timeout=0.1)
@@ -120,6 +139,7 @@ class Sink:
             self._inserter.shutdown(wait=True)
             self._consumer.close()
             self._dead_letters.flush(10)
+            self._deletions.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -135,6 +155,7 @@ class Sink:
         :meth:`_accept_checked`, which decodes it and says what is wrong."""
         latest_ms = latest_event_time_ms()
         batch = self._batch
+        deletions = self._deletions
         source: tuple[str, int] | None = None
         next_offset = 0
         for message in messages:
@@ -158,6 +179,9 @@ class Sink:
                 self.counters.skipped_already_stored += 1
                 continue
             payload = message.value() or b""
+            if deletions.may_hold(payload) and self._of_deleted_subject(payload):
+                self.counters.dropped_deleted += 1
+                continue
             if (scan is not None and payload.startswith(header)
                     and scan(payload, body_start, latest_ms)):
                 add(offset, payload[body_start:])
@@ -165,6 +189,30 @@ class Sink:
                 self._accept_checked(message, payload, event, add, offset)
         if source is not None:
             batch.next_offsets[source] = next_offset
+
+    def _of_deleted_subject(self, payload: bytes) -> bool:
+        try:
+            return self._deletions.is_deleted(self._decoder.decode(payload).record)
+        except DecodeError:
+            return False  # not an event: the checks that follow send it to dead letters
+
+    def _apply_deletions(self) -> None:
+        """Store everything consumed so far, then remove the new deletions' stored rows.
+        Retried on the next loop when ClickHouse refuses (nothing is committed past it)."""
+        if not self._complete_in_flight() or (self._batch.next_offsets and not self._flush()):
+            return
+        while self._new_deletions:
+            deletion = self._new_deletions[0]
+            try:
+                with self._client_lock:
+                    removed = delete_stored(self._client, deletion.kind, deletion.subject_id,
+                                            self.settings.clickhouse_cluster)
+            except Exception as exc:
+                log.warning("sink: deleting %s failed (%s); retrying", deletion.key, exc)
+                self._wait(1.0)
+                return
+            log.info("sink: %s deleted: %s", deletion.key, removed)
+            self._new_deletions.pop(0)
 
     def _consumer_error(self, error: KafkaError) -> None:
         if error.code() != KafkaError._PARTITION_EOF:

@@ -1,29 +1,45 @@
-"""Deleting an account's data from every table (the specification's account deletion)."""
+"""Deleting an account's or a user's stored data (the specification's account deletion).
+
+The stored half of a deletion: :mod:`ept.core.deletions` keeps what Kafka still holds
+from being stored afterwards.
+"""
 
 from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
 
+from ept.core.deletions import ACCOUNT, USER
 from ept.processors.storage.tables import RAW_TABLE, ROLLUP_TABLES
 
 
-def delete_account(client: Client, account_id: str) -> dict[str, int]:
-    """Remove every row of ``account_id`` from raw and rollup tables; rows removed per table.
+def delete_stored(client: Client, kind: str, subject_id: str, cluster: str | None = None
+                  ) -> dict[str, int]:
+    """Remove every row of account or user ``subject_id``; rows removed per table.
 
-    Blocks until the deletions are applied (synchronous mutations). Raises ValueError for
-    an empty account id; ClickHouse errors propagate.
+    Accounts leave the raw table and the rollups (kept per account); users only the raw
+    table (rollups hold no user). On the sharded layout (``cluster``) the mutations run on
+    the ``*_local`` tables ``ON CLUSTER``: ClickHouse refuses mutations of a Distributed
+    table. Blocks until the deletions are applied (synchronous mutations). Raises
+    ValueError for an empty id or an unknown kind; ClickHouse errors propagate.
     """
-    if not account_id.strip():
-        raise ValueError("account_id: must not be empty")
-    targets = {RAW_TABLE: "account_id", **{table: "account" for table in ROLLUP_TABLES}}
+    if not subject_id.strip():
+        raise ValueError(f"{kind} id: must not be empty")
+    if kind == ACCOUNT:
+        targets = {RAW_TABLE: "account_id", **{table: "account" for table in ROLLUP_TABLES}}
+    elif kind == USER:
+        targets = {RAW_TABLE: "user_id"}
+    else:
+        raise ValueError(f"kind: must be {ACCOUNT} or {USER}, got {kind!r}")
     removed: dict[str, int] = {}
     for table, column in targets.items():
-        condition = f"{column} = {{account:String}}"
+        condition = f"{column} = {{subject:String}}"
         count_expression = "count()" if table == RAW_TABLE else "sum(events)"
         rows = client.query(f"SELECT {count_expression} FROM {table} WHERE {condition}",
-                            parameters={"account": account_id}).result_rows[0][0]
+                            parameters={"subject": subject_id}).result_rows[0][0]
         removed[table] = int(rows or 0)
         if removed[table]:
-            client.command(f"ALTER TABLE {table} DELETE WHERE {condition}",
-                           parameters={"account": account_id}, settings={"mutations_sync": 2})
+            target = f"{table}_local ON CLUSTER {cluster}" if cluster else table
+            client.command(f"ALTER TABLE {target} DELETE WHERE {condition}",
+                           parameters={"subject": subject_id},
+                           settings={"mutations_sync": 2})
     return removed

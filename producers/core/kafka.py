@@ -153,12 +153,17 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
 
     Event topics are stamped by the broker (LogAppendTime): the worker checks each event
     time against its record's timestamp, and a host with a wrong clock would stamp both
-    wrong alike. The scopes changelog and the template controls are compacted (only each
-    key's latest matters).
+    wrong alike. Event topics and dead letters keep ``EPT_TOPIC_RETENTION_DAYS``: the
+    bound on how long raw personal data lives in Kafka. The scopes changelog, the template
+    controls and the deletions are compacted (only each key's latest matters).
     """
+    retention = {"retention.ms": str(settings.topic_retention_days * 86_400_000)}
     if name in settings.topics.events.values():
-        return {"message.timestamp.type": "LogAppendTime"}
-    if name in (settings.topics.worker_scopes_changelog, settings.topics.template_controls):
+        return {"message.timestamp.type": "LogAppendTime", **retention}
+    if name == settings.topics.dlq:
+        return retention
+    if name in (settings.topics.worker_scopes_changelog, settings.topics.template_controls,
+                settings.topics.deletions):
         return {"cleanup.policy": "compact"}
     return {}
 

@@ -184,7 +184,11 @@ class Settings:
     # ClickHouse: a server URL, or else the embedded engine at clickhouse_path.
     clickhouse_url: Secret | None = field(default=None, metadata=_checked(_clickhouse_url))
     clickhouse_path: Path | None = None
+    # The cluster of the sharded layout (``ept clickhouse ddl --cluster``), if any.
+    clickhouse_cluster: str | None = None
     raw_retention_days: int = field(default=30, metadata=_checked(_at_least(1)))
+    # How long Kafka keeps events and dead letters (retention.ms of the topics ept creates).
+    topic_retention_days: int = field(default=7, metadata=_checked(_at_least(1)))
     rollup_retention_days: int = field(default=365, metadata=_checked(_at_least(1)))
 
     # SDK

@@ -34,6 +34,11 @@ class Topics:
         return f"{self.prefix}template_controls"
 
     @property
+    def deletions(self) -> str:
+        """Deleted accounts and users, keyed ``<kind>:<id>``; compacted."""
+        return f"{self.prefix}deletions"
+
+    @property
     def dlq(self) -> str:
         """Messages the sink could not store, unchanged, with headers naming their origin."""
         return f"{self.prefix}dlq"
@@ -51,5 +56,5 @@ class Topics:
     @property
     def all(self) -> list[str]:
         """Every topic ept creates."""
-        return [*self.events.values(), self.alerts, self.template_controls, self.dlq,
-                self.worker_signals, self.worker_scopes_changelog]
+        return [*self.events.values(), self.alerts, self.template_controls, self.deletions,
+                self.dlq, self.worker_signals, self.worker_scopes_changelog]

@@ -21,13 +21,20 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 
 from ept import Tracker
+from ept.core.deletions import ACCOUNT, USER, Deletion, publish_deletion
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.processors.sink.consumer import Sink
-from ept.processors.sink.dlq import HEADER_ERROR, HEADER_ERROR_TYPE, HEADER_OFFSET, headers_of
+from ept.processors.sink.dlq import (
+    HEADER_ERROR,
+    HEADER_ERROR_TYPE,
+    HEADER_OFFSET,
+    HEADER_TOPIC,
+    headers_of,
+)
 from ept.processors.sink.replay import replay_dead_letters
 from ept.processors.storage import queries
-from ept.processors.storage.deletion import delete_account
+from ept.processors.storage.deletion import delete_stored
 from ept.processors.storage.tables import EVENT_NAME_INDEX, migrate
 from ept.schemas import SingleObjectEncoder
 from ept.schemas.codec import ConfluentEncoder
@@ -234,6 +241,25 @@ def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings, storage
     assert (report.replayed, report.still_invalid) == (0, 4)
 
 
+def test_dlq_replay_feeds_only_the_events_own_topic_and_never_a_deleted_account(
+        settings: Settings, storage: Client) -> None:
+    encoder = SingleObjectEncoder()
+    own_topic = settings.topics.event("render_failed")
+    letters = [(own_topic, {**_valid_record(1), "account_id": "acct_live"}),
+               (own_topic, {**_valid_record(2), "account_id": "acct_dead"}),
+               (settings.topics.alerts, {**_valid_record(3), "account_id": "acct_live"})]
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for origin, record in letters:
+        producer.produce(settings.topics.dlq, encoder.encode("render_failed", record), b"tpl",
+                         headers=[(HEADER_TOPIC, origin.encode())])
+    assert producer.flush(30) == 0
+    publish_deletion(settings, Deletion(ACCOUNT, "acct_dead", int(time.time() * 1000), "t"))
+    report = replay_dead_letters(settings, idle_seconds=2)
+    assert (report.replayed, report.deleted, report.no_origin) == (1, 1, 1), report
+    replayed = read_topics(settings.kafka_bootstrap, [own_topic], expected=1)
+    assert [m.value() for m in replayed] == [encoder.encode("render_failed", letters[0][1])]
+
+
 def _valid_record(index: int) -> dict:
     return {
         "event_id": str(uuid.uuid4()), "event_time": int(time.time() * 1000),
@@ -257,7 +283,7 @@ def test_delete_account_removes_only_that_account(settings: Settings, storage: C
     tracker.close()
     assert wait_for_rows(storage, 200) == 200
 
-    removed = delete_account(storage, "acct_gone")
+    removed = delete_stored(storage, ACCOUNT, "acct_gone")
     assert removed == {"events": 100, "events_hourly": 100, "events_daily": 100}
     for table, column in (("events", "account_id"), ("events_hourly", "account"),
                           ("events_daily", "account")):
@@ -268,6 +294,59 @@ def test_delete_account_removes_only_that_account(settings: Settings, storage: C
     assert kept.result_rows[0][0] == 100
     assert storage.query("SELECT sum(events) FROM events_daily WHERE account = 'acct_kept'"
                          ).result_rows[0][0] == 100
+    assert delete_stored(storage, USER, "u-acct_kept") == {"events": 100}
+    assert storage.query("SELECT sum(events) FROM events_daily WHERE account = 'acct_kept'"
+                         ).result_rows[0][0] == 100  # rollups hold no user
+
+
+def count_of(storage: Client, condition: str) -> int:
+    return int(storage.query(f"SELECT count() FROM events WHERE {condition}"
+                             ).result_rows[0][0])
+
+
+def test_a_recorded_deletion_holds_for_what_kafka_still_holds(settings: Settings,
+                                                              storage: Client) -> None:
+    """Events of a deleted account or user are never stored after the deletion: those
+    stored before are removed by the running sink, those it reads later (still queued in
+    Kafka when it was recorded, or published afterwards) are dropped."""
+    tracker = Tracker(settings, consent=lambda user, account: True)
+
+    def publish(tag: str) -> None:
+        for account, user in (("acct_x", "u1"), ("acct_y", "u2"), ("acct_y", "u_gone")):
+            for index in range(20):
+                tracker.track_render_completed(f"{tag}-{account}-{user}-{index}", "tpl",
+                                               "still", 1.0, user_id=user, account_id=account)
+        assert tracker.flush(30) == 0
+
+    sink = RunningSink(settings, storage)
+    try:
+        publish("before")
+        assert wait_for_rows(storage, 60) == 60
+        publish_deletion(settings, Deletion(ACCOUNT, "acct_x", int(time.time() * 1000), "t"))
+        deadline = time.monotonic() + 60
+        while count_of(storage, "account_id = 'acct_x'") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count_of(storage, "account_id = 'acct_x'") == 0
+        publish("after")  # the deleted account goes on sending: nothing of it is stored
+        assert wait_for_rows(storage, 80) == 80
+    finally:
+        sink.close()
+    # queued in Kafka while no sink runs, then deleted: dropped when a sink reads them
+    publish("queued")
+    publish_deletion(settings, Deletion(USER, "u_gone", int(time.time() * 1000), "t"))
+    restarted = RunningSink(settings, storage)
+    try:
+        assert wait_for_rows(storage, 80) == 80  # 20 of acct_y/u2 + 20 of u_gone deleted
+        deadline = time.monotonic() + 60
+        while count_of(storage, "user_id = 'u2'") < 60 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        restarted.close()
+        tracker.close()
+    assert count_of(storage, "account_id = 'acct_x'") == 0
+    assert count_of(storage, "user_id = 'u2'") == 60
+    assert count_of(storage, "user_id = 'u_gone'") == 40  # stored before its deletion
+    assert restarted.sink.counters.dropped_deleted == 20 + 20  # acct_x and u_gone queued
 
 
 def test_clickhouse_unavailable_pauses_and_loses_nothing(settings: Settings, storage: Client,
