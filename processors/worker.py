@@ -101,6 +101,7 @@ def create_app(settings: Settings, rules: list[Rule],
         f"{settings.topic_prefix}worker",
         **faust_broker_options(settings),
         store="memory://",
+        datadir=str(settings.state_dir / "worker"),  # not the working directory
         broker_commit_interval=0.5,
         broker_session_timeout=settings.worker_session_timeout_s,
         topic_partitions=partitions,

@@ -1,7 +1,8 @@
 -- Users for a ClickHouse server: the sink writes, analysts only read.
--- Passwords come from the server's environment (docker-entrypoint) or your secret store;
--- replace the placeholders when applying by hand.
-CREATE USER IF NOT EXISTS ept_writer IDENTIFIED WITH sha256_password BY 'change-me'
+-- Apply with deploy/clickhouse/create-users.sh, which fills the passwords from the
+-- environment (and refuses empty or placeholder ones); never edit a password in here.
+CREATE USER IF NOT EXISTS ept_writer IDENTIFIED WITH sha256_password
+    BY '{{EPT_CLICKHOUSE_WRITER_PASSWORD}}'
     SETTINGS async_insert = 0;
 
 -- Analysts: read-only (readonly = 1 also keeps them from raising their limits), bounded
@@ -11,7 +12,8 @@ CREATE SETTINGS PROFILE IF NOT EXISTS ept_analyst_limits SETTINGS
     max_execution_time = 60,
     max_result_rows = 10000000, max_result_bytes = 1073741824, result_overflow_mode = 'throw',
     max_memory_usage = 2147483648;
-CREATE USER IF NOT EXISTS ept_analyst IDENTIFIED WITH sha256_password BY 'change-me-too'
+CREATE USER IF NOT EXISTS ept_analyst IDENTIFIED WITH sha256_password
+    BY '{{EPT_CLICKHOUSE_ANALYST_PASSWORD}}'
     SETTINGS PROFILE 'ept_analyst_limits';
 
 CREATE DATABASE IF NOT EXISTS ept;

@@ -26,6 +26,13 @@ from ept.core.topics import Topics
 ENV_PREFIX = "EPT_"
 _TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# Values that ship in examples and must never guard anything.
+_PLACEHOLDERS = frozenset({"change-me", "changeme", "change-me-too", "password", "secret",
+                           "admin", "default", "token", "example", "xxx", "placeholder"})
+
+
+def _weak(value: str) -> bool:
+    return not value.strip() or value.strip().lower() in _PLACEHOLDERS
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -263,6 +270,7 @@ class Settings:
             if missing:
                 problems.append(f"EPT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
                                 f"needs {', '.join(missing)}")
+        problems += self._secret_problems()
         if self.sql_bind not in _LOOPBACK and self.analyst_password is None:
             problems.append(f"EPT_SQL_BIND={self.sql_bind} serves analysts' SQL beyond this "
                             "machine: set EPT_ANALYST_PASSWORD")
@@ -273,6 +281,32 @@ class Settings:
                 problems.append(f"{ENV_PREFIX}{name.upper()}: no such file {str(path)!r}")
         if problems:
             raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+
+    def _secret_problems(self) -> list[str]:
+        """Empty or placeholder secrets (``change-me``), and HTTP served beyond this
+        machine without a token: each would leave a door open. Never shows a value."""
+        problems = []
+        secrets = {"api_token": self.api_token, "analyst_password": self.analyst_password,
+                   "kafka_sasl_password": self.kafka_sasl_password,
+                   "kafka_ssl_key_password": self.kafka_ssl_key_password}
+        try:
+            server = self.clickhouse_server
+        except ValueError:  # an invalid URL, reported by its own check
+            server = None
+        for name, secret in secrets.items():
+            if secret is not None and _weak(secret.get_secret_value()):
+                problems.append(f"{ENV_PREFIX}{name.upper()}: empty or a placeholder; set a "
+                                "real secret (or unset it)")
+        if server is not None and server.password and _weak(server.password):
+            problems.append("EPT_CLICKHOUSE_URL: the password is a placeholder")
+        if self.http_host not in _LOOPBACK and self.api_token is None:
+            problems.append(f"EPT_HTTP_HOST={self.http_host} serves the APIs beyond this "
+                            "machine: set EPT_API_TOKEN (16 characters or more)")
+        elif (self.api_token is not None and self.http_host not in _LOOPBACK
+              and len(self.api_token.get_secret_value()) < 16):
+            problems.append("EPT_API_TOKEN: shorter than 16 characters, served beyond "
+                            "this machine")
+        return problems
 
     @classmethod
     def names(cls) -> list[str]:

@@ -93,3 +93,23 @@ def test_a_registry_url_with_credentials_stays_out_of_repr() -> None:
     settings = load_settings(schema_registry_url="https://user:hunter2-secret@registry.example")
     assert "hunter2" not in repr(settings)
     assert settings.schema_registry_url == "https://user:hunter2-secret@registry.example"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"api_token": ""}, "EPT_API_TOKEN: empty or a placeholder"),
+    ({"api_token": "change-me"}, "EPT_API_TOKEN: empty or a placeholder"),
+    ({"analyst_password": "Password"}, "EPT_ANALYST_PASSWORD: empty or a placeholder"),
+    ({"clickhouse_url": "http://ept_writer:change-me@ch:8123/ept"},
+     "EPT_CLICKHOUSE_URL: the password is a placeholder"),
+    ({"http_host": "0.0.0.0"}, "EPT_HTTP_HOST=0.0.0.0 serves the APIs beyond this machine"),
+    ({"http_host": "0.0.0.0", "api_token": "short-token"}, "shorter than 16 characters"),
+])
+def test_no_door_is_left_open_by_an_empty_or_placeholder_secret(values: dict[str, str],
+                                                                message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(**values)
+
+
+def test_a_real_token_serves_beyond_loopback() -> None:
+    settings = load_settings(http_host="0.0.0.0", api_token="a-real-token-of-32-characters!!")
+    assert settings.api_token is not None
