@@ -130,11 +130,14 @@ class LocalBroker:
     """
 
     def __init__(self, data_dir: Path, port: int = 9092,
-                 scram_user: tuple[str, str] | None = None, quorum: Quorum | None = None
-                 ) -> None:
+                 scram_user: tuple[str, str] | None = None, quorum: Quorum | None = None,
+                 authorize: bool = False) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.quorum = quorum
+        # With ``authorize``, SASL clients may do only what ACLs grant them; the plaintext
+        # listener (loopback, the operator's) stays a super user.
+        self.authorize = authorize
         self.bootstrap = f"{HOST}:{port}"
         # With a SCRAM user, a SASL_PLAINTEXT listener (SCRAM-SHA-512) also listens on
         # port + 2; the user is created through the admin API each time it starts.
@@ -161,6 +164,10 @@ class LocalBroker:
                 "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
             ]
+            if self.authorize:
+                sasl += ["authorizer.class.name="
+                         "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                         "super.users=User:ANONYMOUS"]
         quorum = self.quorum or Quorum(1, f"1@{HOST}:{controller}", "", 1)
         # Internal topics as replicated as the cluster allows; acks=all writes need 2 of 3.
         replicas, min_insync = min(3, quorum.size), min(2, quorum.size)
@@ -276,22 +283,13 @@ class LocalBroker:
             raise
         return self.status()
 
-    def _create_scram_user(self, user: str, password: str, timeout: float = 30.0) -> None:
-        """Create (or reset) the SCRAM user through the admin API on the plaintext listener:
-        a password on a command line would show in every process listing."""
-        from confluent_kafka.admin import (
-            AdminClient,
-            ScramCredentialInfo,
-            ScramMechanism,
-            UserScramCredentialUpsertion,
-        )
+    def _create_scram_user(self, user: str, password: str) -> None:
+        from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        upsert = UserScramCredentialUpsertion(
-            user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), password.encode())
-        for future in admin.alter_user_scram_credentials([upsert],
-                                                         request_timeout=timeout).values():
-            future.result(timeout=timeout)
+        from ept.deploy.kafka_access import set_scram_passwords
+
+        set_scram_passwords(AdminClient({"bootstrap.servers": self.bootstrap}),
+                            {user: password})
 
     def _wait_until_answering(self, timeout: float, process: subprocess.Popen[bytes] | None = None
                               ) -> None:

@@ -83,6 +83,35 @@ def broker_status(port: int, data_dir: Path | None) -> None:
         sys.exit(1)
 
 
+@main.group("kafka")
+def kafka_group() -> None:
+    """Kafka administration."""
+
+
+@kafka_group.command("access")
+@click.option("--passwords", "passwords_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a file of `user=password` lines, one per component user")
+def kafka_access(passwords_file: Path) -> None:
+    """Create each component's SCRAM user and ACLs (deploy/kafka_access.py) on the
+    cluster of EPT_KAFKA_* (as an admin). Passwords come from a file, never arguments."""
+    from confluent_kafka import KafkaException
+
+    from ept.deploy.kafka_access import apply_access, component_grants
+
+    settings = _settings()
+    passwords = dict(line.split("=", 1) for line in passwords_file.read_text().splitlines()
+                     if "=" in line and not line.lstrip().startswith("#"))
+    missing = sorted(set(component_grants(settings.topics)) - passwords.keys())
+    if missing:
+        raise click.ClickException(f"{passwords_file}: no password for {', '.join(missing)}")
+    try:
+        apply_access(settings, {user: password.strip() for user, password in passwords.items()})
+    except KafkaException as exc:
+        raise click.ClickException(f"the broker refused: {exc}") from None
+    click.echo(f"users and ACLs applied: {', '.join(component_grants(settings.topics))}")
+
+
 # -- ClickHouse ---------------------------------------------------------------------------
 
 def _logging(verbose: bool = False) -> None:

@@ -163,3 +163,103 @@ def check_every_route_needs_the_token(worker: str, sink: str) -> None:
         assert "script-src 'nonce-" in policy and "frame-ancestors 'none'" in policy
         nonce = policy.split("'nonce-")[1].split("'")[0]
         assert f'<script nonce="{nonce}">' in page.read().decode()
+
+
+@pytest.fixture(scope="module")
+def authorizing_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A broker whose SASL clients may do only what ACLs grant them."""
+    port = free_port()
+    while not _free(port + 2):
+        port = free_port()
+    broker = LocalBroker(tmp_path_factory.mktemp("acl-kafka"), port, (USER, PASSWORD),
+                         authorize=True)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def test_each_component_may_do_only_what_its_grants_allow(
+        authorizing_broker: LocalBroker, tmp_path: Path) -> None:
+    """deploy/kafka_access.py's table (which the Kubernetes KafkaUsers mirror), written to a
+    real broker with an authorizer: each component's user tried on the topics it needs
+    and on those it must not touch."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+    from ept.core.kafka import ensure_topics
+    from ept.deploy.kafka_access import component_grants
+
+    admin = load_settings(kafka_bootstrap=authorizing_broker.bootstrap, topic_prefix="ept.",
+                          topic_partitions=1)
+    ensure_topics(admin)
+    passwords = {user: f"{user}-password-0123" for user in component_grants(admin.topics)}
+    password_file = tmp_path / "passwords"
+    password_file.write_text("".join(f"{user}={secret}\n" for user, secret in passwords.items()))
+    applied = subprocess.run(
+        [sys.executable, "-m", "ept.deploy.cli", "kafka", "access", "--passwords",
+         str(password_file)], cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "EPT_KAFKA_BOOTSTRAP": authorizing_broker.bootstrap,
+             "EPT_TOPIC_PREFIX": "ept."}, check=False)
+    assert applied.returncode == 0, applied.stderr
+    assert "ept-sdk" in applied.stdout and "password-0123" not in applied.stdout
+    topics = admin.topics
+    seed = Producer({"bootstrap.servers": authorizing_broker.bootstrap})  # the operator
+    for topic in topics.all:  # something to read everywhere: a refusal is then the ACL
+        seed.produce(topic, b"seed", b"k", partition=0)
+    assert seed.flush(30) == 0
+
+    def client(user: str) -> dict[str, str]:
+        assert authorizing_broker.sasl_bootstrap is not None
+        return {"bootstrap.servers": authorizing_broker.sasl_bootstrap,
+                "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": user, "sasl.password": passwords[user]}
+
+    def can_write(user: str, topic: str) -> bool:
+        outcome: list[KafkaError | None] = []
+
+        def delivered(error: KafkaError | None, message: object) -> None:
+            outcome.append(error)
+
+        producer = Producer({**client(user), "enable.idempotence": True, "acks": "all",
+                             "message.timeout.ms": 15_000})
+        producer.produce(topic, b"probe", b"k", on_delivery=delivered)
+        try:
+            producer.flush(20)
+        except KafkaException:  # e.g. no IdempotentWrite: a fatal refusal
+            return False
+        # `is None`: KafkaError's == fails on None (a TypeError left pending)
+        return len(outcome) == 1 and outcome[0] is None
+
+    def can_read(user: str, topic: str) -> bool:
+        consumer = Consumer({**client(user), "group.id": f"ept-probe-{user}",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                for message in consumer.consume(10, timeout=1.0):
+                    error = message.error()
+                    if error is None:
+                        return True
+                    if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                        return False
+            return False
+        finally:
+            consumer.close()
+
+    render_failed = topics.event("render_failed")
+    assert can_write("ept-sdk", render_failed)
+    assert not can_write("ept-sdk", topics.alerts)          # no forged alerts
+    assert not can_write("ept-sdk", topics.dlq)
+    assert can_read("ept-sdk", topics.template_controls)     # the kill switch
+    assert not can_read("ept-sdk", render_failed)           # no other service's events
+    assert can_read("ept-worker", render_failed) and can_write("ept-worker", topics.alerts)
+    assert not can_write("ept-worker", topics.dlq)
+    assert can_write("ept-sink", topics.dlq) and not can_write("ept-sink", topics.alerts)
+    assert can_read("ept-sink", topics.deletions) and not can_write("ept-sink", render_failed)
+    assert can_read("ept-notifier", topics.alerts)
+    assert not can_write("ept-notifier", topics.alerts)
+    assert not can_read("ept-notifier", render_failed)
+    assert can_write("ept-admin", topics.deletions) and can_write("ept-admin", render_failed)
+    assert not can_write("ept-admin", topics.alerts)
