@@ -53,7 +53,7 @@ def test_compose_file_parses_and_references_real_commands_and_settings() -> None
     assert services["sink"]["deploy"]["replicas"] == 2
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     for service in services.values():
-        if service.get("image") == "ept:latest":
+        if service.get("image") == "ept:latest" and "entrypoint" not in service:
             assert_ept_command(service["command"])
             assert_settings_exist(list(service["environment"]))
     assert services["notifier"]["command"] == ["notify"]
@@ -165,7 +165,9 @@ def test_no_placeholder_or_default_secret_ships() -> None:
     assert not [doc for doc in kubernetes_documents() if doc["kind"] == "Secret"]
     compose = (DEPLOY / "compose" / "docker-compose.yml").read_text()
     for variable in ("EPT_API_TOKEN", "EPT_CLICKHOUSE_ADMIN_PASSWORD",
-                     "EPT_CLICKHOUSE_WRITER_PASSWORD", "EPT_CLICKHOUSE_ANALYST_PASSWORD"):
+                     "EPT_CLICKHOUSE_WRITER_PASSWORD", "EPT_CLICKHOUSE_ANALYST_PASSWORD",
+                     *(f"EPT_KAFKA_{c}_PASSWORD" for c in ("SDK", "WORKER", "SINK",
+                                                           "NOTIFIER", "ADMIN"))):
         assert f"${{{variable}:?" in compose, variable  # compose refuses to start without
         assert f"${{{variable}:-" not in compose, variable
 
@@ -234,3 +236,24 @@ def test_create_users_fills_passwords_the_engine_parses_and_refuses_placeholders
                                  env={**environment, "EPT_CLICKHOUSE_WRITER_PASSWORD": weak})
         assert refused.returncode == 1 and refused.stdout == ""
         assert "EPT_CLICKHOUSE_WRITER_PASSWORD" in refused.stderr
+
+
+def test_compose_clients_use_scram_users_that_kafka_access_creates() -> None:
+    services = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())[
+        "services"]
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert kafka["KAFKA_LISTENERS"].startswith("SASL_PLAINTEXT://:9092")
+    assert "PLAINTEXT://127.0.0.1:" in kafka["KAFKA_LISTENERS"]  # the operator's, loopback
+    assert "ports" not in services["kafka"]
+    access = services["kafka-access"]
+    assert access["network_mode"] == "service:kafka"
+    assert "ept kafka access --passwords" in access["command"][0]
+    users = set(component_grants(Topics("ept.")))
+    for name, service in services.items():
+        environment = service.get("environment", {})
+        if service.get("image") == "ept:latest" and name != "kafka-access":
+            assert environment["EPT_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+            assert environment["EPT_KAFKA_SASL_USERNAME"] in users, name
+            assert service["depends_on"]["kafka-access"] == {
+                "condition": "service_completed_successfully"}, name
