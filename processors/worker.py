@@ -97,11 +97,13 @@ def create_app(settings: Settings, rules: list[Rule],
     time moves.
     """
     partitions = settings.topic_partitions
+    datadir = settings.state_dir / "worker"  # Faust's, not in the working directory
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}worker",
         **faust_broker_options(settings),
         store="memory://",
-        datadir=str(settings.state_dir / "worker"),  # not the working directory
+        datadir=str(datadir),
         broker_commit_interval=0.5,
         broker_session_timeout=settings.worker_session_timeout_s,
         topic_partitions=partitions,

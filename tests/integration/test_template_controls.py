@@ -138,6 +138,8 @@ def test_a_failing_template_is_disabled_refused_and_enabled_again(
         assert disabled.alert_fingerprint == firing[0]["fingerprint"]
         assert disabled.at_ms == firing[0]["decided_at_ms"]
         assert refused["seen"] - written_at < 2.0  # the service saw it within 2 s
+        print(f"\nkill switch: disabled seen by the service {refused['seen'] - written_at:.2f} s "
+              "after the broker stamped it")
 
         assert "tpl_kill  disabled  by rule:template_failures" in ept_cli(
             environment, "templates", "list")
@@ -145,7 +147,9 @@ def test_a_failing_template_is_disabled_refused_and_enabled_again(
                        "--by", "oncall") == "tpl_kill enabled\n"
         enabled = service.next_line()
         assert (enabled["enabled"], enabled["outcome"]) == (True, "rendered")
-        assert enabled["seen"] - controls(settings)[-1][1] < 2.0
+        enabled_after = enabled["seen"] - controls(settings)[-1][1]
+        assert enabled_after < 2.0
+        print(f"kill switch: re-enable seen after {enabled_after:.2f} s")
         assert "no template is disabled" in ept_cli(environment, "templates", "list")
 
         assert ept_cli(environment, "templates", "disable", "tpl_kill", "--reason",
