@@ -44,8 +44,20 @@ class PublishedAlerts:
         self._last = None
 
     async def is_new(self, key: str, decided_at_ms: int) -> bool:
-        if self._last is None:
-            self._last = await asyncio.get_running_loop().run_in_executor(None, self._read)
+        """Whether a notice of ``key`` decided at ``decided_at_ms`` is not on the topic yet.
+        Waits (retrying with backoff up to 30 s) until the topic could be read: a broker
+        restarting must not make the worker tell a notice twice, nor lose one."""
+        for attempt in itertools.count():
+            if self._last is not None:
+                break
+            try:
+                self._last = await asyncio.get_running_loop().run_in_executor(None, self._read)
+            except Exception as exc:  # the broker restarting, a leader moving...
+                pause = min(30.0, 2.0 ** attempt)
+                log.warning("alert topic not read (%s: %s); again in %.0f s",
+                            type(exc).__name__, exc, pause)
+                await asyncio.sleep(pause)
+        assert self._last is not None
         return decided_at_ms > self._last.get(key, -1)
 
     def record(self, key: str, decided_at_ms: int) -> None:
@@ -89,7 +101,13 @@ class EvaluateStage:
         once the broker holds them, save the states judged (see
         :mod:`~ept.processors.judging` for why in that order)."""
         judge = self.judge_of(partition)
-        await self._publish(judge.handle(signal_or_progress(value)))
+        try:
+            await self._publish(judge.handle(signal_or_progress(value)))
+        except BaseException:
+            # The judge's memory is now ahead of the table: rebuilt from the table, the
+            # next message judges those instants again rather than skip their notices.
+            self.judges.pop(partition, None)
+            raise
         judge.save()
 
     def judge_of(self, partition: int) -> PartitionJudge:

@@ -72,3 +72,46 @@ def test_a_state_is_saved_after_its_notice_is_delivered(monkeypatch: pytest.Monk
         assert stage.alerts_told[("api_degradation", "firing")] == 1
 
     asyncio.run(scenario())
+
+
+def test_an_unreadable_alert_topic_delays_the_notice_and_loses_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker restarting while the worker reads the alert topic (seen in a chaos run:
+    "Not leader for partition") is waited out; the agent never crashes past a notice."""
+    reads = iter([RuntimeError("Not leader for partition"), TimeoutError("30 s"), {}])
+
+    def read(self: PublishedAlerts) -> dict[str, int]:
+        outcome = next(reads)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    real_sleep = asyncio.sleep
+
+    async def no_pause(seconds: float) -> None:  # the backoff, made instant
+        await real_sleep(0)
+
+    monkeypatch.setattr(PublishedAlerts, "_read", read)
+    monkeypatch.setattr("ept.processors.evaluate_stage.asyncio.sleep", no_pause)
+    table: dict[str, Any] = {}
+    topic = HeldTopic()
+    stage = EvaluateStage(Settings(topic_partitions=1), RULES, {"api_error": 1}, table,
+                          topic, HeldTopic())  # type: ignore[arg-type]
+    collector = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
+    collector.assign(["api_error:0"], T0)
+    events = [SourceEvent("api_error", 0, i, T0 + i * 1000,
+                          {"event_time": T0 + i * 1000, "event_id": f"e{i}", "endpoint": "/a"})
+              for i in range(12)]
+
+    async def scenario() -> None:
+        for signal in collector.collect(events, T0 + 12_000):
+            await stage.handle(0, signal.to_json())
+        handling = asyncio.create_task(stage.handle(0, collector.progress(T0 + 22_000)
+                                                    .to_json()))
+        while not topic.deliveries:
+            await asyncio.sleep(0)
+        topic.deliveries[0].set_result(None)
+        await handling
+
+    asyncio.run(scenario())
+    assert alert_status(table) == ["firing"] and len(topic.sent) == 1
