@@ -43,18 +43,26 @@ def alert_status(table: dict[str, Any]) -> list[str]:
             for alert in ScopeState.from_json(data).alerts.values()]
 
 
-def test_a_state_is_saved_after_its_notice_is_delivered(monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
-    monkeypatch.setattr(PublishedAlerts, "_read", lambda self: {})  # an empty alert topic
-    table: dict[str, Any] = {}
-    topic = HeldTopic()
+def burst_of_api_errors(table: dict[str, Any], alerts: HeldTopic
+                        ) -> tuple[EvaluateStage, Collector, list[SourceEvent]]:
+    """A stage over ``table`` telling ``alerts``, and 12 API errors in 12 s (they fire
+    api_degradation once event time passes them)."""
     stage = EvaluateStage(Settings(topic_partitions=1), RULES, {"api_error": 1}, table,
-                          topic, HeldTopic())  # type: ignore[arg-type]
+                          alerts, HeldTopic())  # type: ignore[arg-type]
     collector = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
     collector.assign(["api_error:0"], T0)
     events = [SourceEvent("api_error", 0, i, T0 + i * 1000,
                           {"event_time": T0 + i * 1000, "event_id": f"e{i}", "endpoint": "/a"})
               for i in range(12)]
+    return stage, collector, events
+
+
+def test_a_state_is_saved_after_its_notice_is_delivered(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setattr(PublishedAlerts, "_read", lambda self: {})  # an empty alert topic
+    table: dict[str, Any] = {}
+    topic = HeldTopic()
+    stage, collector, events = burst_of_api_errors(table, topic)
 
     async def scenario() -> None:
         for signal in collector.collect(events, T0 + 12_000):
@@ -95,13 +103,7 @@ def test_an_unreadable_alert_topic_delays_the_notice_and_loses_nothing(
     monkeypatch.setattr("ept.processors.evaluate_stage.asyncio.sleep", no_pause)
     table: dict[str, Any] = {}
     topic = HeldTopic()
-    stage = EvaluateStage(Settings(topic_partitions=1), RULES, {"api_error": 1}, table,
-                          topic, HeldTopic())  # type: ignore[arg-type]
-    collector = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
-    collector.assign(["api_error:0"], T0)
-    events = [SourceEvent("api_error", 0, i, T0 + i * 1000,
-                          {"event_time": T0 + i * 1000, "event_id": f"e{i}", "endpoint": "/a"})
-              for i in range(12)]
+    stage, collector, events = burst_of_api_errors(table, topic)
 
     async def scenario() -> None:
         for signal in collector.collect(events, T0 + 12_000):
