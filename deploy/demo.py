@@ -1,9 +1,12 @@
 """Synthetic traffic for ``ept run --demo``: a rendering platform with scripted incidents.
 
 Several services, templates, endpoints and render types, published through the SDK.
-The script (seconds from start): baseline; a template starts failing (15 s); an external
-API rate-limits and fails (30 s); video renders slow down (45 s); everything recovers
-(105 s). With the demo rules (one-minute windows) every default rule fires, then resolves.
+Before the live traffic, the last 24 hours of renders are published with their event
+times (the history a real platform has): the baseline of the duration_regression rule. The
+script (seconds from start): baseline; a template starts failing (15 s); an external
+API rate-limits and fails (30 s); video renders slow down (45 s: the slow-render ratio
+and the regression against the last day's durations); everything recovers (105 s). With the
+demo rules (two-minute windows) every default rule fires, then resolves.
 
 The render service enforces template controls: when the template_failures alert fires,
 the worker disables the failing template (the demo rule's ``auto_action``) and its renders
@@ -19,9 +22,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ept import TemplateDisabledError, Tracker
+from confluent_kafka import Producer
+
+from ept import SDK_VERSION, TemplateDisabledError, Tracker
+from ept.core.kafka import ProducerRole, producer_config
 from ept.core.settings import Settings
 from ept.core.template_controls import ENABLED, TemplateControl, publish_control
+from ept.schemas import SingleObjectEncoder
 from ept.thresholds import PERFORMANCE_THRESHOLDS
 
 TEMPLATES = ("tpl_hero_001", "tpl_product_002", "tpl_testimonial_003", "tpl_story_004",
@@ -29,6 +36,9 @@ TEMPLATES = ("tpl_hero_001", "tpl_product_002", "tpl_testimonial_003", "tpl_stor
 ENDPOINTS = ("/api/render", "/api/render/{id}", "/api/templates", "/api/ads/generate-variants")
 FAILING_TEMPLATE = "tpl_promo_summer"
 FLAKY_ENDPOINT = "api.openai.com/v1/images/generations"
+RENDER_TYPES, RENDER_TYPE_WEIGHTS = ("still", "video", "batch"), (6, 3, 1)
+HISTORY_EVERY_MS = 20_000  # one render of the last day's every 20 s: 4,320 events
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class DemoTraffic:
     """Publishes ~60 events/s until stopped. ``run`` blocks; call it in a thread."""
 
     def __init__(self, settings: Settings, rate: float = 60.0, seed: int = 8) -> None:
+        self._settings = settings
         self._trackers = {service: Tracker(settings, service=service, environment="demo")
                           for service in ("render-worker", "api-gateway", "variant-generator")}
         self._rate = rate
@@ -70,6 +81,8 @@ class DemoTraffic:
         return self._trackers["render-worker"].get_error_performance_stats().renders_refused
 
     def run(self) -> None:
+        self.publish_history()
+        self.started = time.monotonic()
         interval = 1.0 / self._rate
         next_check = 0.0
         while not self.stop.is_set():
@@ -81,6 +94,33 @@ class DemoTraffic:
             self.stop.wait(interval)
         for tracker in self._trackers.values():
             tracker.close(5)
+
+    def publish_history(self) -> int:
+        """Publish the last day's renders, as the render service tracked them then.
+        Blocks until the broker has them; returns how many."""
+        encoder, producer = SingleObjectEncoder(), Producer(
+            producer_config(self._settings, ProducerRole.SDK))
+        now_ms = int(time.time() * 1000)
+        published = 0
+        for at_ms in range(now_ms - DAY_MS, now_ms - HISTORY_EVERY_MS, HISTORY_EVERY_MS):
+            template = self._random.choice(TEMPLATES)
+            render_type = self._random.choices(RENDER_TYPES, RENDER_TYPE_WEIGHTS)[0]
+            record = {
+                "event_id": str(uuid.uuid4()), "event_time": at_ms, "service": "render-worker",
+                "environment": "demo", "sdk_version": SDK_VERSION, "user_id": None,
+                "account_id": None, "render_id": f"render_{uuid.uuid4().hex[:12]}",
+                "template_id": template, "render_type": render_type,
+                "duration_ms": self._usual_duration(render_type), "width": None,
+                "height": None}
+            producer.produce(self._settings.topics.event("render_completed"),
+                             encoder.encode("render_completed", record), template.encode())
+            producer.poll(0)
+            published += 1
+        producer.flush(60)
+        return published
+
+    def _usual_duration(self, render_type: str) -> float:
+        return PERFORMANCE_THRESHOLDS[f"render_{render_type}"] * self._random.uniform(0.2, 0.8)
 
     def _deploy_fix(self) -> None:
         """The failing template is fixed: enable it again if the worker disabled it."""
@@ -103,9 +143,9 @@ class DemoTraffic:
     def _render(self, phase: str) -> None:
         tracker = self._trackers["render-worker"]
         template = self._random.choice(TEMPLATES)
-        render_type = self._random.choices(("still", "video", "batch"), (6, 3, 1))[0]
+        render_type = self._random.choices(RENDER_TYPES, RENDER_TYPE_WEIGHTS)[0]
         threshold = PERFORMANCE_THRESHOLDS[f"render_{render_type}"]
-        duration = threshold * self._random.uniform(0.2, 0.8)
+        duration = self._usual_duration(render_type)
         if phase == "render slowdown" and render_type == "video":
             duration = threshold * self._random.uniform(1.1, 2.5)
         render_id = f"render_{uuid.uuid4().hex[:12]}"

@@ -178,8 +178,8 @@ class Supervisor:
         if self.demo:
             demo = DemoTraffic(self.settings)
             threading.Thread(target=demo.run, daemon=True, name="ept-demo").start()
-            self.echo("[..] demo traffic: baseline, then a failing template, an API outage, "
-                      "a render slowdown, and recovery")
+            self.echo("[..] demo traffic: the last day's renders (the regression baseline), "
+                      "then a failing template, an API outage, a render slowdown, and recovery")
         try:
             self._supervise(demo)
         finally:

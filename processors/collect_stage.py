@@ -30,15 +30,18 @@ def wall_ms() -> int:
 
 
 class CollectStage:
-    """``collect``'s state. Its coroutines send on ``signals`` (they may wait for the
-    producer's buffer); nothing here raises for any message."""
+    """``collect``'s state: the signals of the scope ``families`` some rule judges. Its
+    coroutines send on ``signals`` (they may wait for the producer's buffer); nothing
+    here raises for any message."""
 
-    def __init__(self, app: faust.App, settings: Settings, signals: faust.TopicT) -> None:
+    def __init__(self, app: faust.App, settings: Settings, signals: faust.TopicT,
+                 families: frozenset[str]) -> None:
         self._app, self._signals = app, signals
         self._partitions = settings.topic_partitions
         self._decoder = Decoder(settings.schema_registry_url, raw=True)
         self.collector = Collector(settings.max_clock_skew_s * 1000,
-                                   int(settings.source_idle_s * 1000), DEDUP_HORIZON_MS)
+                                   int(settings.source_idle_s * 1000), DEDUP_HORIZON_MS,
+                                   families)
         self.event_of_topic = {topic: name for name, topic in settings.topics.events.items()}
         self.events = Counter[str]()
         self.decode_errors = 0

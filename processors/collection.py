@@ -44,11 +44,14 @@ class Collector:
       (``skewed_events`` counts them).
     * An event id read again on its partition within ``dedup_horizon_ms`` of event time
       (a producer's re-send at a new offset) is not counted (``duplicate_events``).
+    * Only the scopes of ``families`` (those some rule judges) are signalled.
     * A source is idle when it has been silent for ``idle_ms`` of wall-clock time and is
       not known to be behind its high-water mark.
     """
 
-    def __init__(self, max_skew_ms: int, idle_ms: int, dedup_horizon_ms: int) -> None:
+    def __init__(self, max_skew_ms: int, idle_ms: int, dedup_horizon_ms: int,
+                 families: frozenset[str] | None = None) -> None:
+        self._families = families  # the scope families some rule judges; None: all
         self._max_skew_ms = max_skew_ms
         self._idle_ms = idle_ms
         self._horizon_ms = dedup_horizon_ms
@@ -83,6 +86,8 @@ class Collector:
             if state.watermark_ms is None or time_ms > state.watermark_ms:
                 state.watermark_ms = time_ms
             for scope, counter in signals_of(event.event_name, event.record):
+                if self._families is not None and scope.family not in self._families:
+                    continue
                 by_scope[scope.key].append(Counted(time_ms, source, event.offset, counter))
         return [Signal(scope, counted) for scope, counted in by_scope.items()]
 

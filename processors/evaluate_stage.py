@@ -19,12 +19,12 @@ from ept.core.settings import Settings
 from ept.core.template_controls import DISABLED, TemplateControl
 from ept.processors.alert_topic import FIRING, read_alerts
 from ept.processors.alerting import alert_notice, fingerprint
-from ept.processors.evaluation import Evaluator, Notice, window_totals
+from ept.processors.evaluation import Evaluator, Notice, measured
 from ept.processors.event_time import Frontiers
 from ept.processors.judging import PartitionJudge
 from ept.processors.records import ScopeState, signal_or_progress
 from ept.processors.rules import DISABLE_TEMPLATE, Rule
-from ept.processors.signals import Scope, measure, scope_partition
+from ept.processors.signals import Scope, scope_partition
 
 log = logging.getLogger("ept.worker")
 
@@ -128,8 +128,7 @@ class EvaluateStage:
             partition = scope_partition(scope_key, self._settings.topic_partitions)
             last = self.judge_of(partition).frontiers.frontier(scope.family) // 1000 - 1
             for rule in self.evaluator.rules_of(scope):
-                value, samples = measure(rule.kind,
-                                         window_totals(state, rule.window_minutes, last))
+                value, samples, _ = measured(rule, state, last)
                 alert = state.alerts.get(rule.name)
                 rates.append({"rule": rule.name, "scope": scope.scope_type,
                               "labels": scope.labels, "value": round(value, 3),

@@ -20,10 +20,25 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ddsketch import DDSketch
+
+from ept.processors import durations
 from ept.processors.alerting import AlertState, Notification, step
 from ept.processors.records import Counted, ScopeState
-from ept.processors.rules import Rule
-from ept.processors.signals import COUNTED_BY_KIND, FAMILY_OF_KIND, Scope, measure
+from ept.processors.rules import REGRESSION, Rule
+from ept.processors.signals import (
+    COUNTED_BY_KIND,
+    FAMILY_OF_KIND,
+    MINUTE_FAMILIES,
+    Scope,
+    measure,
+)
+
+# A regression's baseline is kept in blocks of six hours: the baseline slides with event
+# time in steps of a quarter day (whole days would make a steady drift read ~25% more at
+# the end of each day than at its start), at 4 * 7 + 1 sketches per scope for 7 days.
+BLOCK_S = 6 * 3600
+BLOCKS_PER_DAY = 86_400 // BLOCK_S
 
 
 @dataclass(frozen=True)
@@ -48,23 +63,41 @@ class Evaluator:
         for rule in rules:
             self._rules[FAMILY_OF_KIND[rule.kind]].append(rule)
         self.retain_s = max(rule.window_minutes for rule in rules) * 60
+        # blocks of counters a duration scope keeps for its baselines, the current one too
+        self.retain_blocks = 1 + BLOCKS_PER_DAY * max(
+            (r.baseline_days for r in rules if r.kind == REGRESSION), default=0)
         self.late_events = 0  # counted after an instant they belong to was judged
+
+    @property
+    def families(self) -> frozenset[str]:
+        """The scope families some rule judges."""
+        return frozenset(family for family, rules in self._rules.items() if rules)
 
     def rules_of(self, scope: Scope) -> list[Rule]:
         return [rule for rule in self._rules[scope.family] if scope.scope_type in rule.scopes]
 
-    def add(self, state: ScopeState, events: list[Counted]) -> None:
-        """Count ``events`` (skipping those at or below an applied source offset).
+    def add(self, family: str, state: ScopeState, events: list[Counted]) -> None:
+        """Count ``events`` of a scope of ``family`` (skipping those at or below an applied
+        source offset).
 
         An event in a second already judged is still counted for later instants (so they
         do not depend on its arrival) and counted in ``late_events``; one older than every
-        window that is still to be judged is dropped.
+        window that is still to be judged is dropped (from the windows: a duration still
+        counts in its day, for the baselines).
         """
+        per_minute = family in MINUTE_FAMILIES
         for event in events:
             if event.offset <= state.applied.get(event.source, -1):
                 continue  # replayed after a restart: counted before
             state.applied[event.source] = event.offset
             second = event.time_ms // 1000
+            if per_minute:
+                block = second // BLOCK_S
+                counts = state.blocks.setdefault(block, {})
+                counts[event.counter] = counts.get(event.counter, 0) + 1
+                for key in [k for k in state.baselines if k[0] > block]:
+                    del state.baselines[key]  # the baselines that hold that block
+                second = second // 60 * 60 + 59  # counted at the end of its minute
             if second <= state.judged_s:
                 self.late_events += 1
                 if second <= state.judged_s - self.retain_s:
@@ -85,6 +118,9 @@ class Evaluator:
         horizon = last - self.retain_s
         for second in [s for s in state.seconds if s <= horizon]:
             del state.seconds[second]
+        oldest = last // BLOCK_S - self.retain_blocks + 1
+        for block in [b for b in state.blocks if b < oldest]:
+            del state.blocks[block]
         return notices
 
     def _instants(self, rules: list[Rule], state: ScopeState, last: int) -> list[int]:
@@ -113,16 +149,44 @@ class Evaluator:
         minute_end = (second + 1) % 60 == 0
         notices = []
         for rule in rules:
-            if not minute_end and rule.is_ratio:
+            if not minute_end and rule.judged_at_minute_ends:
                 continue
-            value, samples = measure(rule.kind, window_totals(state, rule.window_minutes, second))
+            value, samples, detail = measured(rule, state, second)
             before = state.alerts.get(rule.name, AlertState())
-            after, note = step(rule, before, value, samples, now_ms)
+            after, note = step(rule, before, value, samples, now_ms, detail)
             if after != before:
                 state.alerts[rule.name] = after
             if note is not None:
                 notices.append(Notice(rule, scope, note, now_ms))
         return notices
+
+
+def measured(rule: Rule, state: ScopeState, last_second: int) -> tuple[float, int, str]:
+    """(value, samples, detail) of ``rule`` over its window ending with ``last_second``.
+
+    A regression's baseline is the ``baseline_days`` days of blocks before the block of
+    ``last_second``: complete once event time has passed them, so the same for any
+    arrival order.
+    """
+    window = window_totals(state, rule.window_minutes, last_second)
+    if rule.kind != REGRESSION:
+        value, samples = measure(rule.kind, window)
+        return value, samples, ""
+    regression = durations.compare(durations.sketch([window]),
+                                   _baseline(state, last_second // BLOCK_S, rule.baseline_days),
+                                   rule.quantile, rule.baseline_min_samples)
+    return regression.ratio, regression.samples, regression.detail
+
+
+def _baseline(state: ScopeState, block: int, days: int) -> DDSketch:
+    """The sketch of the ``days`` days of blocks before ``block``, kept until a count of
+    those blocks changes (:meth:`Evaluator.add` forgets it)."""
+    key = (block, days)
+    if key not in state.baselines:
+        first = block - days * BLOCKS_PER_DAY
+        state.baselines[key] = durations.sketch(state.blocks.get(b, {})
+                                                for b in range(first, block))
+    return state.baselines[key]
 
 
 def window_totals(state: ScopeState, minutes: int, last_second: int) -> dict[str, int]:

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from ept.processors.records import Progress, Source, SourceProgress
 
-FAMILIES_OF_EVENT = {"render_failed": ("render",), "render_completed": ("render", "slow"),
+FAMILIES_OF_EVENT = {"render_failed": ("render",),
+                     "render_completed": ("render", "slow", "duration"),
                      "slow_render": ("slow",), "api_error": ("api",),
                      "api_request_completed": ("api",)}
+
+FAMILIES = ("render", "slow", "api", "duration")
 
 
 def source_of(event_name: str, partition: int) -> Source:

@@ -44,7 +44,7 @@ class PartitionJudge:
         delivered."""
         if isinstance(record, Signal):
             state = self._state(record.scope)
-            self._evaluator.add(state, record.events)
+            self._evaluator.add(_family(record.scope), state, record.events)
             return self._judge(record.scope, state,
                                self.frontiers.frontier(_family(record.scope)), counted=True)
         advanced = self.frontiers.update(record)

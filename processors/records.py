@@ -81,12 +81,18 @@ def signal_or_progress(data: dict[str, Any]) -> Signal | Progress:
 @dataclass
 class ScopeState:
     """One scope's state: per-second counters, alert states, how far it was judged and the
-    last source offset applied from each source (replays after a restart are skipped)."""
+    last source offset applied from each source (replays after a restart are skipped);
+    for duration scopes, the counters of six-hour blocks too (a regression's baseline)."""
 
     seconds: dict[int, dict[str, int]] = field(default_factory=dict)
     alerts: dict[str, AlertState] = field(default_factory=dict)
     judged_s: int = -1  # every instant up to the end of this second is judged
     applied: dict[Source, int] = field(default_factory=dict)
+    # six-hour block (seconds // 21600) -> counters, for the baselines of regressions
+    blocks: dict[int, dict[str, int]] = field(default_factory=dict)
+    # (block, days) -> the sketch of the baseline before that block: derived, not saved
+    baselines: dict[tuple[int, int], Any] = field(default_factory=dict, compare=False,
+                                                  repr=False)
 
     @property
     def has_active_alert(self) -> bool:
@@ -97,7 +103,7 @@ class ScopeState:
         the counters: serialize it before the state changes again."""
         return {"s": self.seconds,
                 "a": {rule: alert.to_json() for rule, alert in self.alerts.items()},
-                "j": self.judged_s, "o": self.applied}
+                "j": self.judged_s, "o": self.applied, "b": self.blocks}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ScopeState:
@@ -105,4 +111,5 @@ class ScopeState:
             return cls()
         return cls({int(second): dict(counts) for second, counts in data["s"].items()},
                    {rule: AlertState.from_json(alert) for rule, alert in data["a"].items()},
-                   int(data["j"]), dict(data["o"]))
+                   int(data["j"]), dict(data["o"]),
+                   {int(block): dict(counts) for block, counts in data.get("b", {}).items()})

@@ -7,6 +7,7 @@ the file, the rule and the field.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,15 @@ KINDS: dict[str, tuple[str, ...]] = {
     "api_errors": ("overall", "endpoint"),
     "slow_render_ratio": ("overall", "render_type"),
     "template_failures": ("template",),
+    "duration_regression": ("render_type", "template"),
 }
+REGRESSION = "duration_regression"
+# Fields of duration_regression only: (type, default).
+_REGRESSION_FIELDS: dict[str, tuple[type | tuple[type, ...], float]] = {
+    "quantile": ((int, float), 0.95), "baseline_days": (int, 7),
+    "baseline_min_samples": (int, 100),
+}
+REGRESSION_THRESHOLD, REGRESSION_RESOLVE = 1.5, 1.2  # default factors over the baseline
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 DISABLE_TEMPLATE = "disable_template"  # the action a rule may take itself (auto_action)
 RUNBOOK_BASE = "https://github.com/ept-project/ept/blob/main/docs/runbooks"
@@ -46,20 +55,32 @@ class Rule:
     # With ``action = "disable_template"``: the worker disables the template itself when
     # the alert fires (re-enabling stays a person's decision).
     auto_action: bool = False
+    # duration_regression: the window's ``quantile`` of render duration against the same
+    # quantile over the ``baseline_days`` days before the judged instant (in six-hour
+    # blocks: the block of the instant is left out).
+    quantile: float = 0.95
+    baseline_days: int = 7
+    baseline_min_samples: int = 100
 
     @property
     def is_ratio(self) -> bool:
         return self.kind in ("render_error_rate", "slow_render_ratio")
 
+    @property
+    def judged_at_minute_ends(self) -> bool:
+        """Ratios and regressions are judged at minute ends; counts at every second."""
+        return self.kind != "template_failures" and self.kind != "api_errors"
+
 
 _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     # field: (type, required)
     "name": (str, True), "kind": (str, True), "scopes": (list, False),
-    "threshold": ((int, float), True), "resolve_threshold": ((int, float), False),
+    "threshold": ((int, float), False), "resolve_threshold": ((int, float), False),
     "window_minutes": (int, True), "min_samples": (int, False),
     "pending_seconds": (int, False), "renotify_minutes": (int, False),
     "severity": (str, True), "action": (str, False), "runbook_url": (str, False),
     "enabled": (bool, False), "auto_action": (bool, False),
+    **{field: (kind, False) for field, (kind, _) in _REGRESSION_FIELDS.items()},
 }
 
 
@@ -86,11 +107,17 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
         if scope not in allowed:
             raise fail("scopes",
                        f"{scope!r} is not a scope of {raw['kind']} ({', '.join(allowed)})")
-    threshold = float(raw["threshold"])
+    regression = raw["kind"] == REGRESSION
+    if "threshold" not in raw and not regression:
+        raise fail("threshold", "is required")
+    threshold = float(raw.get("threshold", REGRESSION_THRESHOLD))
     if threshold < 0 or (raw["kind"] in ("render_error_rate", "slow_render_ratio")
                          and threshold > 100):
         raise fail("threshold", f"out of range: {threshold}")
-    resolve = float(raw.get("resolve_threshold", threshold))
+    if regression and threshold <= 1:
+        raise fail("threshold", f"a factor over the baseline must be > 1, got {threshold}")
+    resolve = float(raw.get("resolve_threshold",
+                            min(REGRESSION_RESOLVE, threshold) if regression else threshold))
     if resolve > threshold:
         raise fail("resolve_threshold", f"must be <= threshold ({threshold}), got {resolve}")
     for field in ("window_minutes",):
@@ -99,6 +126,7 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
     for field in ("min_samples", "pending_seconds", "renotify_minutes"):
         if raw.get(field, 0) < 0:
             raise fail(field, f"must be >= 0, got {raw[field]}")
+    regression_fields = _regression_fields(raw, regression, fail)
     if raw["severity"] not in SEVERITIES:
         raise fail("severity", f"must be one of {', '.join(SEVERITIES)}, got {raw['severity']!r}")
     runbook = raw.get("runbook_url")
@@ -117,7 +145,24 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
         action=action,
         runbook_url=raw.get("runbook_url", f"{RUNBOOK_BASE}/{name.replace('_', '-')}.md"),
         enabled=raw.get("enabled", True), auto_action=raw.get("auto_action", False),
+        **regression_fields,
     )
+
+
+def _regression_fields(raw: dict[str, Any], regression: bool,
+                       fail: Callable[[str, str], RulesError]) -> dict[str, Any]:
+    given = {field: raw[field] for field in _REGRESSION_FIELDS if field in raw}
+    if given and not regression:
+        raise fail(next(iter(given)), f"only for kind {REGRESSION!r}")
+    fields = {field: given.get(field, default)
+              for field, (_, default) in _REGRESSION_FIELDS.items()}
+    if not 0 < fields["quantile"] < 1:
+        raise fail("quantile", f"must be between 0 and 1 (0.95 is p95), got {fields['quantile']}")
+    if not 1 <= fields["baseline_days"] <= 30:
+        raise fail("baseline_days", f"must be 1..30, got {fields['baseline_days']}")
+    if fields["baseline_min_samples"] < 1:
+        raise fail("baseline_min_samples", f"must be >= 1, got {fields['baseline_min_samples']}")
+    return {**fields, "quantile": float(fields["quantile"])}
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:

@@ -10,6 +10,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from ept.processors.durations import bucket_of
+
 OVERALL = "overall"
 LABEL_OF_SCOPE_TYPE = {"template": "template_id", "endpoint": "endpoint",
                        "render_type": "render_type"}
@@ -50,8 +52,11 @@ def signals_of(event_name: str, record: dict[str, Any]) -> list[tuple[Scope, str
     if event_name == "render_completed":
         template = Scope("render", "template_id", record["template_id"])
         render_type = Scope("slow", "render_type", record["render_type"])
+        bucket = bucket_of(record["duration_ms"])
         return [(Scope("render"), "completed"), (template, "completed"),
-                (Scope("slow"), "renders"), (render_type, "renders")]
+                (Scope("slow"), "renders"), (render_type, "renders"),
+                (Scope("duration", "render_type", record["render_type"]), bucket),
+                (Scope("duration", "template_id", record["template_id"]), bucket)]
     if event_name == "slow_render":
         return [(Scope("slow"), "slow"), (Scope("slow", "render_type", record["render_type"]),
                                           "slow")]
@@ -64,14 +69,21 @@ def signals_of(event_name: str, record: dict[str, Any]) -> list[tuple[Scope, str
 
 
 FAMILY_OF_KIND = {"render_error_rate": "render", "template_failures": "render",
-                  "api_errors": "api", "slow_render_ratio": "slow"}
-# The counter a count rule counts (judged at each second holding one); None for ratios.
+                  "api_errors": "api", "slow_render_ratio": "slow",
+                  "duration_regression": "duration"}
+# The counter a count rule counts (judged at each second holding one); None for the
+# kinds judged at minute ends only.
 COUNTED_BY_KIND: dict[str, str | None] = {"template_failures": "failed", "api_errors": "errors",
-                                          "render_error_rate": None, "slow_render_ratio": None}
+                                          "render_error_rate": None, "slow_render_ratio": None,
+                                          "duration_regression": None}
+# Families counted per minute rather than per second (their rules are judged at minute
+# ends only): a duration sketch is many counters, and sixty times fewer of them are kept.
+MINUTE_FAMILIES = frozenset({"duration"})
 
 
 def measure(kind: str, counts: dict[str, int]) -> tuple[float, int]:
-    """(value, samples) of a rule kind from summed window counters."""
+    """(value, samples) of a count or ratio rule kind from summed window counters
+    (``duration_regression`` is measured against its baseline: :mod:`.durations`)."""
     if kind == "render_error_rate":
         failed, total = counts.get("failed", 0), counts.get("failed", 0) + counts.get(
             "completed", 0)

@@ -37,6 +37,7 @@ from ept.core.kafka import faust_broker_options
 from ept.core.settings import Settings
 from ept.processors.collect_stage import CollectStage
 from ept.processors.evaluate_stage import EvaluateStage
+from ept.processors.event_time import FAMILIES
 from ept.processors.faust_kafka import use_transport
 from ept.processors.http import token_middleware
 from ept.processors.rules import Rule
@@ -80,7 +81,7 @@ class WorkerMetrics:
                                      "Event time up to which scopes are judged.",
                                      labels=["family", "partition"])
         for partition, judge in sorted(evaluate.judges.items()):
-            for family in ("render", "slow", "api"):
+            for family in FAMILIES:
                 frontier.add_metric([family, str(partition)],
                                     judge.frontiers.frontier(family) / 1000)
         yield frontier
@@ -129,10 +130,10 @@ def create_app(settings: Settings, rules: list[Rule],
     controls = app.topic(settings.topics.template_controls, key_serializer="raw",
                          value_serializer="raw")
     scopes = app.Table("scopes", default=dict, partitions=partitions)
-    collect_stage = CollectStage(app, settings, signals)
     evaluate_stage = EvaluateStage(
         settings, rules, source_partitions or dict.fromkeys(EVENT_NAMES, partitions),
         scopes, alerts, controls)
+    collect_stage = CollectStage(app, settings, signals, evaluate_stage.evaluator.families)
     event_topics = app.topic(*collect_stage.event_of_topic, key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw")
 

@@ -77,8 +77,11 @@ def simulate(seed: int, minutes: int, incidents: list[tuple[str, int]], partitio
             timeline.append((time_ms, "render_failed", template,
                              {"template_id": template, "reason": "timeout"}))
             return
+        # durations from the time, not the generator: the seeds' traffic stays as it was
+        duration_ms = 60_000.0 if slow else 1000.0 + time_ms % 3000
         timeline.append((time_ms, "render_completed", template,
-                         {"template_id": template, "render_type": render_type}))
+                         {"template_id": template, "render_type": render_type,
+                          "duration_ms": duration_ms}))
         if slow:
             timeline.append((time_ms, "slow_render", template,
                              {"template_id": template, "render_type": render_type}))
@@ -158,8 +161,8 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
     rules = rules or load_rules(None)
     evaluator = Evaluator(rules)
     sources = sorted(traffic.streams)
-    owners = [Collector(max_skew_ms=300_000, idle_ms=3600_000, dedup_horizon_ms=300_000)
-              for _ in range(collectors)]
+    owners = [Collector(max_skew_ms=300_000, idle_ms=3600_000, dedup_horizon_ms=300_000,
+                        families=evaluator.families) for _ in range(collectors)]
     owner_of = {source: owners[i % collectors] for i, source in enumerate(sources)}
     for source in sources:
         owner_of[source].assign([source], traffic.start_ms)

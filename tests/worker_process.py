@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ept.core.settings import Settings
+from ept.processors.event_time import FAMILIES
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ class Worker:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()[-3000:]
             frontiers = self.frontiers()
-            complete = len(frontiers) == 3 * partitions
+            complete = len(frontiers) == len(FAMILIES) * partitions
             if complete and passed is None and min(frontiers.values()) * 1000 > through_ms:
                 passed = frontiers
             elif complete and passed is not None and all(

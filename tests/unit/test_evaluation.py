@@ -109,7 +109,7 @@ severity = "high"
 def span_traffic(event: str, key: str, offsets_ms: list[int]) -> Traffic:
     traffic = Traffic(partitions=1)
     record = {"endpoint": key, "template_id": key, "reason": "timeout",
-              "render_type": "still"}
+              "render_type": "still", "duration_ms": 1000.0}
     for offset_ms in offsets_ms:
         traffic.add(event, key, T0 + offset_ms, record)
     for other in ("render_failed", "render_completed", "slow_render", "api_error",

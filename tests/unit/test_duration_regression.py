@@ -1,0 +1,173 @@
+"""The duration_regression rule: sketches, rule validation and judgements in event time."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ept.processors import durations
+from ept.processors.alerting import alert_notice
+from ept.processors.evaluation import Evaluator, Notice, measured
+from ept.processors.records import Counted, ScopeState
+from ept.processors.rules import RulesError, parse_rules
+from ept.processors.signals import Scope, signals_of
+
+MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
+START_MS = 20_000 * DAY_MS  # a UTC midnight
+VIDEO = Scope("duration", "render_type", "video")
+
+RULE = """
+[[rules]]
+name = "duration_regression"
+kind = "duration_regression"
+scopes = ["render_type"]
+window_minutes = 60
+min_samples = 30
+severity = "medium"
+action = "check_recent_deploys"
+"""
+
+
+def exact_quantile(values: list[float], q: float) -> float:
+    """DDSketch's definition: the value of rank floor(q * (n - 1)) in sorted order."""
+    return sorted(values)[math.floor(q * (len(values) - 1))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=1.0, max_value=86_400_000.0), min_size=1, max_size=300),
+       st.sampled_from([0.5, 0.9, 0.95, 0.99]))
+def test_a_quantile_read_from_buckets_is_within_the_stated_accuracy(values: list[float],
+                                                                    q: float) -> None:
+    histogram: dict[str, int] = {}
+    for value in values:
+        bucket = durations.bucket_of(value)
+        histogram[bucket] = histogram.get(bucket, 0) + 1
+    estimate = durations.sketch([histogram]).get_quantile_value(q)
+    exact = exact_quantile(values, q)
+    assert abs(estimate - exact) <= durations.RELATIVE_ACCURACY * exact * 1.0001
+
+
+def test_sketches_merge_by_adding_counters_and_stay_bounded() -> None:
+    rng = random.Random(1)
+    a = [rng.lognormvariate(8, 1) for _ in range(500)]
+    b = [rng.lognormvariate(9, 0.5) for _ in range(500)]
+
+    def histogram(values: list[float]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for value in values:
+            counts[durations.bucket_of(value)] = counts.get(durations.bucket_of(value), 0) + 1
+        return counts
+
+    both = durations.sketch([histogram(a), histogram(b), {"failed": 3}])
+    whole = durations.sketch([histogram(a + b)])
+    assert both.count == whole.count == 1000
+    for q in (0.5, 0.95, 0.99):
+        assert both.get_quantile_value(q) == whole.get_quantile_value(q)
+    # every duration, however absurd, lands in one of MAX_BUCKETS counters
+    keys = {durations.bucket_of(v) for v in (-5, 0, 0.3, 1, 1e12, float("inf"), float("nan"))}
+    assert keys <= {durations.bucket_of(durations.MIN_MS), durations.bucket_of(durations.MAX_MS)}
+    assert 400 < durations.MAX_BUCKETS < 500  # 1 ms .. 1 day at 2%
+
+
+def test_render_completed_signals_its_duration_per_render_type_and_template() -> None:
+    signals = signals_of("render_completed", {"template_id": "t", "render_type": "video",
+                                              "duration_ms": 1500.0})
+    bucket = durations.bucket_of(1500.0)
+    assert (Scope("duration", "render_type", "video"), bucket) in signals
+    assert (Scope("duration", "template_id", "t"), bucket) in signals
+
+
+def test_the_rule_has_the_issue_defaults_and_validates_its_fields() -> None:
+    [rule] = parse_rules(RULE, "rules.toml")
+    assert (rule.threshold, rule.resolve_threshold, rule.quantile, rule.baseline_days,
+            rule.baseline_min_samples) == (1.5, 1.2, 0.95, 7, 100)
+    bad = {
+        'quantile = 1.5': "field 'quantile': must be between 0 and 1",
+        'threshold = 0.9': "field 'threshold': a factor over the baseline must be > 1",
+        'baseline_days = 0': "field 'baseline_days': must be 1..30",
+        'scopes = ["endpoint"]': "'endpoint' is not a scope of duration_regression",
+    }
+    for line, message in bad.items():
+        with pytest.raises(RulesError, match=message):
+            parse_rules(RULE.replace('scopes = ["render_type"]', line)
+                        if line.startswith("scopes") else RULE + line, "rules.toml")
+    with pytest.raises(RulesError, match="field 'quantile': only for kind 'duration_regression'"):
+        parse_rules(RULE.replace('kind = "duration_regression"', 'kind = "api_errors"')
+                    .replace('scopes = ["render_type"]', "threshold = 3\nquantile = 0.9"),
+                    "rules.toml")
+
+
+def traffic(days: int, duration_at: object, every_ms: int = 30_000,
+            seed: int = 7) -> list[tuple[int, float]]:
+    """(event time, duration) every ``every_ms`` for ``days`` days (and one more hour)."""
+    rng = random.Random(seed)
+    end = START_MS + days * DAY_MS + HOUR_MS
+    return [(t, duration_at(t, rng)) for t in range(START_MS, end, every_ms)]  # type: ignore[operator]
+
+
+def judge_hour_by_hour(events: list[tuple[int, float]], hours_after: int = 1
+                       ) -> tuple[list[Notice], ScopeState, Evaluator]:
+    """Count the events hour by hour, judging each hour as it ends, and ``hours_after``
+    the last one."""
+    evaluator = Evaluator(parse_rules(RULE, "rules.toml"))
+    state, notices = ScopeState(), []
+    for hour_start in range(START_MS, events[-1][0] + hours_after * HOUR_MS, HOUR_MS):
+        hour = [Counted(t, "render_completed:0", offset, durations.bucket_of(d))
+                for offset, (t, d) in enumerate(events) if hour_start <= t < hour_start + HOUR_MS]
+        evaluator.add("duration", state, hour)
+        notices += evaluator.judge(VIDEO, state, hour_start + HOUR_MS)
+    return notices, state, evaluator
+
+
+def stable(t: int, rng: random.Random) -> float:
+    return rng.lognormvariate(math.log(10_000), 0.25)  # ~10 s, with normal noise
+
+
+def test_an_hour_at_twice_the_durations_after_a_stable_week_fires() -> None:
+    incident = START_MS + 7 * DAY_MS
+
+    def durations_at(t: int, rng: random.Random) -> float:
+        return stable(t, rng) * (2 if t >= incident else 1)
+
+    notices, _, _ = judge_hour_by_hour(traffic(7, durations_at))
+    # fired during the slow hour, re-notified an hour later, resolved when the renders stop
+    assert [n.note.status for n in notices] == ["firing", "firing", "resolved"]
+    firing, renotified = notices[0], notices[1]
+    # as soon as more than 5% of the window's renders are slow (a few minutes in) ...
+    assert incident < firing.at_ms <= incident + 15 * MINUTE_MS
+    assert firing.note.value > 1.5
+    # ... and an hour later, over a window of slow renders only, the p95 is twice its own
+    assert 1.8 < renotified.note.value < 2.2
+    summary = alert_notice(firing.rule, VIDEO.labels, firing.note, firing.at_ms).summary
+    assert summary.startswith("Render duration p95 ") and "x its 7-day baseline (> 1.5x) over " \
+        "60m for render_type=video: p95 " in summary, summary
+
+
+def test_a_stable_week_with_noise_fires_nothing() -> None:
+    notices, state, evaluator = judge_hour_by_hour(traffic(8, stable))
+    assert notices == []
+    assert len(state.blocks) <= evaluator.retain_blocks  # older blocks were dropped
+
+
+def test_a_drift_of_ten_percent_a_day_is_measured_and_does_not_fire() -> None:
+    """Each day's durations are 10% longer than the day before. Against the trailing
+    week, today's p95 is ~1.2x (the baseline drifts along): below 1.5, so no alert."""
+    def drifting(t: int, rng: random.Random) -> float:
+        return stable(t, rng) * 1.1 ** ((t - START_MS) / DAY_MS)
+
+    notices, state, _ = judge_hour_by_hour(traffic(7, drifting), hours_after=0)
+    assert notices == []
+    [rule] = parse_rules(RULE, "rules.toml")
+    value, samples, _ = measured(rule, state, state.judged_s)
+    assert samples >= 100 and 1.15 < value < 1.4, value
+
+
+def test_without_a_baseline_nothing_fires() -> None:
+    """A first day of renders, however slow, has nothing to be compared with."""
+    notices, _, _ = judge_hour_by_hour(
+        traffic(0, lambda t, rng: 100_000.0 if t > START_MS + 30 * MINUTE_MS else 1000.0))
+    assert notices == []
