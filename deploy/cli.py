@@ -422,6 +422,89 @@ def templates_enable(template_id: str, reason: str, by: str | None) -> None:
     _set_template(template_id, ENABLED, reason, by)
 
 
+@main.group()
+def thresholds() -> None:
+    """Slow thresholds per template, tuned from the stored durations."""
+
+
+@thresholds.command("suggest")
+@click.option("--since", default="-7d", show_default=True,
+              help="durations stored since (-7d, -12h, or an ISO date/time)")
+@click.option("--quantile", default=0.95, show_default=True, type=float,
+              help="the share of a template's renders that are not slow")
+@click.option("--min-renders", default=100, show_default=True, type=int,
+              help="templates with fewer completed renders are left out")
+@click.option("--apply", "apply", is_flag=True,
+              help="publish the suggestions: services use them from then on")
+@click.option("--by", help="who decided [default: the current user]")
+def thresholds_suggest(since: str, quantile: float, min_renders: int, apply: bool,
+                       by: str | None) -> None:
+    """Per-template slow thresholds from the durations in ClickHouse, next to today's."""
+    import getpass
+    import time
+
+    from confluent_kafka import KafkaException
+
+    from ept.processors.storage.analyst import ClickHouseError
+    from ept.processors.storage.api import parse_time
+    from ept.processors.storage.slow_thresholds import suggest
+    from ept.threshold_controls import SlowThreshold, publish_threshold, read_thresholds
+    from ept.thresholds import Thresholds
+
+    settings = _settings()
+    try:
+        start = parse_time(since, "since")
+        assert start is not None
+        suggestions = suggest(settings, start, quantile, min_renders)
+        tuned = {(t.operation, t.template_id): float(t.threshold_ms)
+                 for t in read_thresholds(settings) if t.threshold_ms is not None}
+        static = Thresholds.from_environment()
+    except (ValueError, ClickHouseError, RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    since_text = f"{start:%Y-%m-%d %H:%M} UTC"
+    if not suggestions:
+        click.echo(f"no template has {min_renders} completed renders since {since_text}: "
+                   "nothing to suggest")
+        return
+    label = f"p{quantile * 100:g}"
+    click.echo(f"{'template':<28} {'operation':<14} {'renders':>8} {label + ' ms':>11} "
+               f"{'today ms':>10} {'suggested ms':>13}")
+    for s in suggestions:
+        today = static.threshold(s.operation, s.template_id, tuned)
+        click.echo(f"{s.template_id:<28} {s.operation:<14} {s.renders:>8} "
+                   f"{s.quantile_ms:>11.0f} {today:>10.0f} {s.suggested_ms:>13.0f}")
+    if not apply:
+        click.echo("(--apply publishes the suggested thresholds)")
+        return
+    who, now_ms = by or getpass.getuser(), int(time.time() * 1000)
+    try:
+        for s in suggestions:
+            publish_threshold(settings, SlowThreshold(
+                s.operation, s.template_id, s.suggested_ms, who, now_ms,
+                f"{label} of {s.renders} renders since {since_text}"))
+    except KafkaException as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"published {len(suggestions)} thresholds to {settings.topics.slow_thresholds}")
+
+
+@thresholds.command("list")
+def thresholds_list() -> None:
+    """The tuned thresholds in force (the static ones apply elsewhere)."""
+    import datetime as dt
+
+    from ept.threshold_controls import read_thresholds
+
+    try:
+        tuned = read_thresholds(_settings())
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not tuned:
+        click.echo("no tuned threshold: the static ones apply")
+    for t in tuned:
+        at = dt.datetime.fromtimestamp(t.at_ms / 1000, dt.UTC).isoformat(timespec="seconds")
+        click.echo(f"{t.key}  {t.threshold_ms:.0f} ms  by {t.by} at {at}: {t.reason}")
+
+
 @main.command()
 @click.option("-v", "--verbose", is_flag=True)
 def notify(verbose: bool) -> None:

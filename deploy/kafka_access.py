@@ -50,9 +50,11 @@ def component_grants(topics: Topics) -> dict[str, list[Grant]]:
     create_missing = Grant("topic", topics.prefix, "prefix", ("Create", "Describe"))
     readers = Grant("group", "ept-", "prefix", ("Read",))  # ept's own topic readers
     return {
-        # Render services: publish events, follow the template kill switch.
+        # Render services: publish events, follow the template kill switch and the tuned
+        # slow thresholds.
         "ept-sdk": [*each(events, "Write", "Describe"),
-                    *each([topics.template_controls], "Read", "Describe"), idempotent],
+                    *each([topics.template_controls, topics.slow_thresholds], "Read",
+                          "Describe"), idempotent],
         # The worker: read events; its own topics and group; write alerts and controls.
         "ept-worker": [*each(events, "Read", "Describe"),
                        Grant("topic", f"{topics.prefix}worker-", "prefix",
@@ -71,10 +73,11 @@ def component_grants(topics: Topics) -> dict[str, list[Grant]]:
                      create_missing, readers, idempotent],
         # The notifier: read alerts.
         "ept-notifier": [*each([topics.alerts], "Read", "Describe"), readers],
-        # Operators: ept templates, delete-account, dlq replay.
+        # Operators: ept templates, thresholds, delete-account, dlq replay.
         "ept-admin": [Grant("topic", topics.prefix, "prefix",
                             ("Create", "Describe", "DescribeConfigs")),
-                      *each([topics.template_controls, topics.deletions], "Read", "Write"),
+                      *each([topics.template_controls, topics.slow_thresholds,
+                             topics.deletions], "Read", "Write"),
                       *each([topics.dlq], "Read"), *each(events, "Write"),
                       readers, idempotent],
     }

@@ -127,7 +127,10 @@ class EvaluateStage:
             scope, state = Scope.parse(scope_key), ScopeState.from_json(data)
             partition = scope_partition(scope_key, self._settings.topic_partitions)
             last = self.judge_of(partition).frontiers.frontier(scope.family) // 1000 - 1
-            for rule in self.evaluator.rules_of(scope):
+            for scope_rule in self.evaluator.rules_of(scope):
+                rule = scope_rule.for_scope(scope.scope_type, scope.value)
+                if rule is None:
+                    continue
                 value, samples, _ = measured(rule, state, last)
                 alert = state.alerts.get(rule.name)
                 rates.append({"rule": rule.name, "scope": scope.scope_type,

@@ -62,10 +62,11 @@ class Evaluator:
         self._rules = defaultdict[str, list[Rule]](list)
         for rule in rules:
             self._rules[FAMILY_OF_KIND[rule.kind]].append(rule)
-        self.retain_s = max(rule.window_minutes for rule in rules) * 60
+        variants = [variant for rule in rules for variant in rule.variants]
+        self.retain_s = max(rule.window_minutes for rule in variants) * 60
         # blocks of counters a duration scope keeps for its baselines, the current one too
         self.retain_blocks = 1 + BLOCKS_PER_DAY * max(
-            (r.baseline_days for r in rules if r.kind == REGRESSION), default=0)
+            (r.baseline_days for r in variants if r.kind == REGRESSION), default=0)
         self.late_events = 0  # counted after an instant they belong to was judged
 
     @property
@@ -148,8 +149,9 @@ class Evaluator:
         now_ms = (second + 1) * 1000
         minute_end = (second + 1) % 60 == 0
         notices = []
-        for rule in rules:
-            if not minute_end and rule.judged_at_minute_ends:
+        for scope_rule in rules:
+            rule = scope_rule.for_scope(scope.scope_type, scope.value)
+            if rule is None or (not minute_end and rule.judged_at_minute_ends):
                 continue
             value, samples, detail = measured(rule, state, second)
             before = state.alerts.get(rule.name, AlertState())

@@ -13,6 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+# The label of each scope type but the overall one (as in the alert's labels).
+LABEL_OF_SCOPE_TYPE = {"template": "template_id", "endpoint": "endpoint",
+                       "render_type": "render_type"}
 KINDS: dict[str, tuple[str, ...]] = {
     # kind: the scopes it can be evaluated for
     "render_error_rate": ("overall", "template"),
@@ -61,6 +64,21 @@ class Rule:
     quantile: float = 0.95
     baseline_days: int = 7
     baseline_min_samples: int = 100
+    # (scope type, label value, the rule for that scope) from ``[[rules.overrides]]``
+    overrides: tuple[tuple[str, str, Rule], ...] = ()
+
+    def for_scope(self, scope_type: str, value: str) -> Rule | None:
+        """The rule as it applies to one scope (``template``, ``tpl_1``): its override if
+        it has one, None when the override disables it there."""
+        for overridden_type, overridden_value, rule in self.overrides:
+            if overridden_type == scope_type and overridden_value == value:
+                return rule if rule.enabled else None
+        return self
+
+    @property
+    def variants(self) -> list[Rule]:
+        """The rule and each of its overrides."""
+        return [self, *(rule for _, _, rule in self.overrides)]
 
     @property
     def is_ratio(self) -> bool:
@@ -81,13 +99,20 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "severity": (str, True), "action": (str, False), "runbook_url": (str, False),
     "enabled": (bool, False), "auto_action": (bool, False),
     **{field: (kind, False) for field, (kind, _) in _REGRESSION_FIELDS.items()},
+    "overrides": (list, False),
 }
+# What an override may change for its scope (the rule's kind, scopes, name and action stay).
+_OVERRIDABLE = ("threshold", "resolve_threshold", "window_minutes", "min_samples",
+                "pending_seconds", "renotify_minutes", "severity", "enabled",
+                *_REGRESSION_FIELDS)
 
 
 def _rule(raw: dict[str, Any], where: str) -> Rule:
     def fail(field: str, problem: str) -> RulesError:
         return RulesError(f"{where}: field {field!r}: {problem}")
 
+    if not isinstance(raw, dict):
+        raise RulesError(f"{where}: must be a table")
     for field in raw:
         if field not in _FIELDS:
             raise fail(field, f"unknown field (known: {', '.join(_FIELDS)})")
@@ -146,7 +171,40 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
         runbook_url=raw.get("runbook_url", f"{RUNBOOK_BASE}/{name.replace('_', '-')}.md"),
         enabled=raw.get("enabled", True), auto_action=raw.get("auto_action", False),
         **regression_fields,
+        overrides=_overrides(raw, scopes, where, fail),
     )
+
+
+def _overrides(raw: dict[str, Any], scopes: tuple[str, ...], where: str,
+               fail: Callable[[str, str], RulesError]) -> tuple[tuple[str, str, Rule], ...]:
+    """``[[rules.overrides]]``: each names one scope of the rule (``template = "tpl_1"``,
+    ``endpoint = "/api/x"`` or ``render_type = "video"``) and the fields it changes there;
+    each is validated as the whole rule it makes."""
+    base = {field: value for field, value in raw.items() if field != "overrides"}
+    overrides: list[tuple[str, str, Rule]] = []
+    for number, override in enumerate(raw.get("overrides", []), 1):
+        if not isinstance(override, dict):
+            raise fail("overrides", f"#{number} must be a table, got {override!r}")
+        selectors = [field for field in override if field in LABEL_OF_SCOPE_TYPE]
+        if len(selectors) != 1:
+            raise fail("overrides", f"#{number} must name exactly one of "
+                       f"{', '.join(LABEL_OF_SCOPE_TYPE)} (the scope it applies to)")
+        scope_type, value = selectors[0], override[selectors[0]]
+        if scope_type not in scopes:
+            raise fail("overrides", f"#{number}: {scope_type!r} is not a scope of this rule "
+                       f"(scopes: {list(scopes)})")
+        if not isinstance(value, str) or not value:
+            raise fail("overrides", f"#{number}: {scope_type} must be a non-empty string")
+        if any(t == scope_type and v == value for t, v, _ in overrides):
+            raise fail("overrides", f"#{number}: {scope_type} {value!r} is overridden twice")
+        changes = {field: v for field, v in override.items() if field != scope_type}
+        for field in changes:
+            if field not in _OVERRIDABLE:
+                raise fail("overrides", f"#{number}: {field!r} cannot be overridden "
+                           f"(these can: {', '.join(_OVERRIDABLE)})")
+        rule = _rule({**base, **changes}, f"{where}: override {scope_type} = {value!r}")
+        overrides.append((scope_type, value, rule))
+    return tuple(overrides)
 
 
 def _regression_fields(raw: dict[str, Any], regression: bool,

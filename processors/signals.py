@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ept.processors.durations import bucket_of
+from ept.processors.rules import LABEL_OF_SCOPE_TYPE
 
 OVERALL = "overall"
-LABEL_OF_SCOPE_TYPE = {"template": "template_id", "endpoint": "endpoint",
-                       "render_type": "render_type"}
 
 
 @dataclass(frozen=True, slots=True)

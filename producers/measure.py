@@ -126,7 +126,7 @@ class RenderMeasurement(_Measurement):
                                            duration, self.dimensions)
             try:
                 operation = operation_for_render_type(self.render_type)
-                threshold = tracker.thresholds.threshold(operation, self.template_id)
+                threshold = tracker.slow_threshold(operation, self.template_id)
             except KeyError:
                 return  # invalid render type: already rejected by track_render_completed
             if duration > threshold:

@@ -2,7 +2,8 @@
 
 The specification's five thresholds are the defaults (plus ``render_batch``, which the
 specification's render types need). They can be overridden for an environment
-(``EPT_THRESHOLDS``, JSON) and per template.
+(``EPT_THRESHOLDS``, JSON) and per template, and tuned while services run (the slow
+thresholds topic: :mod:`ept.threshold_controls`).
 """
 
 from __future__ import annotations
@@ -61,12 +62,23 @@ class Thresholds:
         templates = data.pop("templates", {})
         return cls(data, templates)
 
-    def threshold(self, operation: str, template_id: str | None = None) -> float:
-        """The threshold in ms. Raises KeyError for an unknown operation."""
+    def threshold(self, operation: str, template_id: str | None = None,
+                  tuned: Mapping[tuple[str, str | None], float] | None = None) -> float:
+        """The threshold in ms. Raises KeyError for an unknown operation.
+
+        ``tuned`` (the slow thresholds topic, keyed (operation, template or None)) wins
+        over the static value of the same reach: a template's tuned threshold, then its
+        static one, then the operation's tuned one, then its static one.
+        """
+        tuned = tuned or {}
         if template_id is not None:
+            if (operation, template_id) in tuned:
+                return tuned[(operation, template_id)]
             specific = self._per_template.get(template_id)
             if specific is not None and operation in specific:
                 return specific[operation]
+        if (operation, None) in tuned:
+            return tuned[(operation, None)]
         return self._base[operation]
 
     def is_slow(self, operation: str, duration_ms: float, template_id: str | None = None) -> bool:

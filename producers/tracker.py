@@ -30,6 +30,7 @@ from ept.schemas.registry import EVENT_NAMES
 from ept.schemas.validation import MAX_TEXT, field_problems
 from ept.spool import Spool, default_spool_root
 from ept.stats import ErrorPerformanceStats, StatsRecorder
+from ept.threshold_controls import SlowThresholdView
 from ept.thresholds import RENDER_TYPES, Thresholds
 
 SDK_VERSION = "0.1.0"
@@ -113,6 +114,7 @@ class Tracker:
                                      self.stats, self.settings.producer_queue_max)
         self._delivery = delivery
         self._template_view: TemplateControlView | None = None
+        self._threshold_view: SlowThresholdView | None = None
         self._template_view_lock = threading.Lock()
         self._closed = False
         _live_trackers.add(self)
@@ -312,6 +314,26 @@ class Tracker:
                            "disabled by %s: %s", template_id, control.by, control.reason)
         raise TemplateDisabledError(control)
 
+    # -- slow thresholds ----------------------------------------------------------------
+
+    def slow_threshold(self, operation: str, template_id: str | None = None) -> float:
+        """The threshold (ms) above which ``operation`` is slow: tuned on the slow
+        thresholds topic (``ept thresholds``), else :attr:`thresholds`. A lookup in a local
+        view fed by a background consumer started on first use: never waits on the
+        network. Raises KeyError for an unknown operation."""
+        view = self._threshold_view or self._start_threshold_view()
+        return self.thresholds.threshold(operation, template_id, view.tuned)
+
+    def wait_for_slow_thresholds(self, timeout_s: float = 10.0) -> bool:
+        """Block until the tuned thresholds were read, or ``timeout_s`` passed (False)."""
+        return (self._threshold_view or self._start_threshold_view()).wait_loaded(timeout_s)
+
+    def _start_threshold_view(self) -> SlowThresholdView:
+        with self._template_view_lock:
+            if self._threshold_view is None:
+                self._threshold_view = SlowThresholdView(self.settings).start()
+            return self._threshold_view
+
     def _start_template_view(self) -> TemplateControlView:
         with self._template_view_lock:
             if self._template_view is None:
@@ -336,8 +358,9 @@ class Tracker:
             return
         self._closed = True
         _live_trackers.discard(self)
-        if self._template_view is not None:
-            self._template_view.close()
+        for view in (self._template_view, self._threshold_view):
+            if view is not None:
+                view.close()
         self._delivery.close(self.settings.flush_timeout_s if timeout is None else timeout)
 
 

@@ -155,7 +155,8 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
     time against its record's timestamp, and a host with a wrong clock would stamp both
     wrong alike. Event topics and dead letters keep ``EPT_TOPIC_RETENTION_DAYS``: the
     bound on how long raw personal data lives in Kafka. The scopes changelog, the template
-    controls and the deletions are compacted (only each key's latest matters).
+    controls, the slow thresholds and the deletions are compacted (only each key's latest
+    matters).
     """
     retention = {"retention.ms": str(settings.topic_retention_days * 86_400_000)}
     if name in settings.topics.events.values():
@@ -163,7 +164,7 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
     if name == settings.topics.dlq:
         return retention
     if name in (settings.topics.worker_scopes_changelog, settings.topics.template_controls,
-                settings.topics.deletions):
+                settings.topics.slow_thresholds, settings.topics.deletions):
         return {"cleanup.policy": "compact"}
     return {}
 

@@ -34,6 +34,12 @@ class Topics:
         return f"{self.prefix}template_controls"
 
     @property
+    def slow_thresholds(self) -> str:
+        """Slow thresholds tuned from data, keyed ``<operation>[/<template id>]``;
+        compacted."""
+        return f"{self.prefix}slow_thresholds"
+
+    @property
     def deletions(self) -> str:
         """Deleted accounts and users, keyed ``<kind>:<id>``; compacted."""
         return f"{self.prefix}deletions"
@@ -56,5 +62,6 @@ class Topics:
     @property
     def all(self) -> list[str]:
         """Every topic ept creates."""
-        return [*self.events.values(), self.alerts, self.template_controls, self.deletions,
+        return [*self.events.values(), self.alerts, self.template_controls,
+                self.slow_thresholds, self.deletions,
                 self.dlq, self.worker_signals, self.worker_scopes_changelog]

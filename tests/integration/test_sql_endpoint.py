@@ -242,3 +242,39 @@ def test_ept_sql_on_an_embedded_engine_nobody_holds(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (0, '"two"\n2\n')
     refused = ept_sql(environment, "CREATE TABLE t (x UInt8) ENGINE = Memory")
     assert refused.returncode == 1 and "(READONLY)" in refused.stderr
+
+
+def ept(environment: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ept.deploy.cli", *arguments],
+                          env=environment, cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_thresholds_suggested_from_stored_durations_reach_the_sdk(sink: RunningSink) -> None:
+    """`ept thresholds suggest` reads the durations through the running sink's SQL
+    endpoint; --apply publishes them, and a render service's tracker uses them."""
+    shown = ept(sink.environment, "thresholds", "suggest", "--since", "-1d",
+                "--min-renders", "15")
+    assert shown.returncode == 0, shown.stderr
+    # tpl_b: 20 still renders of 50 ms; tpl_a has 13, fewer than 15
+    rows = [line.split() for line in shown.stdout.splitlines()[1:-1]]
+    assert rows == [["tpl_b", "render_still", "20", "50", "5000", "50"]], shown.stdout
+    assert ept(sink.environment, "thresholds", "list").stdout.startswith("no tuned threshold")
+    applied = ept(sink.environment, "thresholds", "suggest", "--since", "-1d",
+                  "--min-renders", "15", "--apply", "--by", "perf-team")
+    assert applied.returncode == 0, applied.stderr
+    assert "published 1 thresholds" in applied.stdout
+    listed = ept(sink.environment, "thresholds", "list").stdout
+    assert listed.startswith("render_still/tpl_b  50 ms  by perf-team at "), listed
+    assert "p95 of 20 renders since" in listed
+    settings = load_settings(kafka_bootstrap=sink.environment["EPT_KAFKA_BOOTSTRAP"],
+                             topic_prefix=sink.environment["EPT_TOPIC_PREFIX"])
+    tracker = Tracker(settings)
+    try:
+        assert tracker.wait_for_slow_thresholds(30)
+        assert tracker.slow_threshold("render_still", "tpl_b") == 50.0
+        assert tracker.slow_threshold("render_still", "tpl_a") == 5000.0  # static default
+    finally:
+        tracker.close()
+    bad = ept(sink.environment, "thresholds", "suggest", "--quantile", "95")
+    assert bad.returncode == 1 and "quantile: must be between 0 and 1" in bad.stderr

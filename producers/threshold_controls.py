@@ -1,0 +1,153 @@
+"""Slow thresholds tuned while services run: the compacted ``slow_thresholds`` topic, keyed
+by operation (and template), and its one reader and writer.
+
+``ept thresholds suggest --apply`` (or a person) writes a :class:`SlowThreshold`; the SDK's
+measuring helpers ask a :class:`SlowThresholdView`, which keeps the latest of each key in
+memory, fed by a background consumer. A threshold of None clears the key: the static
+configuration (``EPT_THRESHOLDS``, ``Thresholds(...)``) applies again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ept.core.compacted import CompactedTopicFollower, publish_record
+from ept.core.settings import Settings
+from ept.thresholds import PERFORMANCE_THRESHOLDS
+
+log = logging.getLogger("ept.thresholds")
+
+TunedKey = tuple[str, str | None]
+"""(operation, template id or None for every template of the operation)."""
+
+
+class BadSlowThreshold(ValueError):
+    """A slow threshold is invalid (given, or read from the topic); the message says why."""
+
+
+@dataclass(frozen=True)
+class SlowThreshold:
+    """One message of the slow thresholds topic (JSON), keyed by :attr:`key`."""
+
+    operation: str  # render_video, api_call, ... (a key of PERFORMANCE_THRESHOLDS)
+    template_id: str | None  # None: every template of the operation
+    threshold_ms: float | None  # None: cleared, the static configuration applies
+    by: str  # a person, or the command that computed it
+    at_ms: int  # wall-clock time of the decision (ms since the epoch)
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.operation not in PERFORMANCE_THRESHOLDS:
+            raise BadSlowThreshold(f"operation: must be one of "
+                                   f"{', '.join(PERFORMANCE_THRESHOLDS)}, got {self.operation!r}")
+        if self.template_id == "":
+            raise BadSlowThreshold("template_id: must not be empty (None: every template)")
+        value = self.threshold_ms
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 < value < float("inf")):
+            raise BadSlowThreshold(f"threshold_ms: must be a number > 0, got {value!r}")
+
+    @property
+    def key(self) -> str:
+        """``render_video`` for every template, ``render_video/tpl_1`` for one."""
+        return self.operation if self.template_id is None else \
+            f"{self.operation}/{self.template_id}"
+
+    def encode(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes | None) -> SlowThreshold:
+        """Raises BadSlowThreshold when ``payload`` is not a JSON slow threshold."""
+        try:
+            data = json.loads(payload or b"")
+        except ValueError as exc:
+            raise BadSlowThreshold(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadSlowThreshold("not a JSON object")
+        try:
+            return cls(str(data["operation"]), data["template_id"], data["threshold_ms"],
+                       str(data["by"]), int(data["at_ms"]), str(data.get("reason", "")))
+        except KeyError as exc:
+            raise BadSlowThreshold(f"missing field {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise BadSlowThreshold(f"bad field: {exc}") from None
+
+
+def publish_threshold(settings: Settings, threshold: SlowThreshold, timeout_s: float = 30.0
+                      ) -> None:
+    """Write ``threshold`` and wait until the broker acknowledged it. Blocks.
+
+    Raises KafkaException when it was not delivered within ``timeout_s``.
+    """
+    publish_record(settings, settings.topics.slow_thresholds, threshold.key,
+                   threshold.encode(), timeout_s)
+
+
+def read_thresholds(settings: Settings, timeout_s: float = 20.0) -> list[SlowThreshold]:
+    """Every key's latest threshold (cleared ones left out), read to the topic's end.
+    Blocks; raises TimeoutError when the broker did not answer within ``timeout_s``."""
+    view = SlowThresholdView(settings).start()
+    try:
+        if not view.wait_loaded(timeout_s):
+            raise TimeoutError(f"{settings.topics.slow_thresholds} on "
+                               f"{settings.kafka_bootstrap} not read within {timeout_s:.0f} s")
+        return view.thresholds()
+    finally:
+        view.close()
+
+
+class SlowThresholdView:
+    """The tuned thresholds, kept by a daemon thread that follows the topic from its start.
+
+    :attr:`tuned` is a plain mapping (operation, template or None) -> ms, read without a
+    lock: it never blocks nor raises. Until the topic has been read it is empty, and the
+    static thresholds apply.
+    """
+
+    def __init__(self, settings: Settings, poll_s: float = 0.5) -> None:
+        self._latest: dict[str, SlowThreshold] = {}
+        self._tuned: dict[TunedKey, float] = {}
+        self._follower = CompactedTopicFollower(settings, settings.topics.slow_thresholds,
+                                                self._apply, poll_s)
+
+    def start(self) -> SlowThresholdView:
+        self._follower.start()
+        return self
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._follower.close(timeout_s)
+
+    def wait_loaded(self, timeout_s: float | None = None) -> bool:
+        """Block until the topic was read to its end (True) or ``timeout_s`` passed."""
+        return self._follower.wait_loaded(timeout_s)
+
+    @property
+    def tuned(self) -> Mapping[TunedKey, float]:
+        return self._tuned
+
+    def thresholds(self) -> list[SlowThreshold]:
+        """The thresholds in force (not cleared), by key."""
+        return [self._latest[key] for key in sorted(self._latest)
+                if self._latest[key].threshold_ms is not None]
+
+    def _apply(self, key: bytes | None, value: bytes | None, live: bool) -> None:
+        try:
+            threshold = SlowThreshold.decode(value)
+        except BadSlowThreshold as exc:
+            log.warning("slow thresholds: a record skipped: %s", exc)
+            return
+        if key is not None and key.decode(errors="replace") != threshold.key:
+            log.warning("slow thresholds: a record skipped: key %r is not its key %r",
+                        key, threshold.key)
+            return
+        self._latest[threshold.key] = threshold
+        tuned_key = (threshold.operation, threshold.template_id)
+        if threshold.threshold_ms is None:
+            self._tuned.pop(tuned_key, None)
+        else:
+            self._tuned[tuned_key] = float(threshold.threshold_ms)
