@@ -54,9 +54,10 @@ def events_for_load(now_ms: int) -> list:
     for index in range(EVENTS):
         kind = index % 4
         at = now_ms + index  # event time moves forward: every minute is a new bucket
-        if kind == 0:
-            load.append(("render_completed", record("render_completed", at,
-                                                    template_id=f"tpl{index % 97}")))
+        if kind == 0:  # durations spread over ~130 sketch buckets
+            load.append(("render_completed", record(
+                "render_completed", at, template_id=f"tpl{index % 97}",
+                duration_ms=float(100 + index * 7919 % 20_000))))
         elif kind == 1:
             load.append(("api_request_completed", record("api_request_completed", at,
                                                          endpoint=f"/api/{index % 13}")))
@@ -101,8 +102,20 @@ def wait_ready(log: Path, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def run_load(settings: Settings, log: Path, baseline: bool) -> float:
-    """Publish the load first, then start the worker and time it through the backlog."""
+def rules_without_regression(folder: Path) -> Path:
+    """The default rules but duration_regression (the run to compare its cost with)."""
+    text = (REPO / "processors" / "rules.default.toml").read_text()
+    kept = [part for part in text.split("[[rules]]")
+            if 'kind = "duration_regression"' not in part]
+    path = folder / "rules-without-regression.toml"
+    path.write_text("[[rules]]".join(kept))
+    return path
+
+
+def run_load(settings: Settings, log: Path, baseline: bool, rules: Path | None = None
+             ) -> float:
+    """Publish the load first, then start the worker (on ``rules``, default: the built-in
+    rules) and time it through the backlog."""
     EventPublisher(settings).publish(events_for_load(int(time.time() * 1000) - 3_600_000))
     port = free_port()
     if baseline:
@@ -116,10 +129,13 @@ def run_load(settings: Settings, log: Path, baseline: bool) -> float:
                          "PYTHONPATH": str(app.parent)}, log)
         url, count = f"http://127.0.0.1:{port}/count", lambda data: data["n"]
     else:
+        environment = {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                       "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
+                       "EPT_STATE_DIR": str(settings.state_dir)}
+        if rules is not None:
+            environment["EPT_RULES_FILE"] = str(rules)
         process = spawn([sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info"],
-                        {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                         "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
-                         "EPT_STATE_DIR": str(settings.state_dir)}, log)
+                        environment, log)
         url = f"http://127.0.0.1:{port}/stats"
         count = lambda data: sum(data["events"].values())  # noqa: E731
     try:
@@ -190,12 +206,16 @@ def main() -> None:
         logs = Path(state)
         baseline = run_load(fresh("b"), logs / "baseline.log", baseline=True)
         worker = run_load(fresh("w"), logs / "worker.log", baseline=False)
+        without = run_load(fresh("r"), logs / "without.log", baseline=False,
+                           rules=rules_without_regression(logs))
         bursts = alert_latencies(fresh("l"), logs / "latency.log", steady=False)
         steady = alert_latencies(fresh("s"), logs / "steady.log", steady=True)
     print_table(f"Worker throughput over a backlog of {EVENTS:,} events (target >= 20,000/s)",
                 ["what", "events/s", "ratio"],
                 [["baseline: Faust agent that only counts", f"{baseline:,.0f}", "1.00"],
-                 ["ept worker (decode, signals, windows, rules)", f"{worker:,.0f}",
+                 ["ept worker, the four rules without duration_regression",
+                  f"{without:,.0f}", f"{without / baseline:.2f}"],
+                 ["ept worker, default rules (with duration_regression)", f"{worker:,.0f}",
                   f"{worker / baseline:.2f}"]])
     print_table("Threshold-crossing event -> alert on the topic (decided once event time "
                 "has passed it everywhere)", ["traffic", "samples", "p50 s", "max s"],

@@ -14,6 +14,7 @@ from pathlib import Path
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.processors.alert_topic import AlertNotice, read_alerts
+from ept.processors.evaluation import BLOCK_S
 from tests.alert_streams import (
     EXPECTED_RULE,
     INCIDENTS,
@@ -32,9 +33,13 @@ MINUTES = 180  # ~27,000 events: a dozen batches or more, each raced by heartbea
 
 
 def backlog_start() -> int:
-    """On a whole minute, so long ago that every alert has resolved by now, as in
-    ``drive``, which judges up to 4 h past the traffic's end."""
-    return (int(time.time() * 1000) // MINUTE_MS - MINUTES - 6 * 60) * MINUTE_MS
+    """So long ago that every alert has resolved by now, as in ``drive``, which judges up
+    to 4 h past the traffic's end; at the start of a six-hour block, so that the three
+    hours lie in one block: no render of the backlog is a duration baseline for another
+    (the slow-render incident would otherwise also be a duration regression, depending
+    on the time of day the test runs)."""
+    start_ms = int(time.time() * 1000) - (MINUTES + 6 * 60) * MINUTE_MS
+    return start_ms // (BLOCK_S * 1000) * BLOCK_S * 1000
 
 
 def notices_after_catch_up(settings: Settings, traffic: Traffic, log: Path) -> list[AlertNotice]:
