@@ -5,9 +5,10 @@ A duration is counted in the bucket of DDSketch's logarithmic mapping at
 :data:`RELATIVE_ACCURACY` (the ``ddsketch`` library): a quantile of the sketch rebuilt
 from bucket counts is within that relative error of the true quantile of the durations
 counted. The buckets are plain counters (``d<key>``), so the worker's per-minute counters,
-windows and day totals hold sketches as they hold any count, and merging two sketches is
-adding their counters. Durations are clamped to [:data:`MIN_MS`, :data:`MAX_MS`], which bounds a
-sketch to :data:`MAX_BUCKETS` counters whatever the traffic.
+windows and baseline blocks hold sketches as they hold any count, and merging two
+sketches is adding their counters. Durations are clamped to [:data:`MIN_MS`,
+:data:`MAX_MS`], which bounds a sketch to :data:`MAX_BUCKETS` counters whatever the
+traffic.
 """
 
 from __future__ import annotations
