@@ -119,10 +119,19 @@ class Evaluator:
         horizon = last - self.retain_s
         for second in [s for s in state.seconds if s <= horizon]:
             del state.seconds[second]
-        oldest = last // BLOCK_S - self.retain_blocks + 1
+        self._drop_old_blocks(state, last)
+        return notices
+
+    def expire(self, state: ScopeState, frontier_ms: int) -> bool:
+        """Drop the baseline blocks of a scope at rest that no instant from ``frontier_ms``
+        on can use; True when nothing is left of it (it may be deleted)."""
+        self._drop_old_blocks(state, frontier_ms // 1000)
+        return not state.blocks and not state.seconds and not state.has_active_alert
+
+    def _drop_old_blocks(self, state: ScopeState, second: int) -> None:
+        oldest = second // BLOCK_S - self.retain_blocks + 1
         for block in [b for b in state.blocks if b < oldest]:
             del state.blocks[block]
-        return notices
 
     def _instants(self, rules: list[Rule], state: ScopeState, last: int) -> list[int]:
         first = state.judged_s + 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from ept.processors.evaluation import Evaluator, Notice
+from ept.processors.evaluation import BLOCK_S, Evaluator, Notice
 from ept.processors.event_time import Frontiers
 from ept.processors.records import Progress, ScopeState, Signal
 from ept.processors.signals import Scope
@@ -38,6 +38,12 @@ class PartitionJudge:
         self._live = {key for key in scope_keys if states.get(key)}
         self._decoded: dict[str, ScopeState] = {}  # the newest state, saved or not
         self._unsaved: set[str] = set()
+        # Duration scopes keep a week of baseline after their last render: those at rest
+        # are pruned as event time enters each new six-hour block, and dropped when empty.
+        self._resting_durations = {key for key in scope_keys
+                                   if _family(key) == "duration" and key not in self._live}
+        self._expired: set[str] = set()
+        self._expiry_block = -1
 
     def handle(self, record: Signal | Progress) -> list[Notice]:
         """The notices ``record`` causes, in order. Call :meth:`save` once they are
@@ -53,15 +59,33 @@ class PartitionJudge:
             family = _family(key)
             if family in advanced:
                 notices += self._judge(key, self._state(key), advanced[family], counted=False)
+        if "duration" in advanced and advanced["duration"] // 1000 // BLOCK_S > self._expiry_block:
+            self._expiry_block = advanced["duration"] // 1000 // BLOCK_S
+            self._expire_resting(advanced["duration"])
         return notices
 
     def save(self) -> None:
-        """Write the states judged since the last save to ``states``."""
+        """Write the states judged since the last save to ``states`` (and delete those
+        that expired)."""
         for key in sorted(self._unsaved):
-            self._states[key] = self._state(key).to_json()
+            if key in self._expired:
+                self._states.pop(key, None)
+            else:
+                self._states[key] = self._state(key).to_json()
             if key not in self._live:
                 self._decoded.pop(key, None)
         self._unsaved.clear()
+        self._expired.clear()
+
+    def _expire_resting(self, frontier_ms: int) -> None:
+        for key in sorted(self._resting_durations):
+            state = self._state(key)
+            blocks = len(state.blocks)
+            if self._evaluator.expire(state, frontier_ms):
+                self._expired.add(key)
+                self._resting_durations.discard(key)
+            if len(state.blocks) != blocks:
+                self._unsaved.add(key)
 
     def _state(self, key: str) -> ScopeState:
         state = self._decoded.get(key)
@@ -82,8 +106,12 @@ class PartitionJudge:
             self._unsaved.add(key)
         if live:
             self._live.add(key)
+            self._resting_durations.discard(key)
+            self._expired.discard(key)
         else:
             self._live.discard(key)
+            if _family(key) == "duration":
+                self._resting_durations.add(key)
         return notices
 
 

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from ept.processors import durations
 from ept.processors.alerting import alert_notice
 from ept.processors.evaluation import Evaluator, Notice, measured
-from ept.processors.records import Counted, ScopeState
+from ept.processors.event_time import Frontiers
+from ept.processors.judging import PartitionJudge
+from ept.processors.records import Counted, Progress, ScopeState, Signal, SourceProgress
 from ept.processors.rules import RulesError, parse_rules
 from ept.processors.signals import Scope, signals_of
 
@@ -171,3 +173,27 @@ def test_without_a_baseline_nothing_fires() -> None:
     notices, _, _ = judge_hour_by_hour(
         traffic(0, lambda t, rng: 100_000.0 if t > START_MS + 30 * MINUTE_MS else 1000.0))
     assert notices == []
+
+
+def test_a_template_silent_for_longer_than_its_baseline_is_dropped_from_the_table() -> None:
+    """Bounded memory: a duration scope outlives its last render by the baseline's days,
+    no more; one that renders again keeps its state."""
+    source = "render_completed:0"
+    evaluator = Evaluator(parse_rules(RULE.replace('["render_type"]', '["template"]'),
+                                      "rules.toml"))
+    states: dict[str, object] = {}
+    judge = PartitionJudge(evaluator, Frontiers({"render_completed": 1}, 0), states, [])
+    gone, kept = Scope("duration", "template_id", "gone"), Scope("duration", "template_id", "kept")
+    offset = 0
+    for hour in range(10 * 24):
+        at = START_MS + hour * HOUR_MS
+        scopes = [kept] if hour >= 2 else [kept, gone]  # "gone" renders for two hours only
+        for scope in scopes:
+            offset += 1
+            judge.handle(Signal(scope.key, [Counted(at, source, offset, durations.bucket_of(9e3))]))
+        judge.handle(Progress({source: SourceProgress(at + 1000, False)}, at))
+        judge.save()
+        if hour == 7 * 24:  # a week after its last render: still its baseline
+            assert gone.key in states
+    assert gone.key not in states and kept.key in states
+    assert len(ScopeState.from_json(states[kept.key]).blocks) <= evaluator.retain_blocks  # type: ignore[arg-type]
