@@ -487,6 +487,47 @@ def thresholds_suggest(since: str, quantile: float, min_renders: int, apply: boo
     click.echo(f"published {len(suggestions)} thresholds to {settings.topics.slow_thresholds}")
 
 
+@thresholds.command("set")
+@click.argument("operation")
+@click.argument("threshold_ms", type=float)
+@click.option("--template", "template_id", help="one template [default: every template]")
+@click.option("--reason", default="set by hand", show_default=True)
+@click.option("--by", help="who decided [default: the current user]")
+def thresholds_set(operation: str, threshold_ms: float, template_id: str | None, reason: str,
+                   by: str | None) -> None:
+    """Tune OPERATION's slow threshold (render_video, api_call, ...) to THRESHOLD_MS."""
+    _publish_threshold(operation, threshold_ms, template_id, reason, by)
+
+
+@thresholds.command("clear")
+@click.argument("operation")
+@click.option("--template", "template_id", help="one template [default: every template]")
+@click.option("--by", help="who decided [default: the current user]")
+def thresholds_clear(operation: str, template_id: str | None, by: str | None) -> None:
+    """Clear a tuned threshold: the static one applies again."""
+    _publish_threshold(operation, None, template_id, "cleared", by)
+
+
+def _publish_threshold(operation: str, threshold_ms: float | None, template_id: str | None,
+                       reason: str, by: str | None) -> None:
+    import getpass
+    import time
+
+    from confluent_kafka import KafkaException
+
+    from ept.threshold_controls import BadSlowThreshold, SlowThreshold, publish_threshold
+
+    settings = _settings()
+    try:
+        threshold = SlowThreshold(operation.strip(), template_id, threshold_ms,
+                                  by or getpass.getuser(), int(time.time() * 1000), reason)
+        publish_threshold(settings, threshold)
+    except (BadSlowThreshold, KafkaException) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{threshold.key}: " + ("cleared" if threshold_ms is None
+                                       else f"{threshold_ms:.0f} ms"))
+
+
 @thresholds.command("list")
 def thresholds_list() -> None:
     """The tuned thresholds in force (the static ones apply elsewhere)."""

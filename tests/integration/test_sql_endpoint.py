@@ -274,7 +274,20 @@ def test_thresholds_suggested_from_stored_durations_reach_the_sdk(sink: RunningS
         assert tracker.wait_for_slow_thresholds(30)
         assert tracker.slow_threshold("render_still", "tpl_b") == 50.0
         assert tracker.slow_threshold("render_still", "tpl_a") == 5000.0  # static default
+        # by hand, while the tracker runs: a render type's threshold, then a cleared one
+        assert ept(sink.environment, "thresholds", "set", "render_still", "7000").stdout == (
+            "render_still: 7000 ms\n")
+        assert ept(sink.environment, "thresholds", "clear", "render_still", "--template",
+                   "tpl_b").stdout == "render_still/tpl_b: cleared\n"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and tracker.slow_threshold("render_still",
+                                                                     "tpl_b") != 7000.0:
+            time.sleep(0.1)
+        assert tracker.slow_threshold("render_still", "tpl_b") == 7000.0
+        assert tracker.slow_threshold("render_still", "tpl_a") == 7000.0
     finally:
         tracker.close()
+    typo = ept(sink.environment, "thresholds", "set", "render_gif", "100")
+    assert typo.returncode == 1 and "operation: must be one of render_still" in typo.stderr
     bad = ept(sink.environment, "thresholds", "suggest", "--quantile", "95")
     assert bad.returncode == 1 and "quantile: must be between 0 and 1" in bad.stderr
