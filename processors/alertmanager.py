@@ -36,7 +36,9 @@ def iso(epoch_s: float) -> str:
 def alert_of(notice: AlertNotice, now_s: float, resend_s: float, generator_url: str
              ) -> dict[str, Any]:
     """The API v2 alert (``postableAlert``) for ``notice``, sent at ``now_s``."""
-    unit = "%" if notice.kind.endswith(("rate", "ratio")) else ""
+    # percent for rates and ratios, a factor of its baseline for a regression
+    unit = {"duration_regression": "x"}.get(
+        notice.kind, "%" if notice.kind.endswith(("rate", "ratio")) else "")
     alert: dict[str, Any] = {
         "labels": {**notice.labels, "alertname": notice.rule, "severity": notice.severity,
                    "service": "ept"},

@@ -42,6 +42,14 @@ def test_the_alert_posted_for_a_notice() -> None:
     assert resolved["endsAt"] == "2027-01-15T09:00:00.000Z"
 
 
+def test_a_regression_is_described_as_a_factor_of_its_baseline() -> None:
+    regression = AlertNotice(**{**notice().to_json(), "kind": "duration_regression",
+                                "value": 2.04, "threshold": 1.5, "resolve_threshold": 1.2})
+    assert alert_of(regression, NOW_S, 60, "")["annotations"]["description"] == (
+        "duration_regression = 2.04x over 60m (4 samples; fires above 1.5x, resolves at or "
+        "below 1.2x)")
+
+
 def test_a_scope_label_cannot_replace_ept_s_own() -> None:
     spoof = AlertNotice(**{**notice().to_json(), "labels": {"service": "x", "alertname": "y"}})
     assert alert_of(spoof, NOW_S, 60, "")["labels"]["service"] == "ept"
