@@ -71,6 +71,9 @@ class CompactedTopicFollower:
         while not self._stop.is_set():
             try:
                 self._read()
+            except KafkaException as exc:  # the broker is away: expected, no traceback
+                log.warning("reading %s failed (%s); again in 5 s", self._topic, exc)
+                self._stop.wait(5.0)
             except Exception:  # never let the thread die; what was read is kept
                 log.exception("reading %s failed; again in 5 s", self._topic)
                 self._stop.wait(5.0)
