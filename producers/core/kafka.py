@@ -110,7 +110,10 @@ def producer_config(settings: Settings, role: ProducerRole, **extra: Any) -> dic
 def consumer_config(settings: Settings, role: ConsumerRole, group_id: str,
                     **extra: Any) -> dict[str, Any]:
     """A ``confluent_kafka.Consumer`` configuration for ``role`` in group ``group_id``."""
-    return {**connection_config(settings), **_CONSUMERS[role], "group.id": group_id, **extra}
+    config = {**connection_config(settings), **_CONSUMERS[role], "group.id": group_id, **extra}
+    if role is ConsumerRole.TOPIC_READER:  # in services too: their logging, not stderr
+        config.setdefault("logger", logging.getLogger("ept.librdkafka"))
+    return config
 
 
 def faust_broker_options(settings: Settings) -> dict[str, Any]:
