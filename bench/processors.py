@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 COUNTER_APP = '''
 import os, faust
 app = faust.App(os.environ["APP_ID"], broker="kafka://" + os.environ["BOOTSTRAP"],
-                store="memory://", web_port=int(os.environ["PORT"]), web_bind="127.0.0.1")
+                store="memory://", web_port=int(os.environ["PORT"]), web_bind="127.0.0.1",
+                datadir=os.environ["DATADIR"])
 topics = app.topic(*os.environ["TOPICS"].split(","), value_serializer="raw")
 seen = {"n": 0}
 
@@ -126,7 +127,8 @@ def run_load(settings: Settings, log: Path, baseline: bool, rules: Path | None =
         process = spawn([sys.executable, "-m", "faust", "-A", app.stem, "worker", "-l", "warn"],
                         {"APP_ID": f"{settings.topic_prefix}counter", "PORT": str(port),
                          "BOOTSTRAP": settings.kafka_bootstrap, "TOPICS": topics,
-                         "PYTHONPATH": str(app.parent)}, log)
+                         "PYTHONPATH": str(app.parent),
+                         "DATADIR": str(log.parent / f"{app.stem}-data")}, log)
         url, count = f"http://127.0.0.1:{port}/count", lambda data: data["n"]
     else:
         environment = {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
