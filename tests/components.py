@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -21,8 +22,10 @@ class Component:
         self.args, self.environment, self.log = args, environment, log
         self.process: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self._log_start = 0
 
     def start(self) -> None:
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ept.deploy.cli", *self.args], env=self.environment, cwd=REPO,
             stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
@@ -33,6 +36,18 @@ class Component:
         self.process.wait(30)
         self.kills += 1
         self.start()
+
+    def wait_logged(self, marker: bytes, timeout_s: float = 180.0) -> None:
+        """Until the log holds ``marker`` (``b"[^Worker]: Ready"``) since the last start;
+        the component must not exit meanwhile."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, \
+                self.log.read_text()[-3000:]
+            if marker in self.log.read_bytes()[self._log_start:]:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{marker!r} not logged within {timeout_s:.0f} s")
 
     def ensure_running(self) -> None:
         if self.process is None or self.process.poll() is not None:

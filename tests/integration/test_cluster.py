@@ -74,6 +74,9 @@ def test_a_leader_killed_mid_stream_loses_and_duplicates_nothing(cluster: LocalC
     worker = Component(["worker"], environment, tmp_path / "worker.log")
     sink.start()
     worker.start()
+    # The broker is killed mid-stream, not mid-start: a worker that cannot reach a broker
+    # while it starts exits, and is restarted by its supervisor (below, as by ept run).
+    worker.wait_logged(b"[^Worker]: Ready")
     tracker = Tracker(settings, service="cluster")
     published = 0
     stop_heartbeat = threading.Event()
@@ -110,6 +113,7 @@ def test_a_leader_killed_mid_stream_loses_and_duplicates_nothing(cluster: LocalC
         alerts: list[dict[str, object]] = []
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
+            worker.ensure_running()
             alerts = [json.loads(m.value()) for m in read_topics(
                 cluster.bootstrap, [settings.topics.alerts], timeout=10, idle=1.5)]
             if alerts and alerts[-1]["status"] == "resolved":
