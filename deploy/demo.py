@@ -82,6 +82,9 @@ class DemoTraffic:
 
     def run(self) -> None:
         self.publish_history()
+        # A demo stopped before its recovery left the template disabled: start as scripted.
+        self._trackers["render-worker"].wait_for_template_controls(10)
+        self._enable_failing_template("demo start")
         self.started = time.monotonic()
         interval = 1.0 / self._rate
         next_check = 0.0
@@ -89,7 +92,7 @@ class DemoTraffic:
             phase = phase_at(self.elapsed)
             if phase == "recovery" and time.monotonic() >= next_check:
                 next_check = time.monotonic() + 1.0
-                self._deploy_fix()
+                self._enable_failing_template("fix deployed (demo recovery)")
             self._one(phase)
             self.stop.wait(interval)
         for tracker in self._trackers.values():
@@ -122,14 +125,13 @@ class DemoTraffic:
     def _usual_duration(self, render_type: str) -> float:
         return PERFORMANCE_THRESHOLDS[f"render_{render_type}"] * self._random.uniform(0.2, 0.8)
 
-    def _deploy_fix(self) -> None:
-        """The failing template is fixed: enable it again if the worker disabled it."""
+    def _enable_failing_template(self, reason: str) -> None:
+        """Enable the failing template again if the worker disabled it."""
         tracker = self._trackers["render-worker"]
         if tracker.is_template_enabled(FAILING_TEMPLATE):
             return
         publish_control(tracker.settings, TemplateControl(
-            FAILING_TEMPLATE, ENABLED, "fix deployed (demo recovery)", "demo script",
-            int(time.time() * 1000)))
+            FAILING_TEMPLATE, ENABLED, reason, "demo script", int(time.time() * 1000)))
 
     def _one(self, phase: str) -> None:
         pick = self._random.random()
