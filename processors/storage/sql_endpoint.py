@@ -23,6 +23,7 @@ import uuid
 from aiohttp import web
 
 from ept.core.settings import Settings
+from ept.processors.storage import transport
 from ept.processors.storage.analyst import AnalystEngine, ClickHouseError, SqlResult
 
 # URL parameters of the HTTP interface that are not settings.
@@ -32,7 +33,7 @@ _TRANSPORT = frozenset({
     "buffer_size", "wait_end_of_query", "client_protocol_version", "role",
     "enable_http_compression", "http_zlib_compression_level", "send_progress_in_http_headers",
     "http_headers_progress_interval_ms",
-})
+}) | transport.PARAMETERS
 _STATUS = {  # ClickHouse's HTTP status for an error code (the rest: 500)
     62: 400, 36: 400, 47: 400, 115: 400, 184: 400, 457: 400, 456: 400,  # bad query
     60: 404, 81: 404,                                                      # unknown table/db
@@ -91,14 +92,17 @@ class SqlEndpoint:
             async with self._running:
                 result = await asyncio.get_running_loop().run_in_executor(
                     None, self._run, request, sql)
+            body, encoding = await asyncio.get_running_loop().run_in_executor(
+                None, transport.reply, result.body, result.format, request.query,
+                request.headers.get("Accept-Encoding"))
         except ClickHouseError as error:
             return web.Response(
                 status=_STATUS.get(error.code, 500), text=f"{error}\n",
                 content_type="text/plain", charset="utf-8",
                 headers={"X-ClickHouse-Exception-Code": str(error.code),
                          "X-ClickHouse-Query-Id": query_id})
-        return web.Response(body=result.body, headers={
-            "Content-Type": content_type(result.format),
+        return web.Response(body=body, headers={
+            **encoding, "Content-Type": content_type(result.format),
             "X-ClickHouse-Format": result.format,
             "X-ClickHouse-Query-Id": query_id,
             "X-ClickHouse-Server-Display-Name": "ept",
@@ -125,10 +129,7 @@ class SqlEndpoint:
         """The query: the ``query`` parameter, then the POST body (ClickHouse joins them)."""
         parts = [request.query.get("query", "")]
         if request.method == "POST":
-            if request.query.get("decompress") in ("1", "true"):
-                raise ClickHouseError(36, "BAD_ARGUMENTS",
-                                      "compressed request bodies are not supported here")
-            body = await request.read()
+            body = await transport.request_body(request)
             try:
                 parts.append(body.decode())
             except UnicodeDecodeError:
