@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 
+from ept.core.send_stamp import HEADER, SendStamp, read_stamp
 from ept.core.settings import Settings
 from ept.processors.collection import Collector, SourceEvent
 from ept.processors.event_time import source_of
@@ -105,7 +107,8 @@ class CollectStage:
                 continue
             self.events[decoded.name] += 1
             batch.append(SourceEvent(decoded.name, message.partition, message.offset,
-                                     int(message.timestamp * 1000), decoded.record))
+                                     int(message.timestamp * 1000), decoded.record,
+                                     _stamp_of(message.headers)))
         for signal in self.collector.collect(batch, wall_ms()):
             await self._signals.send(key=signal.scope.encode(), value=signal.to_json(),
                                      partition=scope_partition(signal.scope, self._partitions))
@@ -130,3 +133,13 @@ class CollectStage:
 
     def _sources(self, tps: set[Any]) -> list[Source]:
         return [self._source(tp) for tp in tps if tp.topic in self.event_of_topic]
+
+
+def _stamp_of(headers: Any) -> SendStamp | None:
+    """The SDK's send stamp among a record's headers (Faust gives a list of pairs or a
+    mapping), or None."""
+    if not headers:
+        return None
+    if isinstance(headers, Mapping):
+        return read_stamp(headers.get(HEADER))
+    return next((read_stamp(value) for key, value in headers if key == HEADER), None)

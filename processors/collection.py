@@ -2,7 +2,29 @@
 duplicates, one signal per scope, and the progress of each source partition.
 
 The Faust agent (:mod:`ept.processors.worker`) decodes the messages and hands them here
-with their source partition, offset and Kafka record timestamp.
+with their source partition, offset, Kafka record timestamp and the SDK's send stamp.
+
+Clocks both ways. Three clocks meet here: the producing host's (event time, send stamp),
+the broker's (the record timestamp, LogAppendTime on ept's topics) and the worker's own.
+Only the broker's is trusted as such:
+
+* A host's clock error is told from the time an event waited in the SDK's spool by the
+  send stamp: broker time - send time is the clock error plus the transport delay, while
+  send time - event time is the spool delay (real: kept). The transport delay is never
+  negative and near zero whenever the broker takes records as they come, so the lowest
+  offset of a producer over the last :data:`CLOCK_WINDOW_MS` of broker time (a long
+  silence carries the last estimate over) is its clock error; events are corrected by it
+  when it exceeds :data:`CLOCK_TOLERANCE_MS`. An event that waited in librdkafka's own
+  queue through a broker outage so keeps its time too, as long as the producer was seen
+  before.
+* A source partition holds event time back at most ``max_skew_ms`` behind its newest
+  record timestamp, and never ahead of it: a producer without a stamp (not our SDK) whose
+  clock is slow makes its own events late, not everyone's alerts; one whose clock is fast
+  cannot carry the frontier ahead of the broker once everything is quiet.
+* The clock that idle event time follows is the broker's: the newest record timestamp
+  read, advanced between records by the worker's wall clock, each step at most
+  ``max_clock_step_ms`` and never back. A jump of the worker's clock so moves event time
+  by one bounded step, not by the jump.
 """
 
 from __future__ import annotations
@@ -11,6 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from ept.core.send_stamp import SendStamp
 from ept.processors.event_time import source_of
 from ept.processors.records import Counted, Progress, Signal, Source, SourceProgress
 from ept.processors.signals import signals_of
@@ -25,11 +48,48 @@ class SourceEvent:
     offset: int
     record_ms: int  # the Kafka record timestamp (the broker's append time on ept's topics)
     record: dict[str, Any]
+    stamp: SendStamp | None = None  # the SDK's send stamp; None from other producers
+
+
+CLOCK_WINDOW_MS = 10 * 60_000
+"""How long (in broker time) a producer's lowest offset stands for its clock error: a
+clock stepped to be slower is followed within two of these; a record queued through a
+broker outage is told from a clock error whenever its producer was seen within one."""
+MAX_CLOCK_STEP_MS = 10_000
+"""The most one step of the worker's wall clock advances the broker's clock. Reports come
+at least every second: a longer step is a stalled worker or a clock that jumped."""
+CLOCK_TOLERANCE_MS = 1_000
+"""Below this, an offset is transport delay or NTP-grade error: event times are kept."""
+
+
+@dataclass
+class _ProducerClock:
+    """The offsets (broker time - send time) of one producer: the lowest in the current
+    window of broker time and in the previous one."""
+
+    window_start_ms: int
+    current_ms: int
+    previous_ms: int | None = None
+
+    def observe(self, record_ms: int, offset_ms: int) -> None:
+        if record_ms >= self.window_start_ms + CLOCK_WINDOW_MS:
+            self.previous_ms, self.current_ms = self.current_ms, offset_ms
+            self.window_start_ms = record_ms
+        else:
+            self.current_ms = min(self.current_ms, offset_ms)
+
+    @property
+    def error_ms(self) -> int:
+        """How far the producer's clock is behind the broker's (negative: ahead)."""
+        if self.previous_ms is None:
+            return self.current_ms
+        return min(self.current_ms, self.previous_ms)
 
 
 @dataclass
 class _SourceState:
-    watermark_ms: int | None = None
+    watermark_ms: int | None = None  # the newest event time read
+    record_ms: int | None = None  # the newest record timestamp read
     last_data_wall_ms: int = 0
     caught_up: bool | None = None  # None: not known
     # event id -> event time of the events read recently (duplicate re-sends)
@@ -39,9 +99,15 @@ class _SourceState:
 class Collector:
     """Turns batches of events into signals and progress reports.
 
+    * An event with a send stamp is corrected by its producer's clock error (see the
+      module's docstring; ``corrected_events`` counts them).
     * An event time beyond its record timestamp plus ``max_skew_ms`` comes from a wrong
       clock: it is counted at the record timestamp and never moves a watermark
       (``skewed_events`` counts them).
+    * A source reports as its watermark its newest event time, kept within
+      ``max_skew_ms`` behind its newest record timestamp and not ahead of it.
+    * Reports carry the broker's clock: the newest record timestamp read, advanced by
+      the wall clock in steps of at most ``max_clock_step_ms``.
     * An event id read again on its partition within ``dedup_horizon_ms`` of event time
       (a producer's re-send at a new offset) is not counted (``duplicate_events``).
     * Only the scopes of ``families`` (those some rule judges) are signalled.
@@ -50,14 +116,20 @@ class Collector:
     """
 
     def __init__(self, max_skew_ms: int, idle_ms: int, dedup_horizon_ms: int,
-                 families: frozenset[str] | None = None) -> None:
+                 families: frozenset[str] | None = None, *,
+                 max_clock_step_ms: int = MAX_CLOCK_STEP_MS) -> None:
         self._families = families  # the scope families some rule judges; None: all
         self._max_skew_ms = max_skew_ms
         self._idle_ms = idle_ms
         self._horizon_ms = dedup_horizon_ms
+        self._max_step_ms = max_clock_step_ms
         self._sources: dict[Source, _SourceState] = {}
+        self._producers: dict[int, _ProducerClock] = {}
+        self._broker_ms: int | None = None  # the broker's clock, as far as known
+        self._wall_ms: int | None = None  # the wall clock when it was last advanced
         self.skewed_events = 0
         self.duplicate_events = 0
+        self.corrected_events = 0
 
     def assign(self, sources: list[Source], wall_ms: int) -> None:
         """Partitions newly assigned to this collector: silent since ``wall_ms``."""
@@ -71,12 +143,22 @@ class Collector:
     def collect(self, events: list[SourceEvent], wall_ms: int) -> list[Signal]:
         """The signals of a batch, one per scope, events in the order read (each source's
         offsets ascending: ``evaluate`` skips offsets it applied before). Never raises."""
+        self._tick(wall_ms)
         by_scope: dict[str, list[Counted]] = defaultdict(list)
         for event in events:
             source = source_of(event.event_name, event.partition)
             state = self._sources.setdefault(source, _SourceState())
             state.last_data_wall_ms = wall_ms
+            if state.record_ms is None or event.record_ms > state.record_ms:
+                state.record_ms = event.record_ms
+            if self._broker_ms is None or event.record_ms > self._broker_ms:
+                self._broker_ms = event.record_ms
             time_ms = int(event.record["event_time"])
+            if event.stamp is not None:
+                error_ms = self._clock_error(event.stamp, event.record_ms)
+                if abs(error_ms) > CLOCK_TOLERANCE_MS:
+                    self.corrected_events += 1
+                    time_ms += error_ms
             if time_ms > event.record_ms + self._max_skew_ms:
                 self.skewed_events += 1
                 time_ms = event.record_ms
@@ -96,9 +178,37 @@ class Collector:
         self._sources.setdefault(source, _SourceState()).caught_up = caught_up
 
     def progress(self, wall_ms: int) -> Progress:
-        """The report of every source this collector reads."""
-        return Progress({source: SourceProgress(state.watermark_ms, self._idle(state, wall_ms))
-                         for source, state in self._sources.items()}, wall_ms)
+        """The report of every source this collector reads, with the broker's clock."""
+        self._tick(wall_ms)
+        return Progress({source: SourceProgress(self._watermark(state),
+                                                self._idle(state, wall_ms))
+                         for source, state in self._sources.items()}, self._broker_ms)
+
+    def _tick(self, wall_ms: int) -> None:
+        """Advance the broker's clock by the wall clock's step since the last call, at
+        most ``max_clock_step_ms``; a step back counts as none."""
+        if self._broker_ms is not None and self._wall_ms is not None:
+            self._broker_ms += min(max(wall_ms - self._wall_ms, 0), self._max_step_ms)
+        self._wall_ms = wall_ms
+
+    def _watermark(self, state: _SourceState) -> int | None:
+        if state.watermark_ms is None or state.record_ms is None:
+            return state.watermark_ms
+        return min(max(state.watermark_ms, state.record_ms - self._max_skew_ms),
+                   state.record_ms)
+
+    def _clock_error(self, stamp: SendStamp, record_ms: int) -> int:
+        offset_ms = record_ms - stamp.sent_ms
+        clock = self._producers.get(stamp.producer)
+        if clock is None:
+            clock = self._producers[stamp.producer] = _ProducerClock(record_ms, offset_ms)
+            if len(self._producers) % 256 == 0:  # producers come and go with processes
+                oldest = record_ms - 2 * CLOCK_WINDOW_MS
+                self._producers = {producer: known for producer, known in
+                                   self._producers.items() if known.window_start_ms >= oldest}
+        else:
+            clock.observe(record_ms, offset_ms)
+        return clock.error_ms
 
     def _idle(self, state: _SourceState, wall_ms: int) -> bool:
         # Caught up is not enough: a producer may be about to write. Like Kafka Streams'

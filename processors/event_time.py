@@ -6,14 +6,17 @@ out) and Kafka Streams' ``max.task.idle.ms`` (wait for a lagging input rather th
 ahead of it). For a family of scopes (render, slow, api):
 
 * each source partition of the family's topics reports its watermark (the newest sane
-  event time read from it) and whether it is idle (silent for ``EPT_SOURCE_IDLE_S`` and
-  not behind its high-water mark);
+  event time read from it, kept within the clock skew behind its newest record timestamp
+  and not ahead of it: see :mod:`~ept.processors.collection`) and whether it is idle
+  (silent for ``EPT_SOURCE_IDLE_S`` and not behind its high-water mark);
 * while any source is unreported, or active without a first event, event time stands;
 * otherwise the frontier is the minimum watermark of the active sources, minus the
   allowed lateness (events within a partition may be that much out of order);
 * when every source is idle, everything read is judged (the idle interval of silence
-  covered any disorder) and event time follows the wall clock (minus the lateness), so
-  firing alerts resolve and re-notify when all traffic stops.
+  covered any disorder) and event time follows the broker's clock (minus the lateness),
+  the newest clock any report carried, so firing alerts resolve and re-notify when all
+  traffic stops. The worker's own wall clock only ever moves it in bounded steps, in the
+  collectors: a jump of it does not move event time past what the broker stamped.
 
 The frontier never goes back. Pure logic: no Faust, no Kafka.
 """
@@ -50,6 +53,7 @@ class Frontiers:
                     source_of(event, p) for p in range(count))
         self._reported: dict[Source, SourceProgress] = {}
         self._frontier: dict[str, int] = dict.fromkeys(self._sources, 0)
+        self._clock_ms: int | None = None  # the broker's clock: the newest reported
 
     def update(self, progress: Progress) -> dict[str, int]:
         """Apply a report; returns the families whose frontier advanced, with the new one.
@@ -63,9 +67,12 @@ class Frontiers:
                     reported.watermark_ms is None or reported.watermark_ms < before.watermark_ms):
                 reported = SourceProgress(before.watermark_ms, reported.idle)
             self._reported[source] = reported
+        if progress.clock_ms is not None and (self._clock_ms is None
+                                              or progress.clock_ms > self._clock_ms):
+            self._clock_ms = progress.clock_ms
         advanced = {}
         for family, sources in self._sources.items():
-            frontier = self._candidate(sources, progress.wall_ms)
+            frontier = self._candidate(sources)
             if frontier is not None and frontier > self._frontier[family]:
                 self._frontier[family] = frontier
                 advanced[family] = frontier
@@ -74,7 +81,7 @@ class Frontiers:
     def frontier(self, family: str) -> int:
         return self._frontier[family]
 
-    def _candidate(self, sources: list[Source], wall_ms: int) -> int | None:
+    def _candidate(self, sources: list[Source]) -> int | None:
         active: list[int] = []
         newest = 0
         for source in sources:
@@ -91,5 +98,9 @@ class Frontiers:
             return min(active) - self._lateness_ms
         # Every source has been silent for the idle interval: whatever was out of order
         # has arrived, so everything read is judged (to the end of the newest event's
-        # second); what comes next is near the wall clock.
-        return max(newest // 1000 * 1000 + 1000, wall_ms - self._lateness_ms)
+        # second: watermarks are not ahead of the broker); what comes next is near the
+        # broker's clock.
+        judged = newest // 1000 * 1000 + 1000
+        if self._clock_ms is None:
+            return judged
+        return max(judged, self._clock_ms - self._lateness_ms)

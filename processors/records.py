@@ -46,9 +46,11 @@ class Signal:
 class SourceProgress:
     """How far one source partition has been read, in event time.
 
-    ``watermark_ms`` is the newest (sane) event time read from it, None before its first
-    event; ``idle`` says it holds nothing more to read now (caught up to its high-water
-    mark, or silent for ``EPT_SOURCE_IDLE_S``), so it does not hold event time back.
+    ``watermark_ms`` is the newest (sane) event time read from it, kept within the allowed
+    clock skew behind the newest record timestamp read and not ahead of it; None before
+    its first event. ``idle`` says it holds nothing more to read now (caught up to its
+    high-water mark, or silent for ``EPT_SOURCE_IDLE_S``), so it does not hold event time
+    back.
     """
 
     watermark_ms: int | None
@@ -58,19 +60,26 @@ class SourceProgress:
 @dataclass(frozen=True)
 class Progress:
     """A collector's report of its sources, sent to every signals partition after the
-    signals it covers (so a watermark never overtakes its own events)."""
+    signals it covers (so a watermark never overtakes its own events).
+
+    ``clock_ms`` is the broker's clock as the collector knows it (the newest record
+    timestamp read, advanced by bounded steps of the wall clock), None before any record.
+    On the wire it is ``wall_ms`` (0: unknown), the key that carried the collector's wall
+    clock before: a reader of either version takes it for the time idle event time may
+    follow.
+    """
 
     sources: dict[Source, SourceProgress]
-    wall_ms: int
+    clock_ms: int | None
 
     def to_json(self) -> dict[str, Any]:
         return {"progress": {s: [p.watermark_ms, p.idle] for s, p in self.sources.items()},
-                "wall_ms": self.wall_ms}
+                "wall_ms": self.clock_ms or 0}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Progress:
         return cls({s: SourceProgress(w, bool(i)) for s, (w, i) in data["progress"].items()},
-                   int(data["wall_ms"]))
+                   int(data["wall_ms"]) or None)
 
 
 def signal_or_progress(data: dict[str, Any]) -> Signal | Progress:

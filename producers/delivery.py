@@ -5,6 +5,10 @@ acks=all, no delivery timeout, so librdkafka retries until the broker takes it, 
 duplicates) -> when that queue is full, the bounded on-disk :class:`Spool` -> when both
 are full, dropped and counted. A background thread serves delivery reports and moves
 spooled events back to the producer once the broker acknowledges deliveries again.
+
+Each record handed to the producer carries the SDK's send stamp (:mod:`ept.core.send_stamp`),
+taken at that hand-over: a spooled event is stamped again when it leaves the spool, so
+the worker tells the time it waited there from a wrong clock.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from ept.core.send_stamp import stamp_headers
 from ept.spool import Spool, SpooledMessage
 from ept.stats import StatsRecorder
 
@@ -72,7 +77,7 @@ class KafkaDelivery:
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queue one message. Never blocks on the network, never raises."""
         try:
-            self._producer.produce(topic, value, key)
+            self._producer.produce(topic, value, key, headers=stamp_headers())
         except BufferError:
             self._spool_or_drop(topic, key, value)
         except KafkaException as exc:
@@ -151,7 +156,7 @@ class KafkaDelivery:
             message = draining.messages[draining.next]
             try:
                 self._producer.produce(
-                    message.topic, message.value, message.key,
+                    message.topic, message.value, message.key, headers=stamp_headers(),
                     on_delivery=functools.partial(self._on_spooled_delivery,
                                                   draining.outstanding),
                 )

@@ -156,13 +156,15 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
     """The notices per alert (rule and labels) when the partitions are read in the order
     of ``schedule`` — (source, how many of its next messages) — through the worker's own
     Collector, Frontiers, Evaluator and PartitionJudge. Wall clock stands at the start while
-    reading (so no source goes idle by silence) and moves 4 h past the end afterwards.
+    reading (so no source goes idle by silence) and moves 4 h past the end afterwards, in
+    steps of an hour (the broker's clock then follows it from the newest record).
     """
     rules = rules or load_rules(None)
     evaluator = Evaluator(rules)
     sources = sorted(traffic.streams)
     owners = [Collector(max_skew_ms=300_000, idle_ms=3600_000, dedup_horizon_ms=300_000,
-                        families=evaluator.families) for _ in range(collectors)]
+                        families=evaluator.families, max_clock_step_ms=3600_000)
+              for _ in range(collectors)]
     owner_of = {source: owners[i % collectors] for i, source in enumerate(sources)}
     for source in sources:
         owner_of[source].assign([source], traffic.start_ms)
@@ -198,8 +200,10 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
         collector.caught_up(source, position[source] >= len(stream))
         report(collector, traffic.start_ms)
     assert all(position[s] == len(traffic.streams[s]) for s in sources), "schedule too short"
-    for collector in owners:
-        report(collector, traffic.end_ms + 4 * 3600_000)
+    for collector in owners:  # the wall clock moves on an hour a step (the bound of each)
+        for wall_ms in range(traffic.end_ms + 3600_000, traffic.end_ms + 4 * 3600_000 + 1,
+                             3600_000):
+            report(collector, wall_ms)
     return told
 
 
