@@ -20,8 +20,12 @@ system-deps:
 browser-deps:
 	@bash deploy/local/install-system-deps.sh --browser
 
-# The official JavaScript ClickHouse client (npm), which the SQL endpoint is tested with.
+# The ClickHouse clients the SQL endpoint is tested with: the official JavaScript client
+# (npm), the JDBC driver (Maven Central) and clickhouse-go (Go module proxy), the last two
+# built once into ~/.cache/ept/clients.
 client-deps: tests/clients/node_modules/.installed
+	@bash deploy/local/install-system-deps.sh --clients
+	@bash deploy/local/install-sql-clients.sh
 
 tests/clients/node_modules/.installed: tests/clients/package-lock.json
 	@bash deploy/local/install-system-deps.sh --clients

@@ -1,7 +1,8 @@
 """What the SQL endpoint does to a request's body and a reply's bytes between the client
 and the engine, as ClickHouse's HTTP interface does:
 
-* request body: its ``Content-Encoding`` undone, then, with ``decompress=1``, ClickHouse's
+* request body: its ``Content-Encoding`` undone (by aiohttp for one of gzip, deflate, br,
+  zstd; here for lz4, xz, bzip2 or a list), then, with ``decompress=1``, ClickHouse's
   compressed blocks (checksums verified unless
   ``http_native_compression_disable_checksumming_on_decompress=1``);
 * reply: Native output rewritten for the client's ``client_protocol_version``; with
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import PayloadEncodingError
 
 from ept.processors.storage import compression, native
 from ept.processors.storage.analyst import ClickHouseError
@@ -27,6 +29,10 @@ PARAMETERS = frozenset({
     "network_zstd_compression_level",
     "http_native_compression_disable_checksumming_on_decompress",
 })
+
+# A request body in one of these encodings reaches the handler decoded: aiohttp's parser
+# undoes them itself (and raises PayloadEncodingError for a broken one).
+AIOHTTP_DECODES = frozenset({"gzip", "deflate", "br", "zstd"})
 
 
 def _enabled(value: str | None) -> bool:
@@ -46,7 +52,14 @@ def _integer(parameters: Mapping[str, str], name: str, default: int) -> int:
 
 async def request_body(request: web.Request) -> bytes:
     """The POST body as the query reads it. Raises ClickHouseError."""
-    body = compression.decode(await request.read(), request.headers.get("Content-Encoding"))
+    try:
+        body = await request.read()
+    except PayloadEncodingError as error:
+        raise ClickHouseError(271, "CANNOT_DECOMPRESS", "Cannot decompress the request body "
+                              f"({request.headers.get('Content-Encoding')}): {error}") from None
+    encoding = request.headers.get("Content-Encoding", "")
+    if encoding.lower() not in AIOHTTP_DECODES:
+        body = compression.decode(body, encoding)
     if _enabled(request.query.get("decompress")):
         body = compression.decompress_blocks(body, verify=not _enabled(request.query.get(
             "http_native_compression_disable_checksumming_on_decompress")))
