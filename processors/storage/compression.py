@@ -12,11 +12,11 @@ Two layers, as in ClickHouse:
   the method (LZ4 when unset).
 * **HTTP content encodings** (``enable_http_compression=1`` with ``Accept-Encoding``; a
   request's ``Content-Encoding``): gzip, deflate (zlib), zstd, lz4 (the LZ4 frame format),
-  xz, bzip2 and, when the ``brotli`` package is installed, br.
+  br, xz and bzip2.
 
 The codecs are libraries (``lz4``, ``zstd`` from the standard library or its backport,
-``clickhouse-cityhash``); this module only frames. Errors are ClickHouse's own, with its
-codes: a bad checksum is ``CHECKSUM_DOESNT_MATCH`` (40).
+``brotli``, ``clickhouse-cityhash``); this module only frames. Errors are ClickHouse's own,
+with its codes: a bad checksum is ``CHECKSUM_DOESNT_MATCH`` (40).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import sys
 import zlib
 from collections.abc import Callable
 
+import brotli
 import lz4.block
 import lz4.frame
 from clickhouse_cityhash.cityhash import CityHash128
@@ -39,10 +40,6 @@ if sys.version_info >= (3, 14):
 else:
     from backports import zstd
 
-try:
-    import brotli  # type: ignore[import-not-found]
-except ImportError:  # optional, as in ClickHouse's clients
-    brotli = None
 
 NONE, LZ4, ZSTD = 0x02, 0x82, 0x90
 CHECKSUM_SIZE = 16
@@ -175,6 +172,7 @@ _ENCODERS: dict[str, Callable[[bytes, int | None], bytes]] = {
     "lz4": lambda data, level: lz4.frame.compress(data),
     "xz": lambda data, level: lzma.compress(data),
     "bzip2": lambda data, level: bz2.compress(data),
+    "br": lambda data, level: brotli.compress(data),
 }
 _DECODERS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": lambda data: zlib.decompress(data, 47),
@@ -185,10 +183,8 @@ _DECODERS: dict[str, Callable[[bytes], bytes]] = {
     "xz": lzma.decompress,
     "bzip2": bz2.decompress,
     "bz2": bz2.decompress,
+    "br": brotli.decompress,
 }
-if brotli is not None:
-    _ENCODERS["br"] = lambda data, level: brotli.compress(data)
-    _DECODERS["br"] = brotli.decompress
 # Which encoding a reply gets when the client accepts several (ClickHouse's preference).
 _PREFERENCE = ("zstd", "br", "lz4", "gzip", "deflate", "xz", "bzip2")
 
