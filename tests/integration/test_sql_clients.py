@@ -86,10 +86,13 @@ def tsv(output: str) -> list[list[str]]:
 @NEEDS_JDBC
 def test_jdbc_with_the_plain_url_queries_reads_types_and_binds_parameters(
         sink: RunningSink) -> None:
-    """jdbc-v2 asks for compress=1 (ClickHouse's compressed blocks, LZ4) by default."""
-    for suffix in ("", "?compress=0"):
+    """jdbc-v2 asks for compress=1 (ClickHouse's compressed blocks, LZ4) by default; with
+    decompress=true it sends the query in them too (decompress=1); with
+    client.use_http_compression=true it asks Accept-Encoding: lz4 instead."""
+    for suffix in ("", "?compress=0", "?decompress=true",
+                   "?client.use_http_compression=true"):
         result = jdbc(sink, "query", FAILURES_QUERY, url_suffix=suffix)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, (suffix, result.stderr)
         assert tsv(result.stdout) == [["templateId", "reason", "failures"]] + [
             [str(cell) for cell in row] for row in FAILURES_ROWS]
 
