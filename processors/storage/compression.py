@@ -12,7 +12,7 @@ Two layers, as in ClickHouse:
   the method (LZ4 when unset).
 * **HTTP content encodings** (``enable_http_compression=1`` with ``Accept-Encoding``; a
   request's ``Content-Encoding``): gzip, deflate (zlib), zstd, lz4 (the LZ4 frame format),
-  br, xz and bzip2.
+  br, xz and bz2.
 
 The codecs are libraries (``lz4``, ``zstd`` from the standard library or its backport,
 ``brotli``, ``clickhouse-cityhash``); this module only frames. Errors are ClickHouse's own,
@@ -171,7 +171,7 @@ _ENCODERS: dict[str, Callable[[bytes, int | None], bytes]] = {
     "zstd": lambda data, level: zstd.compress(data, level),
     "lz4": lambda data, level: lz4.frame.compress(data),
     "xz": lambda data, level: lzma.compress(data),
-    "bzip2": lambda data, level: bz2.compress(data),
+    "bz2": lambda data, level: bz2.compress(data),
     "br": lambda data, level: brotli.compress(data),
 }
 _DECODERS: dict[str, Callable[[bytes], bytes]] = {
@@ -186,7 +186,7 @@ _DECODERS: dict[str, Callable[[bytes], bytes]] = {
     "br": brotli.decompress,
 }
 # Which encoding a reply gets when the client accepts several (ClickHouse's preference).
-_PREFERENCE = ("zstd", "br", "lz4", "gzip", "deflate", "xz", "bzip2")
+_PREFERENCE = ("zstd", "br", "lz4", "gzip", "deflate", "xz", "bz2")
 
 
 def _zlib(data: bytes, level: int, wbits: int) -> bytes:
@@ -201,7 +201,7 @@ def response_encoding(accept_encoding: str | None) -> str | None:
         name, _, parameters = item.strip().lower().partition(";")
         if parameters.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
             continue
-        accepted.add("bzip2" if name == "bz2" else name)
+        accepted.add("bz2" if name == "bzip2" else name)
     return next((name for name in _PREFERENCE if name in accepted and name in _ENCODERS),
                 None)
 

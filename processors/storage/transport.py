@@ -7,8 +7,10 @@ and the engine, as ClickHouse's HTTP interface does:
   ``http_native_compression_disable_checksumming_on_decompress=1``);
 * reply: Native output rewritten for the client's ``client_protocol_version``; with
   ``compress=1``, framed in compressed blocks (``network_compression_method``: LZ4 unless
-  ZSTD or NONE); with ``enable_http_compression=1``, encoded in the best ``Accept-Encoding``
-  (level ``http_zlib_compression_level`` for gzip and deflate).
+  ZSTD or NONE); encoded in the best ``Accept-Encoding`` (level
+  ``http_zlib_compression_level`` for gzip and deflate) unless ``enable_http_compression=0``.
+  The engine's ``enable_http_compression`` is 1 by default (``system.settings`` says so), and
+  clients read it there: clickhouse-connect, seeing it set, sends ``Accept-Encoding`` alone.
 
 These URL parameters are the endpoint's, never passed to the engine as settings.
 """
@@ -76,7 +78,7 @@ def reply(body: bytes, fmt: str, parameters: Mapping[str, str],
         body = compression.compress_blocks(
             body, compression.block_method(parameters.get("network_compression_method")))
     headers: dict[str, str] = {}
-    if _enabled(parameters.get("enable_http_compression")):
+    if _enabled(parameters.get("enable_http_compression", "1")):
         encoding = compression.response_encoding(accept_encoding)
         if encoding is not None:
             level = _integer(parameters, "http_zlib_compression_level", 3) \

@@ -233,7 +233,8 @@ EXPECTED_TSV = "".join(f"{t}\t{r}\t{n}\n" for t, r, n in FAILURES_ROWS).encode()
 DECODE = {"gzip": gzip.decompress, "deflate": zlib.decompress,
           "zstd": lambda data: compression.decode(data, "zstd"),
           "lz4": lz4.frame.decompress, "br": brotli.decompress,
-          "xz": lambda data: compression.decode(data, "xz")}
+          "xz": lambda data: compression.decode(data, "xz"),
+          "bz2": lambda data: compression.decode(data, "bz2")}
 
 
 def curl(sink: RunningSink, *arguments: str) -> subprocess.CompletedProcess[bytes]:
@@ -245,24 +246,41 @@ def curl(sink: RunningSink, *arguments: str) -> subprocess.CompletedProcess[byte
 @pytest.mark.parametrize("encoding", sorted(DECODE))
 def test_curl_with_each_accept_encoding(sink: RunningSink, tmp_path: Path,
                                         encoding: str) -> None:
-    url = f"{sink.url}?enable_http_compression=1&query={urllib.parse.quote(FAILURES_QUERY)}"
+    """The engine's enable_http_compression is 1, as system.settings says: Accept-Encoding
+    is enough (clickhouse-connect relies on it), enable_http_compression=0 turns it off."""
+    query = urllib.parse.quote(FAILURES_QUERY)
     headers = tmp_path / "headers"
-    reply = curl(sink, "-D", str(headers), "-H", f"Accept-Encoding: {encoding}", url)
-    assert reply.returncode == 0, reply.stderr
-    assert f"content-encoding: {encoding}" in headers.read_text().lower()
-    assert DECODE[encoding](reply.stdout) == EXPECTED_TSV
-    # without enable_http_compression the reply is plain, as ClickHouse's
+    for url in (f"{sink.url}?query={query}", f"{sink.url}?enable_http_compression=1&query={query}"):
+        reply = curl(sink, "-D", str(headers), "-H", f"Accept-Encoding: {encoding}", url)
+        assert reply.returncode == 0, reply.stderr
+        assert f"content-encoding: {encoding}" in headers.read_text().lower()
+        assert DECODE[encoding](reply.stdout) == EXPECTED_TSV
     plain = curl(sink, "-D", str(headers), "-H", f"Accept-Encoding: {encoding}",
-                 f"{sink.url}?query={urllib.parse.quote(FAILURES_QUERY)}")
+                 f"{sink.url}?enable_http_compression=0&query={query}")
     assert plain.stdout == EXPECTED_TSV
     assert "content-encoding" not in headers.read_text().lower()
+
+
+def test_clickhouse_connect_sees_http_compression_on_and_gets_zstd(sink: RunningSink) -> None:
+    """What clickhouse-connect (compress=True) relies on: the session reports
+    enable_http_compression = 1, and its Accept-Encoding alone gets a compressed reply,
+    in ClickHouse's preference (zstd first)."""
+    status, _, body = sql_over_http(sink.url, "SELECT value FROM system.settings "
+                                    "WHERE name = 'enable_http_compression'")
+    assert (status, body) == (200, b"1\n")
+    request = urllib.request.Request(
+        f"{sink.url}?query={urllib.parse.quote(FAILURES_QUERY)}",
+        headers={"X-ClickHouse-User": "analyst", "X-ClickHouse-Key": PASSWORD,
+                 "Accept-Encoding": "lz4,zstd,br,gzip,deflate"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        assert reply.headers["Content-Encoding"] == "zstd"
+        assert compression.decode(reply.read(), "zstd") == EXPECTED_TSV
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_compressed_and_request_bodies_in_a_content_encoding(
         sink: RunningSink, tmp_path: Path) -> None:
-    decoded = curl(sink, "--compressed", f"{sink.url}?enable_http_compression=1",
-                   "--data-binary", FAILURES_QUERY)
+    decoded = curl(sink, "--compressed", sink.url, "--data-binary", FAILURES_QUERY)
     assert decoded.stdout == EXPECTED_TSV, decoded.stderr
     for encoding in ("gzip", "deflate", "zstd", "lz4", "br"):
         body = tmp_path / f"query.{encoding}"

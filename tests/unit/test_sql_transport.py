@@ -16,7 +16,7 @@ NATIVE = b"\x01\x01\x01x\x05UInt8\x01"
 
 
 def test_a_plain_request_gets_the_engines_bytes() -> None:
-    assert transport.reply(b"1\n", "TabSeparated", {}, "gzip") == (b"1\n", {})
+    assert transport.reply(b"1\n", "TabSeparated", {}, None) == (b"1\n", {})
     assert transport.reply(NATIVE, "Native", {}, None) == (NATIVE, {})
 
 
@@ -40,12 +40,17 @@ def test_compressed_blocks_go_inside_the_http_encoding() -> None:
     assert compression.decompress_blocks(blocks) == native.for_revision(NATIVE, 54460)
 
 
-def test_accept_encoding_alone_changes_nothing() -> None:
-    assert transport.reply(b"1\n", "TSV", {}, "gzip") == (b"1\n", {})
+def test_accept_encoding_is_honoured_unless_http_compression_is_turned_off() -> None:
+    """The engine's enable_http_compression is 1 (system.settings), so a client that
+    reads it (clickhouse-connect) sends Accept-Encoding alone."""
+    body, headers = transport.reply(b"1\n", "TSV", {}, "lz4,zstd,br,gzip,deflate")
+    assert headers == {"Content-Encoding": "zstd"}
+    assert compression.decode(body, "zstd") == b"1\n"
+    assert transport.reply(b"1\n", "TSV", {"enable_http_compression": "0"}, "gzip") == (
+        b"1\n", {})
     assert transport.reply(b"1\n", "TSV", {"enable_http_compression": "1"}, None) == (
         b"1\n", {})
-    assert transport.reply(b"1\n", "TSV", {"enable_http_compression": "1"}, "snappy") == (
-        b"1\n", {})
+    assert transport.reply(b"1\n", "TSV", {}, "snappy") == (b"1\n", {})
 
 
 def test_its_parameters_are_never_passed_to_the_engine_as_settings() -> None:
