@@ -33,6 +33,6 @@ if [ "$(cat "$go_client/.stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "building the Go client (clickhouse-go v2, Go module proxy) into $go_client" >&2
   rm -rf "$go_client"
   mkdir -p "$go_client"
-  (cd tests/clients/go && GOFLAGS=-mod=readonly go build -o "$go_client/chgo" .)
+  (cd tests/clients/go && GOFLAGS="-mod=readonly -buildvcs=false" go build -o "$go_client/chgo" .)
   echo "$stamp" > "$go_client/.stamp"
 fi
