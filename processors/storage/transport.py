@@ -33,7 +33,7 @@ PARAMETERS = frozenset({
 })
 
 # A request body in one of these encodings reaches the handler decoded: aiohttp's parser
-# undoes them itself (and raises PayloadEncodingError for a broken one).
+# undoes them itself (reading a broken one raises RequestPayloadError).
 AIOHTTP_DECODES = frozenset({"gzip", "deflate", "br", "zstd"})
 
 
@@ -54,12 +54,15 @@ def _integer(parameters: Mapping[str, str], name: str, default: int) -> int:
 
 async def request_body(request: web.Request) -> bytes:
     """The POST body as the query reads it. Raises ClickHouseError."""
+    encoding = request.headers.get("Content-Encoding", "")
     try:
         body = await request.read()
-    except PayloadEncodingError as error:
-        raise ClickHouseError(271, "CANNOT_DECOMPRESS", "Cannot decompress the request body "
-                              f"({request.headers.get('Content-Encoding')}): {error}") from None
-    encoding = request.headers.get("Content-Encoding", "")
+    except (PayloadEncodingError, web.RequestPayloadError):
+        if not encoding:
+            raise
+        request.content.feed_eof()  # unreadable: aiohttp is not to drain the rest of it
+        raise ClickHouseError(271, "CANNOT_DECOMPRESS", "Cannot decompress the request "
+                              f"body: it is not {encoding}-encoded data") from None
     if encoding.lower() not in AIOHTTP_DECODES:
         body = compression.decode(body, encoding)
     if _enabled(request.query.get("decompress")):

@@ -288,6 +288,13 @@ def test_curl_compressed_and_request_bodies_in_a_content_encoding(
         reply = curl(sink, "-H", f"Content-Encoding: {encoding}", "--data-binary",
                      f"@{body}", sink.url)
         assert reply.stdout == EXPECTED_TSV, (encoding, reply.stdout, reply.stderr)
+    for encoding in ("gzip", "deflate", "zstd", "br", "lz4"):  # aiohttp's, then ours
+        broken = curl(sink, "-H", f"Content-Encoding: {encoding}", "--data-binary",
+                      "SELECT 'not compressed'", sink.url)
+        assert broken.stdout.startswith(b"Code: 271. DB::Exception: Cannot decompress"), (
+            encoding, broken.stdout)
+        assert broken.stdout.rstrip().endswith(b"(CANNOT_DECOMPRESS)")
+    assert curl(sink, f"{sink.url}?query=SELECT%201").stdout == b"1\n"
 
 
 def test_compressed_blocks_both_ways_and_a_bad_checksum_is_code_40(
