@@ -48,7 +48,7 @@ FAILURES_QUERY = ("SELECT templateId, reason, count() AS failures FROM events "
                   "ORDER BY failures DESC, templateId")
 FAILURES_ROWS = [["tpl_a", "timeout", 5], ["tpl_a", "codec_error", 2],
                  ["tpl_b", "timeout", 1]]
-# Types a tool meets: LowCardinality, DateTime64, Nullable, arrays, UUID-less strings.
+# Types a tool meets: LowCardinality, Nullable, a DateTime (from DateTime64), arrays.
 SLOW_QUERY = ("SELECT renderType, slownessFactor, toStartOfDay(timestamp) AS day, "
               "[renderType] AS tags FROM events WHERE event_name = 'slow_render' "
               "ORDER BY slownessFactor, renderType LIMIT 2")
