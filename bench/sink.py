@@ -24,7 +24,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
 
@@ -34,9 +33,11 @@ from ept.core.settings import Settings, load_settings
 from ept.processors.http import ServerThread
 from ept.processors.sink.consumer import Sink
 from ept.processors.storage import queries
-from ept.processors.storage.analyst import AnalystEngine, SqlLimits
-from ept.processors.storage.connection import embedded_client
-from ept.processors.storage.sql_endpoint import SqlEndpoint
+from ept.processors.storage.analyst import AnalystEngine
+from ept.processors.storage.connection import engine_host
+from ept.processors.storage.engine_link import EngineLink
+from ept.processors.storage.hosted_client import hosted_client
+from ept.processors.storage.sql_endpoint import RUNNER_OPTIONS, SqlEndpoint
 from ept.processors.storage.tables import migrate
 from ept.schemas import SingleObjectEncoder
 from tests.conftest import free_port
@@ -144,7 +145,8 @@ def main() -> None:
                                  state_dir=Path(state), clickhouse_path=Path(state) / "ch",
                                  topic_partitions=6)
         ensure_topics(settings)
-        client = embedded_client(Path(state) / "ch")
+        link = engine_host(settings)  # the engine in its sandboxed host, as the sink has it
+        client = hosted_client(link)
         migrate(client, settings)
         sample = records()
         now_ms = int(time.time() * 1000)
@@ -188,7 +190,7 @@ def main() -> None:
         loaded = settings.replace(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
         ensure_topics(loaded)
         publish(loaded, sample, now_ms)
-        with AnalystLoop(loaded) as analyst:
+        with AnalystLoop(loaded, link) as analyst:
             loaded_s = sink_seconds(loaded, client, EVENTS)
         print_table("Ingestion while an analyst's heavy query loops on the SQL endpoint "
                     "(target: >= 0.5 of idle)",
@@ -211,16 +213,14 @@ class AnalystLoop:
     """The sink's SQL endpoint on a free port, and a thread running HEAVY_QUERY on it
     back to back (over HTTP, as an analyst's client would) until the block ends."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, link: EngineLink) -> None:
         port = free_port()
         self._settings = settings.replace(sql_port=port)
         self._url = f"http://127.0.0.1:{port}/"
         self._stop = threading.Event()
         self.timings_ms: list[float] = []
-        app = web.Application()
-        app.add_routes(SqlEndpoint(self._settings, AnalystEngine(
-            self._settings.clickhouse_data_dir, SqlLimits.of(self._settings))).routes())
-        self._server = ServerThread(app, "127.0.0.1", port)
+        app = SqlEndpoint(self._settings, AnalystEngine(link)).application()
+        self._server = ServerThread(app, "127.0.0.1", port, RUNNER_OPTIONS)
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> AnalystLoop:

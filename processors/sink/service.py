@@ -16,8 +16,13 @@ from ept.processors.http import OPEN_PATHS, ServerThread, login_route, token_mid
 from ept.processors.sink.consumer import DEFAULT_GROUP, Sink
 from ept.processors.storage.analyst import AnalystEngine, SqlLimits
 from ept.processors.storage.api import QueryApi
-from ept.processors.storage.connection import clickhouse_client, reader_client
-from ept.processors.storage.sql_endpoint import SqlEndpoint
+from ept.processors.storage.connection import (
+    clickhouse_client,
+    engine_host,
+    hosted_reader,
+)
+from ept.processors.storage.hosted_client import hosted_client
+from ept.processors.storage.sql_endpoint import RUNNER_OPTIONS, SqlEndpoint
 from ept.processors.storage.tables import migrate
 
 log = logging.getLogger("ept.sink")
@@ -34,7 +39,14 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
     consumes. Raises OSError when a port is taken.
     """
     stop = stop or threading.Event()
-    client = clickhouse_client(settings)
+    link = None
+    if settings.clickhouse_server is None:
+        # The engine lives in a sandboxed child that holds no secret: analysts' SQL runs
+        # there, never in this process (see docs/security.md).
+        link = engine_host(settings)
+        client = hosted_client(link)
+    else:
+        client = clickhouse_client(settings)
     applied = migrate(client, settings)
     if applied:
         log.info("sink: applied migrations %s", ", ".join(applied))
@@ -46,7 +58,9 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
         feed.start()
         templates = TemplateControlView(settings).start()
         limits = SqlLimits.of(settings)
-        api = QueryApi(reader_client(settings, limits.session_settings()), threading.Lock())
+        reader = (hosted_reader(link, limits.session_settings()) if link is not None
+                  else clickhouse_client(settings))
+        api = QueryApi(reader, threading.Lock())
         token = settings.api_token.get_secret_value() if settings.api_token else None
         # The dashboard's page holds no data: it is served to anyone, and asks for the
         # token (POST /api/login) when the API answers 401.
@@ -58,11 +72,10 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
         server.start()
         log.info("sink: dashboard and query API on http://%s:%d/", settings.http_host,
                  settings.sink_port)
-        if settings.clickhouse_server is None:
-            sql_app = web.Application()
-            sql_app.add_routes(SqlEndpoint(
-                settings, AnalystEngine(settings.clickhouse_data_dir, limits)).routes())
-            sql_server = ServerThread(sql_app, settings.sql_bind, settings.sql_port)
+        if link is not None:
+            sql_app = SqlEndpoint(settings, AnalystEngine(link)).application()
+            sql_server = ServerThread(sql_app, settings.sql_bind, settings.sql_port,
+                                      RUNNER_OPTIONS)
             sql_server.start()
             log.info("sink: analysts' SQL (ClickHouse HTTP interface) on http://%s:%d/",
                      settings.sql_bind, settings.sql_port)
@@ -81,6 +94,8 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
             feed.stop()
         if templates is not None:
             templates.close()
+        if link is not None:
+            link.close()
     return sink
 
 

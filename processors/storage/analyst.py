@@ -1,21 +1,24 @@
-"""Analysts' own SQL on the embedded engine: read-only, bounded sessions beside the sink's.
+"""Analysts' own SQL on the embedded engine: its limits, results and errors, and the
+handle ept's processes run it through.
 
-Each query gets a fresh engine connection on the sink's data directory (about 4 ms here),
-so nothing of one analyst's session leaks into another's. The session gets the limits of
-``EPT_SQL_*`` first, then ``readonly = 1``: from there ClickHouse itself refuses writes,
-DDL, table functions that read files or URLs, and any change of a setting (the limits
-included), each with its own error. The sink's writer connection is never touched.
+The queries themselves run in the engine host, a process of their own that holds no
+secret and is sandboxed (:mod:`~ept.processors.storage.engine_host`); each gets a fresh
+engine connection there (about 4 ms), so nothing of one analyst's session leaks into
+another's.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ept.core.settings import Settings
-from ept.processors.storage.connection import engine_connection
+from ept.processors.storage.engine_protocol import Analyst, Request
+
+if TYPE_CHECKING:
+    from ept.processors.storage.engine_link import EngineLink
 
 DEFAULT_FORMAT = "TabSeparated"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -28,7 +31,7 @@ class ClickHouseError(Exception):
     """The engine refused a query; ``str()`` is ClickHouse's own message."""
 
     def __init__(self, code: int, name: str, message: str) -> None:
-        self.code, self.name = code, name
+        self.code, self.name, self.message = code, name, message
         end = "" if message.endswith((".", "?", "!")) else "."
         super().__init__(f"Code: {code}. DB::Exception: {message}{end} ({name})")
 
@@ -92,52 +95,34 @@ def setting_literal(name: str, value: str) -> str:
 
 
 class AnalystEngine:
-    """Read-only, bounded sessions on the embedded engine at ``path``.
+    """Analysts' queries, run by the engine host behind ``link`` (see
+    :class:`~ept.processors.storage.engine_host.AnalystSession` for what a session may
+    do). ``run`` blocks for the query's duration (at most the time limit) and raises
+    ClickHouseError for anything refused. Safe to call from many threads."""
 
-    ``run`` blocks for the query's duration (at most the time limit) and raises
-    ClickHouseError for anything the engine refuses. Safe to call from many threads: each
-    call has its own connection.
-    """
+    def __init__(self, link: EngineLink) -> None:
+        self._link = link
 
-    def __init__(self, path: Path, limits: SqlLimits) -> None:
-        self._path = path
-        self._limits = limits
+    def sandbox_error(self) -> str | None:
+        """Why the host refuses analysts' SQL (it is not sandboxed), or None."""
+        return self._link.sandbox_error()
 
     def run(self, sql: str, *, default_format: str | None = None,
             database: str | None = None, settings: dict[str, str] | None = None,
-            params: dict[str, str] | None = None) -> SqlResult:
-        """``sql`` run as the analyst: ``settings`` are applied after ``readonly = 1`` (so
-        ClickHouse refuses any that would change a value), ``params`` fill ``{name:Type}``
-        placeholders."""
-        fmt = output_format(sql, default_format)
-        try:
-            connection = engine_connection(self._path)
-        except Exception as exc:  # the engine's own error, passed on
-            raise ClickHouseError.from_engine(exc) from None
-        try:
-            if database:
-                self._execute(connection, f"USE {_identifier(database)}")
-            for name, value in self._limits.session_settings().items():
-                self._execute(connection, f"SET {setting_literal(name, str(value))}")
-            self._execute(connection, "SET readonly = 1")
-            for name, value in (settings or {}).items():
-                self._execute(connection, f"SET {setting_literal(name, value)}")
-            try:
-                result = connection.query(sql, fmt, params=params or None)
-            except Exception as exc:  # the engine's own error, passed on
-                raise ClickHouseError.from_engine(exc) from None
-            return SqlResult(result.bytes(), fmt, int(result.rows_read()),
-                             int(result.bytes_read()), float(result.elapsed()))
-        finally:
-            connection.close()
+            params: dict[str, str] | None = None, query_id: str = "",
+            analyst: Analyst | None = None) -> SqlResult:
+        """``sql`` run as ``analyst``, under the client's ``query_id`` (a fresh one when
+        empty); ``settings`` as ClickHouse's constraints would take them, ``params``
+        fill ``{name:Type}`` placeholders."""
+        reply = self._link.checked(Request(
+            0, "analyst", sql, default_format or DEFAULT_FORMAT, params=params or {},
+            settings=settings or {}, database=database or "",
+            query_id=query_id or str(uuid.uuid4()), analyst=analyst or Analyst("analyst")))
+        return SqlResult(reply.body, reply.format, reply.rows_read, reply.bytes_read,
+                         reply.elapsed_s)
 
-    @staticmethod
-    def _execute(connection: Any, statement: str) -> None:
-        try:
-            connection.query(statement, DEFAULT_FORMAT)
-        except Exception as exc:  # the engine's own error, passed on
-            raise ClickHouseError.from_engine(exc) from None
+    def cancel(self, query_id: str, analyst: Analyst) -> None:
+        """Stops ``analyst``'s query ``query_id`` if it still runs (a client that left)."""
+        self._link.checked(Request(0, "cancel", query_id=query_id, analyst=analyst))
 
 
-def _identifier(name: str) -> str:
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"

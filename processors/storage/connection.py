@@ -1,7 +1,9 @@
 """The one place that reaches ClickHouse: a server, or the embedded engine (chdb).
 
 Everything else asks this module for a client and never looks at whether ClickHouse is
-embedded or a server.
+embedded or a server. A long-running process that serves analysts' SQL (the sink) opens
+the embedded engine through :func:`engine_host` instead: a sandboxed child process that
+holds no secret, which its clients (:func:`hosted_client`) reach over a socket.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import fcntl
 import threading
 from pathlib import Path
 
-import chdb
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from ept.core.settings import Settings
+from ept.processors.storage.analyst import SqlLimits
+from ept.processors.storage.engine_link import EngineLink, start_engine_host
+from ept.processors.storage.hosted_client import hosted_client
 
 
 class EngineHeldElsewhere(RuntimeError):
@@ -43,20 +47,25 @@ def clickhouse_client(settings: Settings, database: str | None = None) -> Client
     return embedded_client(settings.clickhouse_data_dir, database)
 
 
-def reader_client(settings: Settings, session: dict[str, int | str]) -> Client:
-    """A client for reads (dashboard, named queries) with a connection of its own, so it
-    never waits for the writer's. On the embedded engine its session gets ``session``
-    (limits) and ``readonly = 1``; a server applies its user's own grants."""
-    if settings.clickhouse_server is not None:
-        return clickhouse_client(settings)
-    return embedded_client(settings.clickhouse_data_dir, session={**session, "readonly": 1})
+def engine_host(settings: Settings) -> EngineLink:
+    """The engine host on the embedded engine's data directory, started: for a process
+    that serves analysts' SQL (they never run in a process that holds a secret). Raises
+    EngineHeldElsewhere when another process holds the directory."""
+    path = settings.clickhouse_data_dir
+    path.mkdir(parents=True, exist_ok=True)
+    with _embedded_lock:
+        if path in _opened_here or _held_by_another_process(path):
+            raise EngineHeldElsewhere(
+                f"the embedded ClickHouse data directory {path} is held by another process "
+                "(only one process may open it; query through the running sink's HTTP API "
+                "or set EPT_CLICKHOUSE_URL to a server)")
+        return start_engine_host(path, SqlLimits.of(settings))
 
 
-def engine_connection(path: Path) -> chdb.state.sqlitelike.Connection:
-    """A bare connection to the embedded engine on ``path``, for a session of its own (an
-    analyst's query); the engine must be open in this process already. Raises the
-    engine's error."""
-    return chdb.connect(str(path.resolve()))
+def hosted_reader(link: EngineLink, session: dict[str, int | str]) -> Client:
+    """A client for reads (dashboard, named queries) in the engine host, on a session of
+    its own with ``session`` (limits) and ``readonly = 1``."""
+    return hosted_client(link, settings={**session, "readonly": 1})
 
 
 def embedded_client(path: Path, database: str | None = None,

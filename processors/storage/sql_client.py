@@ -1,8 +1,9 @@
 """Analysts' SQL from the command line (``ept sql``), wherever ClickHouse is.
 
 * ``EPT_CLICKHOUSE_URL`` names a server: the query goes to its HTTP interface.
-* Else the embedded engine: opened here when no other process holds it, otherwise sent
-  to the SQL endpoint of the sink that does (``EPT_SQL_PORT``).
+* Else the embedded engine: in an engine host started for the query when no other
+  process holds it, otherwise sent to the SQL endpoint of the sink that does
+  (``EPT_SQL_PORT``).
 
 Either way the query runs read-only and bounded, and ClickHouse renders the result.
 """
@@ -15,8 +16,8 @@ import urllib.parse
 import urllib.request
 
 from ept.core.settings import Settings
-from ept.processors.storage.analyst import AnalystEngine, ClickHouseError, SqlLimits
-from ept.processors.storage.connection import EngineHeldElsewhere, clickhouse_client
+from ept.processors.storage.analyst import AnalystEngine, ClickHouseError
+from ept.processors.storage.connection import EngineHeldElsewhere, engine_host
 
 # ``ept sql --format`` -> the ClickHouse format that renders it
 FORMATS = {"table": "PrettyCompactMonoBlock", "tsv": "TabSeparatedWithNames",
@@ -35,15 +36,17 @@ def run_sql(settings: Settings, sql: str, fmt: str, timeout_s: float = 600.0) ->
         return _over_http(f"{scheme}://{server.host}:{server.port}/", server.username,
                           server.password, server.database, sql, clickhouse_format, timeout_s)
     try:
-        clickhouse_client(settings)  # opens the engine in this process
+        link = engine_host(settings)  # analysts' SQL never runs in this process
     except EngineHeldElsewhere:
         host = "127.0.0.1" if settings.sql_bind in ("0.0.0.0", "::") else settings.sql_bind
         password = settings.analyst_password
         return _over_http(f"http://{host}:{settings.sql_port}/", settings.analyst_user,
                           password.get_secret_value() if password else "", None, sql,
                           clickhouse_format, timeout_s)
-    engine = AnalystEngine(settings.clickhouse_data_dir, SqlLimits.of(settings))
-    return engine.run(sql, default_format=clickhouse_format).body
+    try:
+        return AnalystEngine(link).run(sql, default_format=clickhouse_format).body
+    finally:
+        link.close()
 
 
 def _over_http(url: str, user: str, password: str, database: str | None, sql: str,

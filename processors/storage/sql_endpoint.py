@@ -14,10 +14,8 @@ read-only and bounded, never under the sink's writer lock.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import json
+import logging
 import uuid
 
 from aiohttp import web
@@ -25,6 +23,16 @@ from aiohttp import web
 from ept.core.settings import Settings
 from ept.processors.storage import transport
 from ept.processors.storage.analyst import AnalystEngine, ClickHouseError, SqlResult
+from ept.processors.storage.engine_protocol import Analyst
+from ept.processors.storage.sql_access import AccessGuard
+from ept.processors.storage.sql_slots import QuerySlots
+
+log = logging.getLogger("ept.sql")
+MAX_BODY_BYTES = 1024 ** 2
+# For the AppRunner: a client that leaves cancels its handler (and so its query); a URL
+# may be as long as ClickHouse takes (http_max_uri_size, 1 MiB).
+RUNNER_OPTIONS = {"handler_cancellation": True, "max_line_size": 1024 ** 2,
+                  "max_field_size": 64 * 1024}
 
 # URL parameters of the HTTP interface that are not settings.
 _TRANSPORT = frozenset({
@@ -71,9 +79,21 @@ class SqlEndpoint:
     def __init__(self, settings: Settings, engine: AnalystEngine) -> None:
         self._engine = engine
         self._user = settings.analyst_user
-        self._password = (settings.analyst_password.get_secret_value()
-                          if settings.analyst_password is not None else None)
-        self._running = asyncio.Semaphore(settings.sql_max_concurrent)
+        self._access = AccessGuard(settings.analyst_user, (
+            settings.analyst_password.get_secret_value()
+            if settings.analyst_password is not None else None))
+        self._slots = QuerySlots(settings.sql_max_concurrent)
+        refusal = engine.sandbox_error()
+        if refusal is not None:
+            log.error("analysts' SQL is refused: the engine host is not sandboxed (%s)",
+                      refusal)
+
+    def application(self) -> web.Application:
+        """An application serving ``routes()`` with a 1 MiB body limit (a larger body is
+        ClickHouse's error). Serve it with :data:`RUNNER_OPTIONS`."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.add_routes(self.routes())
+        return app
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/ping", self.ping), web.get("/", self.query),
@@ -85,22 +105,21 @@ class SqlEndpoint:
     async def query(self, request: web.Request) -> web.Response:
         query_id = request.query.get("query_id") or str(uuid.uuid4())
         try:
-            self._authenticate(request)
+            await self._access.check(request)
             sql = await self._sql(request)
             if not sql.strip():
                 return web.Response(text="Ok.\n")
-            async with self._running:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    None, self._run, request, sql)
+            async with self._slots.taken():
+                result = await self._run_until_done(request, sql, query_id)
             body, encoding = await asyncio.get_running_loop().run_in_executor(
                 None, transport.reply, result.body, result.format, request.query,
                 request.headers.get("Accept-Encoding"))
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(ClickHouseError(
+                1001, "STD_EXCEPTION", f"The request body is larger than {MAX_BODY_BYTES} "
+                "bytes: send the query, not data"), query_id, status=413)
         except ClickHouseError as error:
-            return web.Response(
-                status=_STATUS.get(error.code, 500), text=f"{error}\n",
-                content_type="text/plain", charset="utf-8",
-                headers={"X-ClickHouse-Exception-Code": str(error.code),
-                         "X-ClickHouse-Query-Id": query_id})
+            return error_response(error, query_id)
         return web.Response(body=body, headers={
             **encoding, "Content-Type": content_type(result.format),
             "X-ClickHouse-Format": result.format,
@@ -112,7 +131,21 @@ class SqlEndpoint:
                 "elapsed_ns": str(int(result.elapsed_s * 1e9))}),
         })
 
-    def _run(self, request: web.Request, sql: str) -> SqlResult:
+    async def _run_until_done(self, request: web.Request, sql: str, query_id: str
+                              ) -> SqlResult:
+        """The query's result; a client that leaves first (the handler is cancelled)
+        has its query stopped in the engine, and so its slot freed."""
+        analyst = Analyst(self._user, request.query.get("session_id", ""))
+        loop = asyncio.get_running_loop()
+        running = loop.run_in_executor(None, self._run, request, sql, query_id, analyst)
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await loop.run_in_executor(None, self._engine.cancel, query_id, analyst)
+            raise
+
+    def _run(self, request: web.Request, sql: str, query_id: str, analyst: Analyst
+             ) -> SqlResult:
         url = request.query
         settings = {name: value for name, value in url.items()
                     if name not in _TRANSPORT and not name.startswith("param_")}
@@ -122,7 +155,7 @@ class SqlEndpoint:
             sql, default_format=url.get("default_format")
             or request.headers.get("X-ClickHouse-Format"),
             database=url.get("database") or request.headers.get("X-ClickHouse-Database"),
-            settings=settings, params=params)
+            settings=settings, params=params, query_id=query_id, analyst=analyst)
 
     @staticmethod
     async def _sql(request: web.Request) -> str:
@@ -136,28 +169,12 @@ class SqlEndpoint:
                 raise ClickHouseError(36, "BAD_ARGUMENTS", "the query is not UTF-8") from None
         return "\n".join(part for part in parts if part)
 
-    def _authenticate(self, request: web.Request) -> None:
-        """Raises ClickHouseError(516) unless the request names the analyst's credentials
-        (none are asked when ``EPT_ANALYST_PASSWORD`` is unset)."""
-        if self._password is None:
-            return
-        user, password = _credentials(request)
-        if not (hmac.compare_digest(user.encode(), self._user.encode())
-                and hmac.compare_digest(password.encode(), self._password.encode())):
-            raise ClickHouseError(516, "AUTHENTICATION_FAILED", f"{user}: Authentication "
-                                  "failed: password is incorrect, or there is no user with "
-                                  "such name")
 
-
-def _credentials(request: web.Request) -> tuple[str, str]:
-    authorization = request.headers.get("Authorization", "")
-    if authorization.startswith("Basic "):
-        try:
-            user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return "", ""
-        return user, password
-    if "X-ClickHouse-User" in request.headers:
-        return (request.headers["X-ClickHouse-User"],
-                request.headers.get("X-ClickHouse-Key", ""))
-    return request.query.get("user", "default"), request.query.get("password", "")
+def error_response(error: ClickHouseError, query_id: str, status: int | None = None
+                   ) -> web.Response:
+    """ClickHouse's error reply: its text, its code in ``X-ClickHouse-Exception-Code``."""
+    return web.Response(
+        status=status or _STATUS.get(error.code, 500), text=f"{error}\n",
+        content_type="text/plain", charset="utf-8",
+        headers={"X-ClickHouse-Exception-Code": str(error.code),
+                 "X-ClickHouse-Query-Id": query_id})

@@ -1,0 +1,345 @@
+"""What an analyst can reach through the SQL endpoint of a running ``ept sink`` (issue
+#24): no file, no secret, no one else's query, and the engine host's sandbox alone
+holding when the SQL-level check is bypassed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ept.core.kafka import ensure_topics
+from ept.core.settings import load_settings
+from ept.processors.storage import landlock
+from ept.processors.storage.analyst import SqlLimits
+from ept.processors.storage.analyst_policy import TABLE_FUNCTIONS
+from ept.processors.storage.engine_link import start_engine_host
+from ept.processors.storage.hosted_client import hosted_client
+from tests.conftest import KafkaService, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "analyst-pw-7f3c9a"
+API_TOKEN = "api-token-4b1d8e2a"
+SECRET_FILE_TEXT = "secret-file-contents-91e7"
+
+pytestmark = pytest.mark.skipif(landlock.abi_version() < landlock.MINIMUM_ABI,
+                                reason="the kernel lacks Landlock ABI "
+                                f"{landlock.MINIMUM_ABI}: the engine host refuses "
+                                "analysts' SQL there (fail closed)")
+
+
+@dataclass(frozen=True)
+class SecuredSink:
+    url: str
+    pid: int
+    state: Path
+    data: Path
+    secret_file: Path
+    symlink: Path
+    log: Path
+
+
+def sql(url: str, query: str, password: str = PASSWORD, timeout: float = 60,
+        **parameters: str) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(parameters)}",
+                                     data=query.encode(), method="POST",
+                                     headers={"X-ClickHouse-User": "analyst",
+                                              "X-ClickHouse-Key": password})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture(scope="module")
+def sink(kafka_service: KafkaService, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[SecuredSink]:
+    """A sink holding secrets in its environment (API token, analyst password), a secret
+    file and a symlink to it planted in a temporary folder."""
+    state = tmp_path_factory.mktemp("secured-sink")
+    planted = tmp_path_factory.mktemp("planted")
+    secret_file = planted / "secret.txt"
+    secret_file.write_text(SECRET_FILE_TEXT)
+    symlink = planted / "innocent.csv"
+    symlink.symlink_to(secret_file)
+    settings = load_settings(kafka_bootstrap=kafka_service.bootstrap,
+                             topic_prefix=f"t{uuid.uuid4().hex[:10]}.", state_dir=state)
+    ensure_topics(settings)
+    port = free_port()
+    environment = {**os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                   "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_STATE_DIR": str(state),
+                   "EPT_CLICKHOUSE_PATH": str(state / "clickhouse"),
+                   "EPT_SINK_PORT": str(free_port()), "EPT_SQL_PORT": str(port),
+                   "EPT_ANALYST_PASSWORD": PASSWORD, "EPT_API_TOKEN": API_TOKEN,
+                   "EPT_SQL_MAX_CONCURRENT": "2"}
+    environment.pop("EPT_CLICKHOUSE_URL", None)
+    (state / "secret-state.txt").write_text(SECRET_FILE_TEXT)
+    log = state / "sink.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "ept.deploy.cli", "sink"],
+                                   env=environment, cwd=REPO, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if sql(url, "SELECT count() FROM events", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the sink did not serve SQL: {log.read_text()[-2000:]}")
+        yield SecuredSink(url, process.pid, state, state / "clickhouse", secret_file,
+                          symlink, log)
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def assert_refused(sink: SecuredSink, query: str) -> bytes:
+    status, headers, body = sql(sink.url, query)
+    assert status != 200, (query, body)
+    assert body.startswith(b"Code: ") and b"DB::Exception" in body, (query, body)
+    assert "X-ClickHouse-Exception-Code" in headers
+    for secret in (PASSWORD, API_TOKEN, SECRET_FILE_TEXT, "root:x:0:0"):
+        assert secret.encode() not in body, (query, body)
+    return body
+
+
+def test_the_file_function_reaches_no_file(sink: SecuredSink) -> None:
+    part_files = sorted(str(path) for path in sink.data.rglob("*") if path.is_file())
+    assert part_files
+    paths = ["/etc/passwd", "/etc/shadow", "/proc/self/environ", "/proc/self/cmdline",
+             f"/proc/{sink.pid}/environ", f"/proc/{os.getpid()}/environ",
+             str(sink.state / "secret-state.txt"), str(sink.data / "status"), part_files[0],
+             "../../../../../../etc/passwd", str(sink.secret_file), str(sink.symlink)]
+    for path in paths:
+        for query in (f"SELECT file('{path}')", f"SELECT length(file('{path}'))",
+                      f"select FILE('{path}')", f"SELECT `file`('{path}')",
+                      f"SELECT /* x */ file(/* y */ '{path}') -- z",
+                      f"SELECT extract(file('{path}'), 'EPT_API_TOKEN=[^\\x00]*')",
+                      f"SELECT arrayMap(p -> file(p), ['{path}'])",
+                      f"SELECT 1 FROM numbers(1) WHERE file('{path}') != ''",
+                      f"SELECT 1; SELECT file('{path}')"):
+            assert_refused(sink, query)
+    body = assert_refused(sink, "SELECT file('/etc/passwd')")
+    assert b"(ACCESS_DENIED)" in body
+
+
+def test_every_table_function_is_refused(sink: SecuredSink) -> None:
+    status, _, body = sql(sink.url, "SELECT name FROM system.table_functions ORDER BY name")
+    assert status == 200
+    names = body.decode().split()
+    assert {"file", "url", "remote", "s3", "executable", "mysql", "python"} <= set(names)
+    for name in names:
+        if name.lower() in TABLE_FUNCTIONS:
+            continue
+        for query in (f"SELECT * FROM {name}('/etc/passwd')",
+                      f"SELECT * FROM numbers(1) JOIN {name}('/etc/passwd') AS t ON 1",
+                      f"SELECT * FROM (SELECT * FROM {name}('/etc/passwd'))",
+                      f"DESCRIBE TABLE {name}('/etc/passwd')"):
+            body = assert_refused(sink, query)
+            # view() takes a SELECT: '/etc/passwd' is a syntax error before anything
+            assert b"(READONLY)" in body or (
+                name.lower().startswith("view") and b"(SYNTAX_ERROR)" in body), (query, body)
+            assert b"formatQuery" not in body
+
+
+def test_no_secret_of_the_sink_reaches_the_engine_host(sink: SecuredSink) -> None:
+    """The engine host (the process analysts' SQL runs in) holds no secret: its
+    environment and command line name none, and the sink's memory is not its own."""
+    children = psutil.Process(sink.pid).children()
+    hosts = [child for child in children if "engine_host" in " ".join(child.cmdline())]
+    assert len(hosts) == 1
+    host = hosts[0]
+    environment = Path(f"/proc/{host.pid}/environ").read_bytes()
+    command = " ".join(host.cmdline())
+    for secret in (PASSWORD, API_TOKEN):
+        assert secret.encode() not in environment and secret not in command
+    assert b"EPT_" not in environment
+    for query in ("SELECT * FROM system.environment",
+                  "SELECT getSetting('log_comment')"):
+        _status, _, body = sql(sink.url, query)
+        assert PASSWORD.encode() not in body and API_TOKEN.encode() not in body
+
+
+def test_the_sandbox_alone_refuses_the_hosts_files(tmp_path: Path) -> None:
+    """A trusted session in an engine host runs without the analyst's SQL-level check:
+    Landlock alone keeps /etc, /proc and every path beyond the data directory away,
+    while the data directory itself stays readable."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_FILE_TEXT)
+    link = start_engine_host(tmp_path / "data", SqlLimits(60, 1000, 10 ** 9, 2 ** 31))
+    try:
+        assert link.sandbox_error() is None
+        client = hosted_client(link)
+        inside = tmp_path / "data" / "user_files" / "inside.txt"
+        inside.parent.mkdir(parents=True, exist_ok=True)
+        inside.write_text("inside the data directory")
+        assert client.command(f"SELECT file('{inside}')") == "inside the data directory"
+        for path in ("/etc/passwd", "/proc/self/environ", f"/proc/{os.getpid()}/environ",
+                     str(secret), "/etc/hostname"):
+            with pytest.raises(Exception, match="Permission denied") as refused:
+                client.command(f"SELECT file('{path}')")
+            assert SECRET_FILE_TEXT not in str(refused.value)
+        with pytest.raises(Exception, match=r"Permission denied|CANNOT_OPEN_FILE|denied"):
+            client.command("SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')")
+    finally:
+        link.close()
+
+
+def test_withheld_columns_are_not_readable(sink: SecuredSink) -> None:
+    for query in ("SELECT user_id FROM events", "SELECT * FROM events",
+                  "SELECT account_id FROM default.events",
+                  "SELECT count() FROM events WHERE user_id = 'u'",
+                  "SELECT u FROM (SELECT user_id AS u FROM events)",
+                  "SELECT COLUMNS('.*_id') FROM events",
+                  "EXPLAIN SELECT user_id FROM events"):
+        body = assert_refused(sink, query)
+        assert b"(ACCESS_DENIED)" in body, (query, body)
+    status, _, body = sql(sink.url,
+                          "SELECT * EXCEPT (user_id, account_id) FROM events LIMIT 1")
+    assert status == 200, body
+    status, _, body = sql(sink.url, "SELECT account, sum(events) FROM events_hourly "
+                          "GROUP BY account")
+    assert status == 200, body
+
+
+def test_errors_never_name_the_engines_user(sink: SecuredSink) -> None:
+    for query in ("SELECT * FROM system.users", "SELECT * FROM system.grants",
+                  "KILL QUERY WHERE query_id = 'nope' SYNC", "SYSTEM FLUSH LOGS",
+                  "CREATE USER x", "SELECT nope FROM events", "DROP TABLE events"):
+        _status, _, body = sql(sink.url, query)
+        assert b"default:" not in body and b"user default" not in body.lower(), body
+
+
+SLOW = "SELECT sleepEachRow(0.5) FROM numbers(40)"
+
+
+def start_slow(sink: SecuredSink, query_id: str, session: str = "",
+               results: dict[str, tuple[int, bytes]] | None = None) -> threading.Thread:
+    def run() -> None:
+        parameters = {"query_id": query_id, "max_block_size": "1"}
+        if session:
+            parameters["session_id"] = session
+        status, _, body = sql(sink.url, SLOW, **parameters)
+        if results is not None:
+            results[query_id] = (status, body)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_running(sink: SecuredSink, query_id: str, session: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status, _, body = sql(sink.url, "SELECT count() FROM system.processes WHERE "
+                              "query LIKE '%sleepEachRow%' AND query NOT LIKE '%processes%'",
+                              session_id=session)
+        if status == 200 and body.strip() == b"1":
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{query_id} did not start")
+
+
+def test_an_analyst_sees_and_kills_only_their_own_queries(sink: SecuredSink) -> None:
+    results: dict[str, tuple[int, bytes]] = {}
+    victim = f"victim-{uuid.uuid4()}"
+    thread = start_slow(sink, victim, session="alice", results=results)
+    wait_running(sink, victim, "alice")
+    # bob sees nothing of it, and his KILL reaches nothing
+    status, _, body = sql(sink.url, "SELECT query_id, query FROM system.processes",
+                          session_id="bob")
+    assert status == 200 and b"sleepEachRow" not in body, body
+    status, _, body = sql(sink.url, "KILL QUERY WHERE query LIKE '%sleepEachRow%' SYNC",
+                          session_id="bob")
+    assert status == 200 and body == b"", body
+    status, _, body = sql(sink.url, "KILL QUERY WHERE 1 SYNC")
+    assert status == 200 and body == b"", body
+    assert thread.is_alive()
+    # a driver's cancel: a fresh request naming the client's own query_id
+    began = time.monotonic()
+    status, _, body = sql(sink.url, f"KILL QUERY WHERE query_id = '{victim}' SYNC")
+    assert status == 200 and victim.encode() in body, body
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - began < 10
+    assert results[victim][0] != 200 and b"(QUERY_WAS_CANCELLED)" in results[victim][1]
+
+
+def test_a_client_that_leaves_frees_its_slot_and_over_the_limit_is_202(
+        sink: SecuredSink) -> None:
+    port = int(sink.url.rsplit(":", 1)[1].strip("/"))
+    sockets = []
+    for index in range(2):  # EPT_SQL_MAX_CONCURRENT = 2
+        connection = socket.create_connection(("127.0.0.1", port))
+        query = urllib.parse.quote(SLOW)
+        connection.sendall(f"GET /?query={query}&max_block_size=1&query_id=gone-{index}"
+                           f"&user=analyst&password={PASSWORD} HTTP/1.1\r\n"
+                           "Host: 127.0.0.1\r\n\r\n".encode())
+        sockets.append(connection)
+    time.sleep(1.0)
+    threads = [start_slow(sink, f"queued-{index}") for index in range(2)]  # the line
+    time.sleep(0.5)
+    began = time.monotonic()
+    status, headers, body = sql(sink.url, "SELECT 1")
+    assert time.monotonic() - began < 1.0
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "202"), body
+    assert b"(TOO_MANY_SIMULTANEOUS_QUERIES)" in body
+    for connection in sockets:
+        connection.close()
+    for thread in threads:
+        thread.join(30)
+    began = time.monotonic()
+    status, _, body = sql(sink.url, "SELECT 1")
+    assert (status, body) == (200, b"1\n")
+    assert time.monotonic() - began < 2.0
+    status, _, body = sql(sink.url, "SELECT count() FROM system.processes "
+                          "WHERE query LIKE '%sleepEachRow%'")
+    assert body == b"0\n"
+
+
+def test_wrong_passwords_are_slowed_down(sink: SecuredSink) -> None:
+    timings = []
+    for _ in range(5):
+        began = time.monotonic()
+        status, _headers, body = sql(sink.url, "SELECT 1", password="wrong")
+        timings.append(time.monotonic() - began)
+        assert status == 403 and b"(AUTHENTICATION_FAILED)" in body
+    assert max(timings[:3]) < 0.5 and timings[3] >= 1.0 and timings[4] >= 2.0, timings
+    status, _, body = sql(sink.url, "SELECT 1")
+    assert (status, body) == (200, b"1\n")
+    began = time.monotonic()
+    assert sql(sink.url, "SELECT 1")[0] == 200
+    assert time.monotonic() - began < 0.5  # a right password clears the count
+
+
+def test_every_error_is_clickhouses_and_no_traceback_is_logged(sink: SecuredSink) -> None:
+    status, headers, body = sql(sink.url, "SELECT 1 -- " + "x" * (2 * 1024 ** 2))
+    assert status == 413 and body.startswith(b"Code: ") and "X-ClickHouse-Exception-Code" \
+        in headers, body[:200]
+    long_query = "SELECT " + "+".join(["1"] * 6000)  # a 24 KB URL
+    url = f"{sink.url}?query={urllib.parse.quote(long_query)}&user=analyst" \
+          f"&password={PASSWORD}"
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        assert reply.read() == b"6000\n"
+    assert sql(sink.url, "SELECT 1", password="nope")[2].startswith(b"Code: 516.")
+    assert_refused(sink, "SELEC 1")
+    log = sink.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
