@@ -58,6 +58,8 @@ class AlertNotice:
     # Event time the notice was decided at (ms since the epoch): ordering within a
     # fingerprint, and the deduplication of re-notifications after a crash.
     decided_at_ms: int = 0
+    # Told without evidence enough to judge (e.g. "0 renders in 15m"); "" otherwise.
+    no_data: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ept.processors.alert_topic import AlertNotice
+from ept.processors.evidence import lower_bound, upper_bound
 from ept.processors.rules import REGRESSION, Rule
+from ept.processors.signals import Measurement
 
-INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+INACTIVE, PENDING, FIRING, RESOLVED = "inactive", "pending", "firing", "resolved"
 
 
 @dataclass(frozen=True)
@@ -41,31 +43,65 @@ class Notification:
     resolved_at_ms: int | None
     renotify: bool = False
     detail: str = ""  # what the value was computed from, for the summary
+    hits: int = 0  # the failing part of ``samples`` (rates: the bounds are told)
+    no_data: str = ""  # told without evidence enough to judge: what is missing
 
 
-def step(rule: Rule, state: AlertState, value: float, samples: int, now_ms: int,
-         detail: str = "") -> tuple[AlertState, Notification | None]:
-    """Advance ``state`` given ``value`` over ``samples`` at event time ``now_ms``
-    (``detail`` is passed on to the notification)."""
-    enough = samples > 0 and samples >= rule.min_samples
-    holds = enough and value > rule.threshold
-    cleared = not enough or value <= rule.resolve_threshold
+def verdict(rule: Rule, measurement: Measurement) -> tuple[bool, bool]:
+    """(holds, cleared) of ``rule`` on ``measurement``, which has evidence enough.
+
+    A rate holds when its lower bound is above the threshold and is cleared when its
+    upper bound is at or below the resolve threshold (:mod:`.evidence`); a count with a
+    ``min_rate`` needs its rate above that rate too; a volume drop holds below its
+    threshold. In between, neither: an alert stays as it is.
+    """
+    m = measurement
+    if rule.is_ratio:
+        low = 100 * lower_bound(m.hits, m.samples, rule.confidence)
+        high = 100 * upper_bound(m.hits, m.samples, rule.resolve_confidence)
+        return low > rule.threshold, high <= rule.resolve_threshold
+    if rule.is_volume_drop:
+        return m.value < rule.threshold, m.value >= rule.resolve_threshold
+    holds, cleared = m.value > rule.threshold, m.value <= rule.resolve_threshold
+    if rule.min_rate:
+        holds = holds and 100 * lower_bound(m.hits, m.samples, rule.confidence) > rule.min_rate
+        cleared = cleared or (
+            100 * upper_bound(m.hits, m.samples, rule.resolve_confidence) <= rule.min_rate)
+    return holds, cleared
+
+
+def step(rule: Rule, state: AlertState, measurement: Measurement, now_ms: int
+         ) -> tuple[AlertState, Notification | None]:
+    """Advance ``state`` given ``measurement`` at event time ``now_ms``.
+
+    Without evidence enough (``measurement.no_data``) the rule's ``no_data`` policy
+    decides: a firing alert keeps firing (and says so when it re-notifies), resolves, or
+    the rule fires on the silence itself. Absence of events is never read as health.
+    """
+    m = measurement
+
+    def told(status: str, since_ms: int, renotify: bool = False) -> Notification:
+        return Notification(status, m.value, m.samples, since_ms,
+                            now_ms if status == RESOLVED else None, renotify, m.detail,
+                            m.hits, m.no_data)
+
+    if m.no_data:
+        holds, cleared = rule.no_data == "alert", rule.no_data == "resolve"
+    else:
+        holds, cleared = verdict(rule, m)
     if state.status == FIRING:
         if cleared:
-            return AlertState(), Notification("resolved", value, samples, state.started_at_ms,
-                                              now_ms, detail=detail)
+            return AlertState(), told(RESOLVED, state.started_at_ms)
         renotify_ms = rule.renotify_minutes * 60_000
         if renotify_ms and now_ms - state.last_notified_ms >= renotify_ms:
-            return replace(state, last_notified_ms=now_ms), Notification(
-                "firing", value, samples, state.started_at_ms, None, renotify=True,
-                detail=detail)
+            return replace(state, last_notified_ms=now_ms), told(
+                FIRING, state.started_at_ms, renotify=True)
         return state, None
     if not holds:
         return (AlertState(), None) if state.status == PENDING else (state, None)
     since = state.pending_since_ms if state.status == PENDING else now_ms
     if now_ms - since >= rule.pending_seconds * 1000:
-        firing = AlertState(FIRING, since, since, now_ms)
-        return firing, Notification("firing", value, samples, since, None, detail=detail)
+        return AlertState(FIRING, since, since, now_ms), told(FIRING, since)
     return AlertState(PENDING, since), None
 
 
@@ -96,48 +132,62 @@ def alert_notice(rule: Rule, labels: dict[str, str], note: Notification, decided
                  ) -> AlertNotice:
     """The record published on the alert topic for ``note`` (schema in docs/alerts.md)."""
     scope = ", ".join(f"{k}={v}" for k, v in labels.items()) or "all traffic"
-    summary = (_regression_summary(rule, scope, note) if rule.kind == REGRESSION
-               else _summary(rule, scope, note))
     return AlertNotice(
         fingerprint=fingerprint(rule.name, labels), rule=rule.name, kind=rule.kind,
         status=note.status, severity=rule.severity, labels=dict(labels),
         value=round(note.value, 3), samples=note.samples, threshold=rule.threshold,
         resolve_threshold=rule.resolve_threshold, window=f"{rule.window_minutes}m",
         started_at=_iso(note.started_at_ms), resolved_at=_iso(note.resolved_at_ms),
-        summary=summary, runbook_url=rule.runbook_url, action=rule.action,
-        renotify=note.renotify, decided_at_ms=decided_at_ms)
+        summary=summary(rule, scope, note), runbook_url=rule.runbook_url, action=rule.action,
+        renotify=note.renotify, decided_at_ms=decided_at_ms, no_data=note.no_data)
 
 
-def _regression_summary(rule: Rule, scope: str, note: Notification) -> str:
-    """E.g. "Render duration p95 2.04x its 7-day baseline (> 1.5x) over 60m for
-    render_type=video: p95 3.2 s vs 1.6 s, p50 1.1 s vs 1.0 s"."""
-    what = f"Render duration p{rule.quantile * 100:g}"
-    baseline = f"its {rule.baseline_days}-day baseline"
-    if note.status == "resolved" and note.samples == 0:
-        return f"{what} over {rule.window_minutes}m for {scope}: resolved, {note.detail}"
-    if note.status == "resolved" and note.value > rule.resolve_threshold:
-        return (f"{what} over {rule.window_minutes}m for {scope}: resolved, "
-                f"{note.samples} samples < min_samples {rule.min_samples}")
-    bound = rule.threshold if note.status != "resolved" else rule.resolve_threshold
-    relation = ">" if note.status != "resolved" else "<="
-    return (f"{what} {readable(note.value, bound)}x {baseline} ({relation} {bound:g}x) "
-            f"over {rule.window_minutes}m for {scope}: {note.detail}")
+_WHAT = {"render_error_rate": "Render error rate", "api_errors": "API errors",
+         "slow_render_ratio": "Slow-render ratio", "template_failures": "Template failures",
+         "render_volume_drop": "Render volume", "api_volume_drop": "API call volume"}
 
 
-def _summary(rule: Rule, scope: str, note: Notification) -> str:
-    unit = "%" if rule.is_ratio else ""
-    what = {"render_error_rate": "Render error rate", "api_errors": "API errors",
-            "slow_render_ratio": "Slow-render ratio",
-            "template_failures": "Template failures"}[rule.kind]
-    bound = rule.threshold if note.status != "resolved" else rule.resolve_threshold
-    value = f"{readable(note.value, bound)}{unit}" if rule.is_ratio else f"{int(note.value)}"
-    threshold = f"{rule.threshold:g}{unit}"
-    verb = "resolved" if note.status == "resolved" else "above"
-    summary = (f"{what} {value} {'>' if verb == 'above' else '<='} "
-               f"{threshold if verb == 'above' else f'{rule.resolve_threshold:g}{unit}'} "
-               f"over {rule.window_minutes}m for {scope}")
-    if note.status == "resolved" and note.value > rule.resolve_threshold:
-        # Cleared for want of samples, not by the value (see step()).
-        summary = (f"{what} {value} over {rule.window_minutes}m for {scope}: resolved, "
-                   f"{note.samples} samples < min_samples {rule.min_samples}")
-    return summary
+def summary(rule: Rule, scope: str, note: Notification) -> str:
+    """One line that says what is known and how sure it is, e.g. "Render error rate
+    100.0% (15 of 15 renders; >= 78.3% at 99% confidence) > 5% over 15m for all traffic",
+    or, without evidence, "... for all traffic: still firing, no data: 0 renders in 15m"."""
+    if rule.kind == REGRESSION:
+        what = f"Render duration p{rule.quantile * 100:g}"
+    else:
+        what = _WHAT[rule.kind]
+    if note.no_data:
+        state = ("resolved" if note.status == RESOLVED
+                 else "still firing" if note.renotify or rule.no_data != "alert" else "firing")
+        return f"{what} over {rule.window_minutes}m for {scope}: {state}, no data: {note.no_data}"
+    firing = note.status != RESOLVED
+    bound = rule.threshold if firing else rule.resolve_threshold
+    relation = ("<" if firing else ">=") if rule.is_volume_drop else (">" if firing else "<=")
+    where = f"over {rule.window_minutes}m for {scope}"
+    if rule.kind == REGRESSION:
+        return (f"{what} {readable(note.value, bound)}x its {rule.baseline_days}-day baseline "
+                f"({relation} {bound:g}x) {where}: {note.detail}")
+    if rule.is_volume_drop:
+        return (f"{what} {readable(note.value, bound)}% of its {rule.baseline_days}-day "
+                f"baseline ({relation} {bound:g}%) {where}: {note.detail}")
+    if rule.is_ratio:
+        evidence = _bounds(note, rule.confidence if firing else rule.resolve_confidence,
+                           firing, "renders")
+        return (f"{what} {readable(note.value, bound)}% ({evidence}) {relation} {bound:g}% "
+                f"{where}")
+    text = f"{what} {int(note.value)} {relation} {bound:g} {where}"
+    if rule.min_rate:
+        noun = "renders" if rule.kind == "template_failures" else "calls"
+        text += f" ({_bounds(note, rule.confidence, True, noun)} failing)"
+    return text
+
+
+def _bounds(note: Notification, confidence: float, lower: bool, noun: str) -> str:
+    """E.g. "15 of 15 renders; >= 78.3% at 99% confidence"."""
+    counted = f"{note.hits} of {note.samples} {noun}"
+    if not confidence:
+        return counted
+    if lower:
+        bound = f">= {100 * lower_bound(note.hits, note.samples, confidence):.1f}%"
+    else:
+        bound = f"<= {100 * upper_bound(note.hits, note.samples, confidence):.1f}%"
+    return f"{counted}; {bound} at {confidence * 100:g}% confidence"

@@ -36,22 +36,24 @@ def iso(epoch_s: float) -> str:
 def alert_of(notice: AlertNotice, now_s: float, resend_s: float, generator_url: str
              ) -> dict[str, Any]:
     """The API v2 alert (``postableAlert``) for ``notice``, sent at ``now_s``."""
-    # percent for rates and ratios, a factor of its baseline for a regression
+    # percent for rates, ratios and volumes, a factor of its baseline for a regression
     unit = {"duration_regression": "x"}.get(
-        notice.kind, "%" if notice.kind.endswith(("rate", "ratio")) else "")
+        notice.kind, "%" if notice.kind.endswith(("rate", "ratio", "drop")) else "")
+    below = notice.kind.endswith("_drop")  # a drop fires below its threshold
+    description = (f"{notice.kind} = {notice.value:g}{unit} over {notice.window} "
+                   f"({notice.samples} samples; fires {'below' if below else 'above'} "
+                   f"{notice.threshold:g}{unit}, resolves at or "
+                   f"{'above' if below else 'below'} {notice.resolve_threshold:g}{unit})")
+    annotations = {"summary": notice.summary, "description": description,
+                   "runbook_url": notice.runbook_url, "action": notice.action,
+                   "value": f"{notice.value:g}"}
+    if notice.no_data:
+        annotations["no_data"] = notice.no_data
+        annotations["description"] = f"no data: {notice.no_data} (the last verdict stands)"
     alert: dict[str, Any] = {
         "labels": {**notice.labels, "alertname": notice.rule, "severity": notice.severity,
                    "service": "ept"},
-        "annotations": {
-            "summary": notice.summary,
-            "description": (f"{notice.kind} = {notice.value:g}{unit} over {notice.window} "
-                            f"({notice.samples} samples; fires above {notice.threshold:g}"
-                            f"{unit}, resolves at or below {notice.resolve_threshold:g}"
-                            f"{unit})"),
-            "runbook_url": notice.runbook_url,
-            "action": notice.action,
-            "value": f"{notice.value:g}",
-        },
+        "annotations": annotations,
         "generatorURL": generator_url,
     }
     if notice.started_at:

@@ -56,14 +56,15 @@ class Regression:
     """A window's quantile against its baseline's.
 
     ``ratio`` is window / baseline of the rule's quantile (0.0 when either is empty);
-    ``samples`` the durations in the window, or 0 when the baseline holds fewer than its
-    minimum (nothing to compare with: the rule must neither fire nor stay firing);
-    ``detail`` says it in words (``p95 3.2 s vs 1.6 s, p50 1.1 s vs 1.0 s``).
+    ``samples`` the durations in the window; ``detail`` says it in words (``p95 3.2 s vs
+    1.6 s, p50 1.1 s vs 1.0 s``). ``baseline_short`` says why there is nothing to
+    compare with, when the baseline holds fewer durations than its minimum.
     """
 
     ratio: float
     samples: int
     detail: str
+    baseline_short: str = ""
 
 
 def compare(window: DDSketch, baseline: DDSketch, q: float, baseline_min_samples: int
@@ -71,10 +72,10 @@ def compare(window: DDSketch, baseline: DDSketch, q: float, baseline_min_samples
     """The ``q`` quantile (and the median) of ``window`` against ``baseline``."""
     samples, baseline_samples = int(window.count), int(baseline.count)
     if baseline_samples < max(1, baseline_min_samples):
-        return Regression(0.0, 0, f"{baseline_samples} baseline samples < "
-                                  f"baseline_min_samples {baseline_min_samples}")
+        return Regression(0.0, samples, "", f"{baseline_samples} baseline samples < "
+                                            f"baseline_min_samples {baseline_min_samples}")
     if not samples:
-        return Regression(0.0, 0, "no renders in the window")
+        return Regression(0.0, 0, "")
     parts, ratio = [], 0.0
     for p in sorted({q, 0.5}, reverse=True):
         now, before = window.get_quantile_value(p), baseline.get_quantile_value(p)

@@ -23,7 +23,7 @@ from ept.processors.evaluation import Evaluator, Notice, measured
 from ept.processors.event_time import Frontiers
 from ept.processors.judging import PartitionJudge
 from ept.processors.records import ScopeState, signal_or_progress
-from ept.processors.rules import DISABLE_TEMPLATE, Rule
+from ept.processors.rules import DISABLE_TEMPLATE, SEVERITIES, Rule
 from ept.processors.signals import Scope, scope_partition
 
 log = logging.getLogger("ept.worker")
@@ -131,19 +131,24 @@ class EvaluateStage:
                 rule = scope_rule.for_scope(scope.scope_type, scope.value)
                 if rule is None:
                     continue
-                value, samples, _ = measured(rule, state, last)
+                measurement = measured(rule, state, last)
                 alert = state.alerts.get(rule.name)
                 rates.append({"rule": rule.name, "scope": scope.scope_type,
-                              "labels": scope.labels, "value": round(value, 3),
-                              "samples": samples, "threshold": rule.threshold,
+                              "labels": scope.labels, "value": round(measurement.value, 3),
+                              "samples": measurement.samples, "no_data": measurement.no_data,
+                              "threshold": rule.threshold,
                               "status": alert.status if alert else "inactive"})
         return rates
 
     async def _publish(self, notices: list[Notice]) -> None:
-        """Send each new notice and wait until the broker acknowledged it. A failed send is
-        retried (backing off up to 30 s) until it succeeds: the partition waits, since
-        judging on would save states whose notices were never told."""
-        for notice in notices:
+        """Send the new notices, broadest scope and highest severity first, all at once,
+        then wait until the broker acknowledged every one (a storm of 10,000 is one round
+        trip, not 10,000). A failed send is retried (backing off up to 30 s) until it
+        succeeds: the partition waits, since judging on would save states whose notices
+        were never told. A template disabled by a rule is disabled before its alert is
+        sent."""
+        pending: list[tuple[Notice, str, Any, Any]] = []
+        for notice in sorted(notices, key=publication_order):
             key = fingerprint(notice.rule.name, notice.scope.labels)
             if not await self._published.is_new(key, notice.at_ms):
                 continue  # already on the topic (published before a restart)
@@ -154,11 +159,25 @@ class EvaluateStage:
                                     f"template {control.template_id} disabled")
                 log.warning("template %s disabled by rule %s", control.template_id,
                             notice.rule.name)
-            await self._deliver(self._alerts, key, message.encode(),
-                                f"alert {notice.note.status} {message.summary}")
+            try:
+                sent = await self._alerts.send(key=key.encode(), value=message.encode())
+            except Exception:  # the producer's buffer: sent again below
+                sent = None
+            pending.append((notice, key, message, sent))
+        retold: set[str] = set()  # fingerprints whose order on the topic must be mended
+        for notice, key, message, sent in pending:
+            what = f"alert {notice.note.status} {message.summary}"
+            try:
+                if sent is None:
+                    raise RuntimeError("not sent")
+                await sent
+            except Exception:
+                retold.add(key)
+            if key in retold:  # failed, or after a failed one of its own alert: told again
+                await self._deliver(self._alerts, key, message.encode(), what)
             self._published.record(key, notice.at_ms)
             self.alerts_told[(notice.rule.name, notice.note.status)] += 1
-            log.info("alert %s %s", notice.note.status, message.summary)
+            log.info("%s", what)
 
     @staticmethod
     async def _deliver(topic: faust.TopicT, key: str, value: bytes, what: str) -> None:
@@ -172,6 +191,19 @@ class EvaluateStage:
                 log.error("%s: not delivered (%s: %s); again in %.0f s",
                           what, type(exc).__name__, exc, pause)
                 await asyncio.sleep(pause)
+
+
+# Broadest scope first: in a storm the page for all traffic goes out before the templates
+# under it, then the most severe.
+_BREADTH = {"": 0, "endpoint": 1, "render_type": 2, "template_id": 3}
+_SEVERITY = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+
+def publication_order(notice: Notice) -> tuple[int, int, int]:
+    """The order notices judged together are published in: by breadth of scope, then
+    severity, then event time (so each alert's own notices keep their order)."""
+    return (_BREADTH.get(notice.scope.label, len(_BREADTH)), _SEVERITY[notice.rule.severity],
+            notice.at_ms)
 
 
 def automatic_control(notice: Notice, fingerprint: str, summary: str

@@ -23,13 +23,16 @@ from dataclasses import dataclass
 from ddsketch import DDSketch
 
 from ept.processors import durations
-from ept.processors.alerting import AlertState, Notification, step
+from ept.processors.alerting import FIRING, AlertState, Notification, step
 from ept.processors.records import Counted, ScopeState
-from ept.processors.rules import REGRESSION, Rule
+from ept.processors.rules import BASELINE_KINDS, REGRESSION, Rule
 from ept.processors.signals import (
     COUNTED_BY_KIND,
     FAMILY_OF_KIND,
     MINUTE_FAMILIES,
+    NOUN_OF_FAMILY,
+    VOLUME_COUNTERS,
+    Measurement,
     Scope,
     measure,
 )
@@ -66,7 +69,10 @@ class Evaluator:
         self.retain_s = max(rule.window_minutes for rule in variants) * 60
         # blocks of counters a duration scope keeps for its baselines, the current one too
         self.retain_blocks = 1 + BLOCKS_PER_DAY * max(
-            (r.baseline_days for r in variants if r.kind == REGRESSION), default=0)
+            (r.baseline_days for r in variants if r.kind in BASELINE_KINDS), default=0)
+        # families whose overall scope keeps blocks for a volume drop's baseline
+        self._volume_families = frozenset(FAMILY_OF_KIND[r.kind] for r in rules
+                                          if r.is_volume_drop)
         self.late_events = 0  # counted after an instant they belong to was judged
 
     @property
@@ -77,27 +83,39 @@ class Evaluator:
     def rules_of(self, scope: Scope) -> list[Rule]:
         return [rule for rule in self._rules[scope.family] if scope.scope_type in rule.scopes]
 
-    def add(self, family: str, state: ScopeState, events: list[Counted]) -> None:
-        """Count ``events`` of a scope of ``family`` (skipping those at or below an applied
-        source offset).
+    def keeps_blocks(self, scope: Scope) -> bool:
+        """Whether ``scope`` keeps six-hour blocks of counters for a baseline."""
+        return scope.family in MINUTE_FAMILIES or (
+            not scope.label and scope.family in self._volume_families)
+
+    def watches_absence(self, scope: Scope, state: ScopeState) -> bool:
+        """Whether ``scope`` must be judged as event time passes even without counts: a
+        volume drop's scope with a baseline (silence is what it looks for)."""
+        return bool(state.blocks) and not scope.label and (
+            scope.family in self._volume_families)
+
+    def add(self, scope: Scope, state: ScopeState, events: list[Counted]) -> None:
+        """Count ``events`` of ``scope`` (skipping those at or below an applied source
+        offset).
 
         An event in a second already judged is still counted for later instants (so they
         do not depend on its arrival) and counted in ``late_events``; one older than every
-        window that is still to be judged is dropped (from the windows: a duration still
-        counts in its day, for the baselines).
+        window that is still to be judged is dropped (from the windows: it still counts in
+        its block, for the baselines).
         """
-        per_minute = family in MINUTE_FAMILIES
+        per_minute = scope.family in MINUTE_FAMILIES
+        blocks = self.keeps_blocks(scope)
         for event in events:
             if event.offset <= state.applied.get(event.source, -1):
                 continue  # replayed after a restart: counted before
             state.applied[event.source] = event.offset
             second = event.time_ms // 1000
-            if per_minute:
+            if blocks:
                 block = second // BLOCK_S
                 counts = state.blocks.setdefault(block, {})
                 counts[event.counter] = counts.get(event.counter, 0) + 1
-                for key in [k for k in state.baselines if k[0] > block]:
-                    del state.baselines[key]  # the baselines that hold that block
+                _forget_baselines_after(state, block)
+            if per_minute:
                 second = second // 60 * 60 + 59  # counted at the end of its minute
             if second <= state.judged_s:
                 self.late_events += 1
@@ -113,7 +131,7 @@ class Evaluator:
             return []
         rules = self.rules_of(scope)
         notices: list[Notice] = []
-        for second in self._instants(rules, state, last):
+        for second in self._instants(scope, rules, state, last):
             notices += self._judge_at(scope, rules, state, second)
         state.judged_s = last
         horizon = last - self.retain_s
@@ -132,22 +150,30 @@ class Evaluator:
         oldest = second // BLOCK_S - self.retain_blocks + 1
         for block in [b for b in state.blocks if b < oldest]:
             del state.blocks[block]
+        state.excluded = {b for b in state.excluded if b >= oldest}
 
-    def _instants(self, rules: list[Rule], state: ScopeState, last: int) -> list[int]:
+    def _instants(self, scope: Scope, rules: list[Rule], state: ScopeState, last: int
+                  ) -> list[int]:
         first = state.judged_s + 1
         counted = {COUNTED_BY_KIND[rule.kind] for rule in rules} - {None}
         instants = {second for second, counts in state.seconds.items()
                     if first <= second <= last and counted & counts.keys()}
-        if not state.has_active_alert:  # windows before the oldest count are empty
-            first = max(first, min(state.seconds, default=last + 1))
+        absence = self.watches_absence(scope, state)
+        watched = state.has_active_alert or absence
+        if not state.has_active_alert:  # nothing to judge before the oldest count
+            oldest = min(state.seconds, default=last + 1)
+            if absence:
+                oldest = min(oldest, min(state.blocks) * BLOCK_S)
+            first = max(first, oldest)
         minute_end = (first // 60) * 60 + 59
-        if state.seconds or state.has_active_alert:
+        if state.seconds or watched:
             newest = max(state.seconds, default=first)
             # Minutes after the newest count's last window and with no alert active are
-            # idle; stop there unless an alert needs judging to resolve or re-notify.
+            # idle; stop there unless an alert needs judging to resolve or re-notify, or
+            # silence itself is what a rule looks for.
             quiet_from = newest + self.retain_s + 60
             while minute_end <= last:
-                if minute_end > quiet_from and not state.has_active_alert:
+                if minute_end > quiet_from and not watched:
                     break
                 instants.add(minute_end)
                 minute_end += 60
@@ -162,41 +188,94 @@ class Evaluator:
             rule = scope_rule.for_scope(scope.scope_type, scope.value)
             if rule is None or (not minute_end and rule.judged_at_minute_ends):
                 continue
-            value, samples, detail = measured(rule, state, second)
             before = state.alerts.get(rule.name, AlertState())
-            after, note = step(rule, before, value, samples, now_ms, detail)
+            after, note = step(rule, before, measured(rule, state, second), now_ms)
             if after != before:
                 state.alerts[rule.name] = after
+            if after.status == FIRING and rule.kind in BASELINE_KINDS:
+                _exclude_from_baselines(state, second // BLOCK_S)
             if note is not None:
                 notices.append(Notice(rule, scope, note, now_ms))
         return notices
 
 
-def measured(rule: Rule, state: ScopeState, last_second: int) -> tuple[float, int, str]:
-    """(value, samples, detail) of ``rule`` over its window ending with ``last_second``.
+def measured(rule: Rule, state: ScopeState, last_second: int) -> Measurement:
+    """The measurement of ``rule`` over its window ending with ``last_second``, with
+    ``no_data`` set when the window holds less evidence than the rule's floor.
 
-    A regression's baseline is the ``baseline_days`` days of blocks before the block of
-    ``last_second``: complete once event time has passed them, so the same for any
-    arrival order.
+    A baseline is made of the blocks before the block of ``last_second``: complete once
+    event time has passed them, so the same for any arrival order. Blocks in which a
+    baseline rule of the scope was firing are left out of it, so an unfixed regression
+    or outage never becomes its own baseline.
     """
     window = window_totals(state, rule.window_minutes, last_second)
-    if rule.kind != REGRESSION:
-        value, samples = measure(rule.kind, window)
-        return value, samples, ""
-    regression = durations.compare(durations.sketch([window]),
-                                   _baseline(state, last_second // BLOCK_S, rule.baseline_days),
-                                   rule.quantile, rule.baseline_min_samples)
-    return regression.ratio, regression.samples, regression.detail
+    block = last_second // BLOCK_S
+    if rule.kind == REGRESSION:
+        regression = durations.compare(durations.sketch([window]),
+                                       _baseline(state, block, rule.baseline_days),
+                                       rule.quantile, rule.baseline_min_samples)
+        if regression.baseline_short:
+            return Measurement(0.0, regression.samples, no_data=regression.baseline_short)
+        measurement = Measurement(regression.ratio, regression.samples,
+                                  detail=regression.detail)
+    elif rule.is_volume_drop:
+        return _volume(rule, state, window, block)
+    else:
+        measurement = measure(rule.kind, window)
+    floor = max(1, rule.min_samples)
+    if measurement.samples < floor:
+        noun = NOUN_OF_FAMILY[FAMILY_OF_KIND[rule.kind]]
+        needed = f" (min_samples {rule.min_samples})" if rule.min_samples > 1 else ""
+        return Measurement(measurement.value, measurement.samples, measurement.hits,
+                           f"{measurement.samples} {noun} in {rule.window_minutes}m{needed}")
+    return measurement
+
+
+def _volume(rule: Rule, state: ScopeState, window: dict[str, int], block: int
+            ) -> Measurement:
+    """A volume drop: the window's events against the mean of the same six-hour block of
+    the day over the ``baseline_days`` days before (traffic has a daily rhythm; a block
+    with no count, or one in which the drop was firing, is no evidence of it)."""
+    family = FAMILY_OF_KIND[rule.kind]
+    counters = VOLUME_COUNTERS[family]
+    noun = NOUN_OF_FAMILY[family]
+    actual = sum(window.get(counter, 0) for counter in counters)
+    days = [sum(state.blocks[b].get(counter, 0) for counter in counters)
+            for b in range(block - BLOCKS_PER_DAY * rule.baseline_days, block, BLOCKS_PER_DAY)
+            if b in state.blocks and b not in state.excluded]
+    days = [count for count in days if count]
+    expected = sum(days) / len(days) * rule.window_minutes * 60 / BLOCK_S if days else 0.0
+    if sum(days) < rule.baseline_min_samples or expected < max(1, rule.min_samples):
+        return Measurement(0.0, actual, no_data=(
+            f"a baseline of {sum(days)} {noun} on {len(days)} day(s) at this time of day "
+            f"expects {expected:.0f} in {rule.window_minutes}m (baseline_min_samples "
+            f"{rule.baseline_min_samples}, min_samples {rule.min_samples})"))
+    return Measurement(100.0 * actual / expected, actual, detail=(
+        f"{actual} {noun} vs {expected:.0f} expected from the same hours of "
+        f"{len(days)} day(s)"))
+
+
+def _exclude_from_baselines(state: ScopeState, block: int) -> None:
+    if block not in state.excluded:
+        state.excluded.add(block)
+        _forget_baselines_after(state, block)
+
+
+def _forget_baselines_after(state: ScopeState, block: int) -> None:
+    """Forget the cached baselines that hold ``block`` (it changed)."""
+    for key in [k for k in state.baselines if k[0] > block]:
+        del state.baselines[key]
 
 
 def _baseline(state: ScopeState, block: int, days: int) -> DDSketch:
-    """The sketch of the ``days`` days of blocks before ``block``, kept until a count of
-    those blocks changes (:meth:`Evaluator.add` forgets it)."""
+    """The sketch of the ``days`` days of blocks before ``block`` (those in which the
+    regression was firing left out), kept until one of them changes."""
     key = (block, days)
     if key not in state.baselines:
         first = block - days * BLOCKS_PER_DAY
         state.baselines[key] = durations.sketch(state.blocks.get(b, {})
-                                                for b in range(first, block))
+                                                for b in range(first, block)
+                                                if b not in state.excluded)
     return state.baselines[key]
 
 

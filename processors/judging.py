@@ -50,7 +50,7 @@ class PartitionJudge:
         delivered."""
         if isinstance(record, Signal):
             state = self._state(record.scope)
-            self._evaluator.add(_family(record.scope), state, record.events)
+            self._evaluator.add(Scope.parse(record.scope), state, record.events)
             return self._judge(record.scope, state,
                                self.frontiers.frontier(_family(record.scope)), counted=True)
         advanced = self.frontiers.update(record)
@@ -95,14 +95,17 @@ class PartitionJudge:
 
     def _judge(self, key: str, state: ScopeState, frontier_ms: int, counted: bool
                ) -> list[Notice]:
-        alerts = dict(state.alerts)
-        notices = self._evaluator.judge(Scope.parse(key), state, frontier_ms)
-        live = bool(state.seconds) or state.has_active_alert
+        alerts, excluded = dict(state.alerts), set(state.excluded)
+        scope = Scope.parse(key)
+        notices = self._evaluator.judge(scope, state, frontier_ms)
+        live = (bool(state.seconds) or state.has_active_alert
+                or self._evaluator.watches_absence(scope, state))
         # The table is written when counts or alert states change, not for each instant
         # judged (that write per scope per progress report was most of the worker's
         # cost). A restored state may so lag in ``judged_s``: re-judging those instants
         # over the same counts decides the same, and the notices are on the topic already.
-        if counted or notices or state.alerts != alerts or not live:
+        if (counted or notices or state.alerts != alerts or state.excluded != excluded
+                or not live):
             self._unsaved.add(key)
         if live:
             self._live.add(key)

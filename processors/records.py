@@ -99,6 +99,8 @@ class ScopeState:
     applied: dict[Source, int] = field(default_factory=dict)
     # six-hour block (seconds // 21600) -> counters, for the baselines of regressions
     blocks: dict[int, dict[str, int]] = field(default_factory=dict)
+    # blocks in which a baseline rule of the scope was firing: left out of its baselines
+    excluded: set[int] = field(default_factory=set)
     # (block, days) -> the sketch of the baseline before that block: derived, not saved
     baselines: dict[tuple[int, int], Any] = field(default_factory=dict, compare=False,
                                                   repr=False)
@@ -112,7 +114,8 @@ class ScopeState:
         the counters: serialize it before the state changes again."""
         return {"s": self.seconds,
                 "a": {rule: alert.to_json() for rule, alert in self.alerts.items()},
-                "j": self.judged_s, "o": self.applied, "b": self.blocks}
+                "j": self.judged_s, "o": self.applied, "b": self.blocks,
+                "x": sorted(self.excluded)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ScopeState:
@@ -121,4 +124,5 @@ class ScopeState:
         return cls({int(second): dict(counts) for second, counts in data["s"].items()},
                    {rule: AlertState.from_json(alert) for rule, alert in data["a"].items()},
                    int(data["j"]), dict(data["o"]),
-                   {int(block): dict(counts) for block, counts in data.get("b", {}).items()})
+                   {int(block): dict(counts) for block, counts in data.get("b", {}).items()},
+                   {int(block) for block in data.get("x", ())})

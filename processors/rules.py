@@ -23,14 +23,29 @@ KINDS: dict[str, tuple[str, ...]] = {
     "slow_render_ratio": ("overall", "render_type"),
     "template_failures": ("template",),
     "duration_regression": ("render_type", "template"),
+    "render_volume_drop": ("overall",),
+    "api_volume_drop": ("overall",),
 }
 REGRESSION = "duration_regression"
-# Fields of duration_regression only: (type, default).
-_REGRESSION_FIELDS: dict[str, tuple[type | tuple[type, ...], float]] = {
+VOLUME_DROPS = ("render_volume_drop", "api_volume_drop")
+RATIOS = ("render_error_rate", "slow_render_ratio")
+COUNTS = ("template_failures", "api_errors")
+# Kinds judged against a baseline of the blocks before the judged instant.
+BASELINE_KINDS = (REGRESSION, *VOLUME_DROPS)
+# Fields of the baseline kinds only: (type, default).
+_BASELINE_FIELDS: dict[str, tuple[type | tuple[type, ...], float]] = {
     "quantile": ((int, float), 0.95), "baseline_days": (int, 7),
     "baseline_min_samples": (int, 100),
 }
 REGRESSION_THRESHOLD, REGRESSION_RESOLVE = 1.5, 1.2  # default factors over the baseline
+VOLUME_THRESHOLD, VOLUME_RESOLVE = 10.0, 50.0  # default percentages of the baseline volume
+# What a rule does when its window holds less evidence than its floor (Grafana's no-data
+# state): stay as it is (a firing alert keeps firing and says so), resolve, or fire.
+NO_DATA_POLICIES = ("keep_firing", "resolve", "alert")
+# One-sided confidence of the Wilson bounds (docs/alerts.md, "Evidence"): to fire, the
+# rate's lower bound must pass the threshold at CONFIDENCE; to resolve, its upper bound
+# must be at or below the resolve threshold at RESOLVE_CONFIDENCE.
+CONFIDENCE, RESOLVE_CONFIDENCE = 0.99, 0.8
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 DISABLE_TEMPLATE = "disable_template"  # the action a rule may take itself (auto_action)
 RUNBOOK_BASE = "https://github.com/ept-project/ept/blob/main/docs/runbooks"
@@ -64,6 +79,15 @@ class Rule:
     quantile: float = 0.95
     baseline_days: int = 7
     baseline_min_samples: int = 100
+    no_data: str = "keep_firing"  # one of NO_DATA_POLICIES
+    # Ratio rules, and count rules with a min_rate: the confidence of the rate's bounds
+    # (0: the measured rate itself, no interval).
+    confidence: float = CONFIDENCE
+    resolve_confidence: float = RESOLVE_CONFIDENCE
+    # Count rules: the failure rate (percent of the scope's renders or calls) that must be
+    # exceeded, with confidence, too — a popular template failing 0.1% of its renders
+    # fails more than 3 times an hour without being broken.
+    min_rate: float = 0.0
     # (scope type, label value, the rule for that scope) from ``[[rules.overrides]]``
     overrides: tuple[tuple[str, str, Rule], ...] = ()
 
@@ -82,12 +106,17 @@ class Rule:
 
     @property
     def is_ratio(self) -> bool:
-        return self.kind in ("render_error_rate", "slow_render_ratio")
+        return self.kind in RATIOS
+
+    @property
+    def is_volume_drop(self) -> bool:
+        return self.kind in VOLUME_DROPS
 
     @property
     def judged_at_minute_ends(self) -> bool:
-        """Ratios and regressions are judged at minute ends; counts at every second."""
-        return self.kind != "template_failures" and self.kind != "api_errors"
+        """Regressions and volume drops are judged at minute ends only; counts and ratios
+        at every second holding an event they count too."""
+        return self.kind in BASELINE_KINDS
 
 
 _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
@@ -98,13 +127,16 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "pending_seconds": (int, False), "renotify_minutes": (int, False),
     "severity": (str, True), "action": (str, False), "runbook_url": (str, False),
     "enabled": (bool, False), "auto_action": (bool, False),
-    **{field: (kind, False) for field, (kind, _) in _REGRESSION_FIELDS.items()},
+    **{field: (kind, False) for field, (kind, _) in _BASELINE_FIELDS.items()},
+    "no_data": (str, False), "confidence": ((int, float), False),
+    "resolve_confidence": ((int, float), False), "min_rate": ((int, float), False),
     "overrides": (list, False),
 }
 # What an override may change for its scope (the rule's kind, scopes, name and action stay).
 _OVERRIDABLE = ("threshold", "resolve_threshold", "window_minutes", "min_samples",
                 "pending_seconds", "renotify_minutes", "severity", "enabled",
-                *_REGRESSION_FIELDS)
+                "no_data", "confidence", "resolve_confidence", "min_rate",
+                *_BASELINE_FIELDS)
 
 
 def _rule(raw: dict[str, Any], where: str) -> Rule:
@@ -132,26 +164,36 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
         if scope not in allowed:
             raise fail("scopes",
                        f"{scope!r} is not a scope of {raw['kind']} ({', '.join(allowed)})")
-    regression = raw["kind"] == REGRESSION
-    if "threshold" not in raw and not regression:
+    kind = raw["kind"]
+    regression, volume = kind == REGRESSION, kind in VOLUME_DROPS
+    if "threshold" not in raw and not (regression or volume):
         raise fail("threshold", "is required")
-    threshold = float(raw.get("threshold", REGRESSION_THRESHOLD))
-    if threshold < 0 or (raw["kind"] in ("render_error_rate", "slow_render_ratio")
-                         and threshold > 100):
+    threshold = float(raw.get("threshold",
+                              REGRESSION_THRESHOLD if regression else VOLUME_THRESHOLD))
+    if threshold < 0 or (kind in (*RATIOS, *VOLUME_DROPS) and threshold > 100):
         raise fail("threshold", f"out of range: {threshold}")
     if regression and threshold <= 1:
         raise fail("threshold", f"a factor over the baseline must be > 1, got {threshold}")
-    resolve = float(raw.get("resolve_threshold",
-                            min(REGRESSION_RESOLVE, threshold) if regression else threshold))
-    if resolve > threshold:
-        raise fail("resolve_threshold", f"must be <= threshold ({threshold}), got {resolve}")
+    if volume:
+        # A drop fires below its threshold and resolves at or above its resolve threshold.
+        resolve = float(raw.get("resolve_threshold", max(VOLUME_RESOLVE, threshold)))
+        if not threshold <= resolve <= 100:
+            raise fail("resolve_threshold",
+                       f"must be between threshold ({threshold}) and 100, got {resolve}")
+    else:
+        resolve = float(raw.get("resolve_threshold", min(REGRESSION_RESOLVE, threshold)
+                                if regression else threshold))
+        if resolve > threshold:
+            raise fail("resolve_threshold",
+                       f"must be <= threshold ({threshold}), got {resolve}")
+    evidence = _evidence_fields(raw, fail)
     for field in ("window_minutes",):
         if not 1 <= raw[field] <= 24 * 60:
             raise fail(field, f"must be 1..1440, got {raw[field]}")
     for field in ("min_samples", "pending_seconds", "renotify_minutes"):
         if raw.get(field, 0) < 0:
             raise fail(field, f"must be >= 0, got {raw[field]}")
-    regression_fields = _regression_fields(raw, regression, fail)
+    baseline_fields = _baseline_fields(raw, regression or volume, fail)
     if raw["severity"] not in SEVERITIES:
         raise fail("severity", f"must be one of {', '.join(SEVERITIES)}, got {raw['severity']!r}")
     runbook = raw.get("runbook_url")
@@ -170,7 +212,7 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
         action=action,
         runbook_url=raw.get("runbook_url", f"{RUNBOOK_BASE}/{name.replace('_', '-')}.md"),
         enabled=raw.get("enabled", True), auto_action=raw.get("auto_action", False),
-        **regression_fields,
+        **baseline_fields, **evidence,
         overrides=_overrides(raw, scopes, where, fail),
     )
 
@@ -207,13 +249,39 @@ def _overrides(raw: dict[str, Any], scopes: tuple[str, ...], where: str,
     return tuple(overrides)
 
 
-def _regression_fields(raw: dict[str, Any], regression: bool,
-                       fail: Callable[[str, str], RulesError]) -> dict[str, Any]:
-    given = {field: raw[field] for field in _REGRESSION_FIELDS if field in raw}
-    if given and not regression:
-        raise fail(next(iter(given)), f"only for kind {REGRESSION!r}")
+def _evidence_fields(raw: dict[str, Any], fail: Callable[[str, str], RulesError]
+                     ) -> dict[str, Any]:
+    no_data = raw.get("no_data", "keep_firing")
+    if no_data not in NO_DATA_POLICIES:
+        raise fail("no_data", f"must be one of {', '.join(NO_DATA_POLICIES)}, got {no_data!r}")
+    fields: dict[str, Any] = {"no_data": no_data}
+    for field, default in (("confidence", CONFIDENCE),
+                           ("resolve_confidence", RESOLVE_CONFIDENCE)):
+        value = float(raw.get(field, default))
+        if not 0 <= value < 1:
+            raise fail(field, f"must be 0 (no interval) or a confidence below 1 (0.99 is "
+                              f"99%), got {value}")
+        if field in raw and raw["kind"] not in (*RATIOS, *COUNTS):
+            raise fail(field, f"only for the rate kinds {', '.join(RATIOS)} and the count "
+                              f"kinds' min_rate")
+        fields[field] = value
+    min_rate = float(raw.get("min_rate", 0.0))
+    if "min_rate" in raw and raw["kind"] not in COUNTS:
+        raise fail("min_rate", f"only for the count kinds {', '.join(COUNTS)}")
+    if not 0 <= min_rate <= 100:
+        raise fail("min_rate", f"must be a percentage 0..100, got {min_rate}")
+    return {**fields, "min_rate": min_rate}
+
+
+def _baseline_fields(raw: dict[str, Any], baseline: bool,
+                     fail: Callable[[str, str], RulesError]) -> dict[str, Any]:
+    given = {field: raw[field] for field in _BASELINE_FIELDS if field in raw}
+    if "quantile" in given and raw["kind"] != REGRESSION:
+        raise fail("quantile", f"only for kind {REGRESSION!r}")
+    if given and not baseline:
+        raise fail(next(iter(given)), f"only for the kinds {', '.join(BASELINE_KINDS)}")
     fields = {field: given.get(field, default)
-              for field, (_, default) in _REGRESSION_FIELDS.items()}
+              for field, (_, default) in _BASELINE_FIELDS.items()}
     if not 0 < fields["quantile"] < 1:
         raise fail("quantile", f"must be between 0 and 1 (0.95 is p95), got {fields['quantile']}")
     if not 1 <= fields["baseline_days"] <= 30:

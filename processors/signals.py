@@ -69,36 +69,62 @@ def signals_of(event_name: str, record: dict[str, Any]) -> list[tuple[Scope, str
 
 FAMILY_OF_KIND = {"render_error_rate": "render", "template_failures": "render",
                   "api_errors": "api", "slow_render_ratio": "slow",
-                  "duration_regression": "duration"}
-# The counter a count rule counts (judged at each second holding one); None for the
-# kinds judged at minute ends only.
+                  "duration_regression": "duration", "render_volume_drop": "render",
+                  "api_volume_drop": "api"}
+# The counter whose events a rule is judged at (each second holding one, besides every
+# minute end): what makes a count or a rate cross its threshold. None for the kinds
+# judged at minute ends only.
 COUNTED_BY_KIND: dict[str, str | None] = {"template_failures": "failed", "api_errors": "errors",
-                                          "render_error_rate": None, "slow_render_ratio": None,
-                                          "duration_regression": None}
+                                          "render_error_rate": "failed",
+                                          "slow_render_ratio": "slow",
+                                          "duration_regression": None,
+                                          "render_volume_drop": None, "api_volume_drop": None}
+# What the evidence of a family is made of, as a person says it ("0 renders in 15m").
+NOUN_OF_FAMILY = {"render": "renders", "slow": "renders", "duration": "renders",
+                  "api": "API calls"}
+# The counters that make up a family's traffic volume (the volume drop kinds).
+VOLUME_COUNTERS = {"render": ("failed", "completed"), "api": ("errors", "requests")}
 # Families counted per minute rather than per second (their rules are judged at minute
 # ends only): a duration sketch is many counters, and sixty times fewer of them are kept.
 MINUTE_FAMILIES = frozenset({"duration"})
 
 
-def measure(kind: str, counts: dict[str, int]) -> tuple[float, int]:
-    """(value, samples) of a count or ratio rule kind from summed window counters
-    (``duration_regression`` is measured against its baseline: :mod:`.durations`)."""
-    if kind == "render_error_rate":
-        failed, total = counts.get("failed", 0), counts.get("failed", 0) + counts.get(
-            "completed", 0)
-        return (100.0 * failed / total if total else 0.0), total
-    if kind == "template_failures":
-        return float(counts.get("failed", 0)), counts.get("failed", 0)
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """A rule's value over its window and the evidence it rests on.
+
+    ``samples`` are the events measured (renders, API calls); ``hits`` the failing (or
+    slow) part of them, for the bounds of a rate. ``no_data`` is empty when there is
+    evidence enough to judge, else what is missing, as the alert says it ("0 renders in
+    15m"). ``detail`` says what the value was computed from, for the summary.
+    """
+
+    value: float
+    samples: int
+    hits: int = 0
+    no_data: str = ""
+    detail: str = ""
+
+
+def measure(kind: str, counts: dict[str, int]) -> Measurement:
+    """The measurement of a count or ratio rule kind from summed window counters (the
+    baseline kinds are measured against their baseline in :mod:`.evaluation`)."""
+    if kind == "render_error_rate" or kind == "template_failures":
+        failed = counts.get("failed", 0)
+        total = failed + counts.get("completed", 0)
+        if kind == "template_failures":
+            return Measurement(float(failed), total, failed)
+        return Measurement(100.0 * failed / total if total else 0.0, total, failed)
     if kind == "api_errors":
         errors = counts.get("errors", 0)
-        return float(errors), errors + counts.get("requests", 0)
+        return Measurement(float(errors), errors + counts.get("requests", 0), errors)
     if kind == "slow_render_ratio":
         # A slow render is one render: the SDK's measuring helpers publish render_completed
         # and slow_render for it. A slow_render published alone is a render too, so the
         # ratio never exceeds 100%.
         slow = counts.get("slow", 0)
         renders = max(counts.get("renders", 0), slow)
-        return (100.0 * slow / renders if renders else 0.0), renders
+        return Measurement(100.0 * slow / renders if renders else 0.0, renders, slow)
     raise ValueError(f"unknown rule kind {kind!r}")
 
 

@@ -120,7 +120,7 @@ def judge_hour_by_hour(events: list[tuple[int, float]], hours_after: int = 1
     for hour_start in range(START_MS, events[-1][0] + hours_after * HOUR_MS, HOUR_MS):
         hour = [Counted(t, "render_completed:0", offset, durations.bucket_of(d))
                 for offset, (t, d) in enumerate(events) if hour_start <= t < hour_start + HOUR_MS]
-        evaluator.add("duration", state, hour)
+        evaluator.add(VIDEO, state, hour)
         notices += evaluator.judge(VIDEO, state, hour_start + HOUR_MS)
     return notices, state, evaluator
 
@@ -135,9 +135,12 @@ def test_an_hour_at_twice_the_durations_after_a_stable_week_fires() -> None:
     def durations_at(t: int, rng: random.Random) -> float:
         return stable(t, rng) * (2 if t >= incident else 1)
 
-    notices, _, _ = judge_hour_by_hour(traffic(7, durations_at))
-    # fired during the slow hour, re-notified an hour later, resolved when the renders stop
-    assert [n.note.status for n in notices] == ["firing", "firing", "resolved"]
+    notices, _, _ = judge_hour_by_hour(traffic(7, durations_at), hours_after=2)
+    # fired during the slow hour, re-notified an hour later; when the renders stop it is
+    # not resolved (no renders is no evidence of a fix) but re-notified as "no data"
+    assert [n.note.status for n in notices] == ["firing", "firing", "firing"]
+    assert notices[2].note.no_data == "0 renders in 60m (min_samples 30)"
+    assert not notices[1].note.no_data
     firing, renotified = notices[0], notices[1]
     # as soon as more than 5% of the window's renders are slow (a few minutes in) ...
     assert incident < firing.at_ms <= incident + 15 * MINUTE_MS
@@ -164,8 +167,8 @@ def test_a_drift_of_ten_percent_a_day_is_measured_and_does_not_fire() -> None:
     notices, state, _ = judge_hour_by_hour(traffic(7, drifting), hours_after=0)
     assert notices == []
     [rule] = parse_rules(RULE, "rules.toml")
-    value, samples, _ = measured(rule, state, state.judged_s)
-    assert samples >= 100 and 1.15 < value < 1.4, value
+    measurement = measured(rule, state, state.judged_s)
+    assert measurement.samples >= 100 and 1.15 < measurement.value < 1.4, measurement
 
 
 def test_without_a_baseline_nothing_fires() -> None:

@@ -156,11 +156,14 @@ def test_when_every_source_is_idle_event_time_follows_the_wall_clock() -> None:
     told += judge.handle(collector.progress(T0 + 22_000))
     assert [(n.note.status, n.at_ms) for n in told] == [("firing", T0 + 11_000)]
     assert judge.frontiers.frontier("api") == T0 + 12_000
-    # traffic stopped altogether: the alert resolves as time passes, without any event
-    # (reported every 10 s: the wall clock moves the broker's clock in bounded steps)
-    for wall_ms in range(T0 + 32_000, T0 + 10 * MINUTE_MS + 1, 10_000):
+    # traffic stopped altogether: event time passes without any event (reported every
+    # 10 s: the wall clock moves the broker's clock in bounded steps), but no API call is
+    # no evidence of health: the alert keeps firing, and says why when it re-notifies
+    for wall_ms in range(T0 + 32_000, T0 + 70 * MINUTE_MS + 1, 10_000):
         told += judge.handle(collector.progress(wall_ms))
-    assert [n.note.status for n in told] == ["firing", "resolved"]
+    assert judge.frontiers.frontier("api") > T0 + 60 * MINUTE_MS
+    assert [(n.note.status, n.note.renotify, n.note.no_data) for n in told] == [
+        ("firing", False, ""), ("firing", True, "0 API calls in 5m")]
 
 
 def test_an_unreported_source_holds_event_time_back() -> None:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ from ept.processors.alerting import (
     fingerprint,
     step,
 )
+from ept.processors.evaluation import measured
 from ept.processors.records import ScopeState
 from ept.processors.rules import RulesError, load_rules, parse_rules
-from ept.processors.signals import Scope, measure, signals_of
+from ept.processors.signals import Measurement, Scope, measure, signals_of
 
 RULE = """
 [[rules]]
@@ -79,48 +81,102 @@ def test_resolve_above_threshold_and_bad_toml_are_rejected() -> None:
         parse_rules(RULE + RULE, "f")
 
 
+def counted(value: float, samples: int | None = None, hits: int = 0,
+            no_data: str = "") -> Measurement:
+    return Measurement(value, int(value) if samples is None else samples, hits, no_data)
+
+
 def test_lifecycle_with_pending_hysteresis_and_renotify() -> None:
     [rule] = parse_rules(RULE.replace('severity = "high"', 'severity = "high"\n'
                                       'pending_seconds = 60\nrenotify_minutes = 10'), "f")
     state = AlertState()
-    state, note = step(rule, state, 11, 11, 0)
+    state, note = step(rule, state, counted(11), 0)
     assert state.status == PENDING and note is None
-    state, note = step(rule, state, 12, 12, 30_000)
+    state, note = step(rule, state, counted(12), 30_000)
     assert state.status == PENDING and note is None
-    state, note = step(rule, state, 12, 12, 60_000)
+    state, note = step(rule, state, counted(12), 60_000)
     assert state.status == FIRING and note is not None and note.status == "firing"
     assert note.started_at_ms == 0
-    state, note = step(rule, state, 9, 9, 90_000)  # between resolve and fire: still firing
+    state, note = step(rule, state, counted(9), 90_000)  # between resolve and fire: still firing
     assert state.status == FIRING and note is None
-    state, note = step(rule, state, 9, 9, 60_000 + 10 * 60_000)
+    state, note = step(rule, state, counted(9), 60_000 + 10 * 60_000)
     assert note is not None and note.renotify and note.status == "firing"
-    state, note = step(rule, state, 8, 8, 800_000)
+    state, note = step(rule, state, counted(8), 800_000)
     assert state.status == INACTIVE and note is not None and note.status == "resolved"
     assert note.resolved_at_ms == 800_000
 
 
-def test_min_samples_blocks_tiny_ratios() -> None:
-    rules = {rule.name: rule for rule in load_rules(None)}
-    state, note = step(rules["high_error_rate"], AlertState(), 100.0, 1, 0)
-    assert note is None and state.status == INACTIVE
+def rate(failed: int, total: int) -> Measurement:
+    return Measurement(100.0 * failed / total if total else 0.0, total, failed)
 
 
-def test_a_resolution_for_want_of_samples_says_so() -> None:
+def test_a_rate_fires_and_resolves_on_evidence_not_on_thin_data() -> None:
     rule = {rule.name: rule for rule in load_rules(None)}["high_error_rate"]
-    firing, _ = step(rule, AlertState(), 10.0, 100, 0)
-    _, by_value = step(rule, firing, 3.0, 100, 60_000)
-    _, by_samples = step(rule, firing, 23.5, 17, 60_000)
-    assert by_value is not None and by_samples is not None
-    assert alert_notice(rule, {}, by_value, 0).summary == (
-        "Render error rate 3.0% <= 4% over 15m for all traffic")
-    assert alert_notice(rule, {}, by_samples, 0).summary == (
-        f"Render error rate 23.5% over 15m for all traffic: resolved, 17 samples < "
-        f"min_samples {rule.min_samples}")
+    # 10 of 10 renders failing is an outage; 1 of 1 is below the floor (10 renders): no data
+    assert step(rule, AlertState(), rate(10, 10), 0)[0].status == FIRING
+    one = measured(rule, ScopeState({100: {"failed": 1}}), 100)
+    assert one.no_data == "1 renders in 15m (min_samples 10)"
+    assert step(rule, AlertState(), one, 0)[0].status == INACTIVE
+    # 2 failures of 10 (20%) are not yet > 5% with 99% confidence; 3 of 10 are
+    assert step(rule, AlertState(), rate(2, 10), 0)[0].status == INACTIVE
+    assert step(rule, AlertState(), rate(3, 10), 0)[0].status == FIRING
+    # a steady 30% at ~20 renders per window never resolves for 19 instead of 20 renders
+    firing = step(rule, AlertState(), rate(6, 20), 0)[0]
+    for failed, total in [(6, 19), (5, 19), (4, 19), (6, 21)]:
+        assert step(rule, firing, rate(failed, total), 60_000) == (firing, None)
+    # ... and a 6% rate over 10,000 renders holds while 4.5% does not resolve (hysteresis)
+    assert step(rule, AlertState(), rate(600, 10_000), 0)[0].status == FIRING
+    assert step(rule, firing, rate(450, 10_000), 60_000) == (firing, None)
+    # healthy again: 0 failures of 20 renders resolve (<= 4% at 80% confidence)
+    resolved, note = step(rule, firing, rate(0, 20), 60_000)
+    assert resolved.status == INACTIVE and note is not None and note.status == "resolved"
+    assert alert_notice(rule, {}, note, 0).summary == (
+        "Render error rate 0.0% (0 of 20 renders; <= 3.4% at 80% confidence) <= 4% over 15m "
+        "for all traffic")
+
+
+def test_no_data_keeps_a_page_firing_and_says_so() -> None:
+    rule = {rule.name: rule for rule in load_rules(None)}["high_error_rate"]
+    firing, note = step(rule, AlertState(), rate(15, 15), 0)
+    assert note is not None and alert_notice(rule, {}, note, 0).summary == (
+        "Render error rate 100.0% (15 of 15 renders; >= 73.5% at 99% confidence) > 5% over "
+        "15m for all traffic")
+    silent = Measurement(0.0, 0, 0, "0 renders in 15m (min_samples 10)")
+    assert step(rule, firing, silent, 15 * 60_000) == (firing, None)
+    _, renotified = step(rule, firing, silent, 60 * 60_000)
+    assert renotified is not None and renotified.status == "firing" and renotified.renotify
+    told = alert_notice(rule, {}, renotified, 0)
+    assert told.summary == ("Render error rate over 15m for all traffic: still firing, "
+                            "no data: 0 renders in 15m (min_samples 10)")
+    assert told.no_data == "0 renders in 15m (min_samples 10)"
+    # the other policies: resolve (saying why), or fire on the silence itself
+    resolving = replace(rule, no_data="resolve")
+    state, note = step(resolving, firing, silent, 60_000)
+    assert state.status == INACTIVE and note is not None and note.status == "resolved"
+    assert alert_notice(resolving, {}, note, 0).summary.endswith(
+        "resolved, no data: 0 renders in 15m (min_samples 10)")
+    alerting = replace(rule, no_data="alert")
+    state, note = step(alerting, AlertState(), silent, 0)
+    assert state.status == FIRING and note is not None and note.no_data
+    assert step(rule, AlertState(), silent, 0) == (AlertState(), None)
+
+
+def test_a_popular_healthy_template_never_fires_and_a_broken_one_does() -> None:
+    rule = {rule.name: rule for rule in load_rules(None)}["template_failures"]
+    assert rule.min_rate == 5.0
+    # 4 failures of 3,000 renders an hour (0.13%): more than 3, but a healthy template
+    assert step(rule, AlertState(), Measurement(4.0, 3000, 4), 0) == (AlertState(), None)
+    state, note = step(rule, AlertState(), Measurement(4.0, 5, 4), 0)
+    assert state.status == FIRING and note is not None
+    assert alert_notice(rule, {"template_id": "t"}, note, 0).summary == (
+        "Template failures 4 > 3 over 60m for template_id=t (4 of 5 renders; >= 31.6% at "
+        "99% confidence failing)")
 
 
 def test_alert_notice_fields_and_stable_fingerprint() -> None:
     rules = {rule.name: rule for rule in load_rules(None)}
-    _, note = step(rules["template_failures"], AlertState(), 4, 4, 1_700_000_000_000)
+    _, note = step(rules["template_failures"], AlertState(), Measurement(4.0, 4, 4),
+                   1_700_000_000_000)
     assert note is not None
     message = alert_notice(rules["template_failures"], {"template_id": "t1"}, note, 0).to_json()
     assert message["fingerprint"] == fingerprint("template_failures", {"template_id": "t1"})
@@ -129,7 +185,8 @@ def test_alert_notice_fields_and_stable_fingerprint() -> None:
             "window", "started_at", "resolved_at", "summary", "runbook_url", "action"} <= set(
         message)
     assert message["started_at"] == "2023-11-14T22:13:20.000Z"
-    assert message["summary"] == "Template failures 4 > 3 over 60m for template_id=t1"
+    assert message["summary"] == ("Template failures 4 > 3 over 60m for template_id=t1 "
+                                  "(4 of 4 renders; >= 42.5% at 99% confidence failing)")
 
 
 def test_scope_state_round_trips_through_json() -> None:
@@ -144,9 +201,11 @@ def test_signals_and_measures() -> None:
     assert (Scope("render", "template_id", "t"), "completed") in scopes
     assert (Scope("slow", "render_type", "video"), "renders") in scopes
     assert Scope.parse(Scope("api", "endpoint", "/a|b").key) == Scope("api", "endpoint", "/a|b")
-    assert measure("render_error_rate", {"failed": 1, "completed": 3}) == (25.0, 4)
-    assert measure("slow_render_ratio", {"slow": 6, "renders": 10}) == (60.0, 10)
+    assert measure("render_error_rate", {"failed": 1, "completed": 3}) == Measurement(
+        25.0, 4, 1)
+    assert measure("slow_render_ratio", {"slow": 6, "renders": 10}) == Measurement(60.0, 10, 6)
     # a slow_render published without its render_completed is a render too: <= 100%
-    assert measure("slow_render_ratio", {"slow": 6, "renders": 2}) == (100.0, 6)
-    assert measure("api_errors", {"errors": 11, "requests": 5}) == (11.0, 16)
-    assert measure("template_failures", {"failed": 4}) == (4.0, 4)
+    assert measure("slow_render_ratio", {"slow": 6, "renders": 2}) == Measurement(100.0, 6, 6)
+    assert measure("api_errors", {"errors": 11, "requests": 5}) == Measurement(11.0, 16, 11)
+    assert measure("template_failures", {"failed": 4, "completed": 1}) == Measurement(
+        4.0, 5, 4)
