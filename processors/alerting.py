@@ -25,6 +25,8 @@ class AlertState:
     pending_since_ms: int = 0
     started_at_ms: int = 0
     last_notified_ms: int = 0
+    # firing, with the verdict "cleared" at every instant judged since (resolve pending)
+    clearing_since_ms: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +93,12 @@ def step(rule: Rule, state: AlertState, measurement: Measurement, now_ms: int
         holds, cleared = verdict(rule, m)
     if state.status == FIRING:
         if cleared:
-            return AlertState(), told(RESOLVED, state.started_at_ms)
+            clearing_since = state.clearing_since_ms or now_ms
+            if now_ms - clearing_since >= rule.resolve_pending_seconds * 1000:
+                return AlertState(), told(RESOLVED, state.started_at_ms)
+            state = replace(state, clearing_since_ms=clearing_since)
+        elif state.clearing_since_ms:
+            state = replace(state, clearing_since_ms=0)
         renotify_ms = rule.renotify_minutes * 60_000
         if renotify_ms and now_ms - state.last_notified_ms >= renotify_ms:
             return replace(state, last_notified_ms=now_ms), told(

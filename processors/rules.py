@@ -80,6 +80,9 @@ class Rule:
     baseline_days: int = 7
     baseline_min_samples: int = 100
     no_data: str = "keep_firing"  # one of NO_DATA_POLICIES
+    # How long (event time) a firing alert must read "cleared" at every judged instant
+    # before it resolves: a run of clean renders at thin traffic is not a fix.
+    resolve_pending_seconds: int = 0
     # Ratio rules, and count rules with a min_rate: the confidence of the rate's bounds
     # (0: the measured rate itself, no interval).
     confidence: float = CONFIDENCE
@@ -124,8 +127,9 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "name": (str, True), "kind": (str, True), "scopes": (list, False),
     "threshold": ((int, float), False), "resolve_threshold": ((int, float), False),
     "window_minutes": (int, True), "min_samples": (int, False),
-    "pending_seconds": (int, False), "renotify_minutes": (int, False),
-    "severity": (str, True), "action": (str, False), "runbook_url": (str, False),
+    "pending_seconds": (int, False), "resolve_pending_seconds": (int, False),
+    "renotify_minutes": (int, False), "severity": (str, True), "action": (str, False),
+    "runbook_url": (str, False),
     "enabled": (bool, False), "auto_action": (bool, False),
     **{field: (kind, False) for field, (kind, _) in _BASELINE_FIELDS.items()},
     "no_data": (str, False), "confidence": ((int, float), False),
@@ -134,7 +138,8 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
 }
 # What an override may change for its scope (the rule's kind, scopes, name and action stay).
 _OVERRIDABLE = ("threshold", "resolve_threshold", "window_minutes", "min_samples",
-                "pending_seconds", "renotify_minutes", "severity", "enabled",
+                "pending_seconds", "resolve_pending_seconds", "renotify_minutes", "severity",
+                "enabled",
                 "no_data", "confidence", "resolve_confidence", "min_rate",
                 *_BASELINE_FIELDS)
 
@@ -190,7 +195,8 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
     for field in ("window_minutes",):
         if not 1 <= raw[field] <= 24 * 60:
             raise fail(field, f"must be 1..1440, got {raw[field]}")
-    for field in ("min_samples", "pending_seconds", "renotify_minutes"):
+    for field in ("min_samples", "pending_seconds", "resolve_pending_seconds",
+                  "renotify_minutes"):
         if raw.get(field, 0) < 0:
             raise fail(field, f"must be >= 0, got {raw[field]}")
     baseline_fields = _baseline_fields(raw, regression or volume, fail)
@@ -208,6 +214,7 @@ def _rule(raw: dict[str, Any], where: str) -> Rule:
         name=name, kind=raw["kind"], scopes=scopes, threshold=threshold,
         resolve_threshold=resolve, window_minutes=raw["window_minutes"],
         min_samples=raw.get("min_samples", 0), pending_seconds=raw.get("pending_seconds", 0),
+        resolve_pending_seconds=raw.get("resolve_pending_seconds", 0),
         renotify_minutes=raw.get("renotify_minutes", 60), severity=raw["severity"],
         action=action,
         runbook_url=raw.get("runbook_url", f"{RUNBOOK_BASE}/{name.replace('_', '-')}.md"),

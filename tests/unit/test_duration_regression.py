@@ -200,3 +200,22 @@ def test_a_template_silent_for_longer_than_its_baseline_is_dropped_from_the_tabl
             assert gone.key in states
     assert gone.key not in states and kept.key in states
     assert len(ScopeState.from_json(states[kept.key]).blocks) <= evaluator.retain_blocks  # type: ignore[arg-type]
+
+
+def test_an_unfixed_regression_stays_open_for_days() -> None:
+    """Twice as slow from the end of a stable week on, never fixed: the blocks in which it
+    fired stay out of its baseline, so three days later it still fires (a trailing
+    baseline would have absorbed it after ~30 h and resolved it, still twice as slow)."""
+    incident = START_MS + 7 * DAY_MS
+
+    def durations_at(t: int, rng: random.Random) -> float:
+        return stable(t, rng) * (2 if t >= incident else 1)
+
+    notices, state, _ = judge_hour_by_hour(traffic(10, durations_at, every_ms=60_000),
+                                           hours_after=0)
+    assert [n.note.status for n in notices].count("resolved") == 0
+    assert notices[0].note.status == "firing" and not notices[0].note.renotify
+    assert all(n.note.renotify for n in notices[1:])
+    assert len(notices) >= 3 * 24  # re-notified hourly for three days
+    assert 1.8 < notices[-1].note.value < 2.2
+    assert min(state.excluded) == incident // 1000 // (6 * 3600)

@@ -127,8 +127,15 @@ def test_a_rate_fires_and_resolves_on_evidence_not_on_thin_data() -> None:
     # ... and a 6% rate over 10,000 renders holds while 4.5% does not resolve (hysteresis)
     assert step(rule, AlertState(), rate(600, 10_000), 0)[0].status == FIRING
     assert step(rule, firing, rate(450, 10_000), 60_000) == (firing, None)
-    # healthy again: 0 failures of 20 renders resolve (<= 4% at 80% confidence)
-    resolved, note = step(rule, firing, rate(0, 20), 60_000)
+    # healthy again: 0 failures of 20 renders read <= 4% at 80% confidence; once that has
+    # held for 15 minutes (resolve_pending_seconds), the alert resolves
+    clearing, note = step(rule, firing, rate(0, 20), 60_000)
+    assert clearing.status == FIRING and note is None
+    assert step(rule, clearing, rate(3, 20), 120_000)[0] == firing  # not clean: start over
+    clearing = step(rule, firing, rate(0, 20), 120_000)[0]
+    assert step(rule, clearing, rate(0, 21), 120_000 + 14 * 60_000) == (
+        clearing, None)
+    resolved, note = step(rule, clearing, rate(0, 20), 120_000 + 15 * 60_000)
     assert resolved.status == INACTIVE and note is not None and note.status == "resolved"
     assert alert_notice(rule, {}, note, 0).summary == (
         "Render error rate 0.0% (0 of 20 renders; <= 3.4% at 80% confidence) <= 4% over 15m "
@@ -150,7 +157,7 @@ def test_no_data_keeps_a_page_firing_and_says_so() -> None:
                             "no data: 0 renders in 15m (min_samples 10)")
     assert told.no_data == "0 renders in 15m (min_samples 10)"
     # the other policies: resolve (saying why), or fire on the silence itself
-    resolving = replace(rule, no_data="resolve")
+    resolving = replace(rule, no_data="resolve", resolve_pending_seconds=0)
     state, note = step(resolving, firing, silent, 60_000)
     assert state.status == INACTIVE and note is not None and note.status == "resolved"
     assert alert_notice(resolving, {}, note, 0).summary.endswith(

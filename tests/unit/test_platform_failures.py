@@ -1,0 +1,167 @@
+"""Alerts on the platform's worst day (issue #25), through the worker's own classes on a
+simulated clock: renders that stop, thin traffic, a storm of failing templates, a page
+as soon as the evidence is there, and a popular healthy template left alone."""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+from ept.processors.evaluate_stage import publication_order
+from ept.processors.evaluation import Evaluator, Notice
+from ept.processors.records import Counted, ScopeState
+from ept.processors.rules import load_rules
+from ept.processors.signals import Scope
+from ept.schemas.registry import EVENT_NAMES
+from tests.alert_streams import MINUTE_MS, T0, Notices, Traffic, drive, event_time_order
+
+HOUR_MS = 60 * MINUTE_MS
+
+
+def render(traffic: Traffic, time_ms: int, template: str, failed: bool) -> None:
+    if failed:
+        traffic.add("render_failed", template, time_ms,
+                    {"template_id": template, "reason": "timeout"})
+    else:
+        traffic.add("render_completed", template, time_ms,
+                    {"template_id": template, "render_type": "still", "duration_ms": 900.0})
+
+
+def api_call(traffic: Traffic, time_ms: int, failed: bool = False) -> None:
+    traffic.add("api_error" if failed else "api_request_completed", "/api/render", time_ms,
+                {"endpoint": "/api/render"})
+
+
+def sealed(traffic: Traffic) -> Traffic:
+    """Every source partition holds something (else event time waits for it), and each
+    partition is in record-time order."""
+    for event in EVENT_NAMES:
+        for partition in range(traffic.partitions):
+            key = next(f"k{i}" for i in range(10_000)
+                       if zlib.crc32(f"k{i}".encode()) % traffic.partitions == partition)
+            traffic.add(event, key, traffic.start_ms,
+                        {"template_id": key, "render_type": "still", "endpoint": key,
+                         "reason": "timeout", "duration_ms": 900.0})
+    for stream in traffic.streams.values():
+        stream.sort(key=lambda e: e.record_ms)
+        for offset, event in enumerate(stream):
+            stream[offset] = type(event)(event.event_name, event.partition, offset,
+                                         event.record_ms, event.record)
+    return traffic
+
+
+def told(notices: Notices, rule: str) -> list[tuple[str, bool]]:
+    return [(status, renotify) for key, seq in notices.items() if key.startswith(rule + "[")
+            for status, _, _, renotify in seq]
+
+
+def firings(notices: Notices, rule: str) -> list[tuple[int, float]]:
+    """(event time, value) of each firing (not re-notified) of ``rule``."""
+    return [(at, value) for key, seq in notices.items() if key.startswith(rule + "[")
+            for status, value, at, renotify in seq if status == "firing" and not renotify]
+
+
+def test_renders_that_stop_keep_the_page_open_and_page_for_the_silence() -> None:
+    """A day of healthy history, then half the renders fail for 15 minutes, then renders
+    stop entirely while API calls go on: the critical error-rate page never resolves as
+    "0.0%", and renders_stopped pages for the silence itself."""
+    traffic = Traffic(partitions=1, start_ms=T0 - 24 * HOUR_MS)
+    rng = random.Random(1)
+    outage, stop, end = T0, T0 + 15 * MINUTE_MS, T0 + 3 * HOUR_MS
+    for minute in range((end - traffic.start_ms) // MINUTE_MS):
+        at = traffic.start_ms + minute * MINUTE_MS
+        for _ in range(10):
+            time_ms = at + rng.randrange(MINUTE_MS)
+            api_call(traffic, time_ms)
+            if time_ms < stop:
+                render(traffic, time_ms, f"tpl_{rng.randrange(20)}",
+                       failed=time_ms >= outage and rng.random() < 0.5)
+    notices = drive(sealed(traffic), event_time_order(traffic))
+    assert told(notices, "high_error_rate")[0] == ("firing", False)
+    assert ("resolved", False) not in told(notices, "high_error_rate")
+    # re-notified while renders are away, saying there is no data rather than "0.0%"
+    assert told(notices, "high_error_rate")[1:3] == [("firing", True), ("firing", True)]
+    [(stopped_at, _)] = firings(notices, "renders_stopped")
+    assert stop < stopped_at <= stop + 15 * MINUTE_MS
+    assert ("resolved", False) not in told(notices, "renders_stopped")
+    # API calls flowed to the end of the traffic; their silence after it pages too
+    assert [at >= end for at, _ in firings(notices, "api_calls_stopped")] == [True]
+
+
+def test_a_total_outage_at_one_render_a_minute_pages() -> None:
+    """80 templates, one render a minute between them, every render failing for 2 h: no
+    template reaches 4 failures in an hour, and the window never holds 20 renders."""
+    traffic = Traffic(partitions=1)
+    for minute in range(120):
+        render(traffic, T0 + minute * MINUTE_MS + 7_000, f"tpl_{minute % 80:02d}", True)
+    notices = drive(sealed(traffic), event_time_order(traffic))
+    assert told(notices, "high_error_rate")[0] == ("firing", False)
+    [(at_ms, _)] = firings(notices, "high_error_rate")
+    assert at_ms <= T0 + 10 * MINUTE_MS  # at the 10th failed render (the floor)
+
+
+def test_a_steady_thirty_percent_at_thin_traffic_pages_once_and_does_not_flap() -> None:
+    traffic = Traffic(partitions=1)
+    rng = random.Random(5)
+    for second in range(0, 3 * 3600, 46):  # ~1.3 renders a minute
+        render(traffic, T0 + second * 1000, f"tpl_{rng.randrange(10)}", rng.random() < 0.3)
+    notices = drive(sealed(traffic), event_time_order(traffic))
+    statuses = told(notices, "high_error_rate")
+    assert statuses[0] == ("firing", False)
+    assert ("firing", False) not in statuses[1:]  # one page, then re-notifications only
+    assert ("resolved", False) not in statuses
+
+
+def test_a_storm_of_failing_templates_publishes_the_overall_page_first() -> None:
+    """2,000 templates fail at once: the overall critical page is the first notice out."""
+    rules = load_rules(None)
+    evaluator = Evaluator(rules)
+    overall, states = Scope("render"), {}
+    notices: list[Notice] = []
+    for number in range(2_000):
+        template = Scope("render", "template_id", f"tpl_{number:05d}")
+        events = [Counted(T0 + i * 1000 + number, "render_failed:0", number * 4 + i, "failed")
+                  for i in range(4)]
+        state = states.setdefault(template.key, ScopeState())
+        evaluator.add(template, state, events)
+        notices += evaluator.judge(template, state, T0 + MINUTE_MS)
+    state = ScopeState()
+    evaluator.add(overall, state, [Counted(T0 + i, "render_failed:0", i, "failed")
+                                   for i in range(8_000)])
+    notices += evaluator.judge(overall, state, T0 + MINUTE_MS)
+    assert len(notices) == 2_001
+    first = sorted(notices, key=publication_order)[0]
+    assert (first.rule.name, first.scope) == ("high_error_rate", overall)
+
+
+def test_a_ratio_is_judged_at_the_second_its_failure_arrives_not_the_minute_end() -> None:
+    evaluator = Evaluator(load_rules(None))
+    scope, state = Scope("render"), ScopeState()
+    healthy = [Counted(T0 + i * 1000, "render_completed:0", i, "completed") for i in range(40)]
+    failing = [Counted(T0 + 40_000 + i * 1000, "render_failed:0", i, "failed")
+               for i in range(10)]
+    evaluator.add(scope, state, healthy + failing)
+    [firing] = [n for n in evaluator.judge(scope, state, T0 + 5 * MINUTE_MS)
+                if n.rule.name == "high_error_rate"]
+    # the 6th failure of 46 renders is the first > 5% with 99% confidence: at its second
+    assert firing.at_ms == T0 + 46_000
+
+
+def test_a_popular_healthy_template_is_never_disabled() -> None:
+    """3,000 renders an hour at a healthy 0.1% failure rate, for a day: more than 3
+    failures in many hours, never a template_failures alert (its kill switch)."""
+    [rule] = [r for r in load_rules(None) if r.name == "template_failures"]
+    evaluator = Evaluator([rule])
+    scope, state = Scope("render", "template_id", "tpl_popular"), ScopeState()
+    rng = random.Random(3)
+    notices: list[Notice] = []
+    failures_per_hour = []
+    for hour in range(24):
+        events = [Counted(T0 + hour * HOUR_MS + i * 1200, "render:0", hour * 3000 + i,
+                          "failed" if rng.random() < 0.001 else "completed")
+                  for i in range(3000)]
+        failures_per_hour.append(sum(e.counter == "failed" for e in events))
+        evaluator.add(scope, state, events)
+        notices += evaluator.judge(scope, state, T0 + (hour + 1) * HOUR_MS)
+    assert max(failures_per_hour) > 3  # the count alone would have fired
+    assert notices == []
