@@ -90,7 +90,7 @@ class _ProducerClock:
 class _SourceState:
     watermark_ms: int | None = None  # the newest event time read
     record_ms: int | None = None  # the newest record timestamp read
-    last_data_wall_ms: int = 0
+    last_data_ms: int = 0  # on the collector's steady clock
     caught_up: bool | None = None  # None: not known
     # event id -> event time of the events read recently (duplicate re-sends)
     seen: dict[str, int] | None = None
@@ -111,8 +111,9 @@ class Collector:
     * An event id read again on its partition within ``dedup_horizon_ms`` of event time
       (a producer's re-send at a new offset) is not counted (``duplicate_events``).
     * Only the scopes of ``families`` (those some rule judges) are signalled.
-    * A source is idle when it has been silent for ``idle_ms`` of wall-clock time and is
-      not known to be behind its high-water mark.
+    * A source is idle when it has been silent for ``idle_ms`` (of the wall clock's steps,
+      each at most ``max_clock_step_ms``) and is not known to be behind its high-water
+      mark.
     """
 
     def __init__(self, max_skew_ms: int, idle_ms: int, dedup_horizon_ms: int,
@@ -127,14 +128,18 @@ class Collector:
         self._producers: dict[int, _ProducerClock] = {}
         self._broker_ms: int | None = None  # the broker's clock, as far as known
         self._wall_ms: int | None = None  # the wall clock when it was last advanced
+        # the wall clock's bounded steps, summed: silence is measured on it, so a jump of
+        # the wall clock (either way) does not make a source idle or keep it busy
+        self._steady_ms = 0
         self.skewed_events = 0
         self.duplicate_events = 0
         self.corrected_events = 0
 
     def assign(self, sources: list[Source], wall_ms: int) -> None:
         """Partitions newly assigned to this collector: silent since ``wall_ms``."""
+        self._tick(wall_ms)
         for source in sources:
-            self._sources.setdefault(source, _SourceState(last_data_wall_ms=wall_ms))
+            self._sources.setdefault(source, _SourceState(last_data_ms=self._steady_ms))
 
     def revoke(self, sources: list[Source]) -> None:
         for source in sources:
@@ -148,7 +153,7 @@ class Collector:
         for event in events:
             source = source_of(event.event_name, event.partition)
             state = self._sources.setdefault(source, _SourceState())
-            state.last_data_wall_ms = wall_ms
+            state.last_data_ms = self._steady_ms
             if state.record_ms is None or event.record_ms > state.record_ms:
                 state.record_ms = event.record_ms
             if self._broker_ms is None or event.record_ms > self._broker_ms:
@@ -181,14 +186,17 @@ class Collector:
         """The report of every source this collector reads, with the broker's clock."""
         self._tick(wall_ms)
         return Progress({source: SourceProgress(self._watermark(state),
-                                                self._idle(state, wall_ms))
+                                                self._idle(state))
                          for source, state in self._sources.items()}, self._broker_ms)
 
     def _tick(self, wall_ms: int) -> None:
-        """Advance the broker's clock by the wall clock's step since the last call, at
-        most ``max_clock_step_ms``; a step back counts as none."""
-        if self._broker_ms is not None and self._wall_ms is not None:
-            self._broker_ms += min(max(wall_ms - self._wall_ms, 0), self._max_step_ms)
+        """Advance the steady clock and the broker's clock by the wall clock's step since
+        the last call, at most ``max_clock_step_ms``; a step back counts as none."""
+        if self._wall_ms is not None:
+            step = min(max(wall_ms - self._wall_ms, 0), self._max_step_ms)
+            self._steady_ms += step
+            if self._broker_ms is not None:
+                self._broker_ms += step
         self._wall_ms = wall_ms
 
     def _watermark(self, state: _SourceState) -> int | None:
@@ -210,10 +218,10 @@ class Collector:
             clock.observe(record_ms, offset_ms)
         return clock.error_ms
 
-    def _idle(self, state: _SourceState, wall_ms: int) -> bool:
+    def _idle(self, state: _SourceState) -> bool:
         # Caught up is not enough: a producer may be about to write. Like Kafka Streams'
         # max.task.idle.ms, wait ``idle_ms`` of silence; a source known to be behind waits.
-        silent = wall_ms - state.last_data_wall_ms >= self._idle_ms
+        silent = self._steady_ms - state.last_data_ms >= self._idle_ms
         return silent and state.caught_up is not False
 
     def _is_duplicate(self, state: _SourceState, event_id: str, time_ms: int) -> bool:

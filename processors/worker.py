@@ -70,6 +70,10 @@ class WorkerMetrics:
             "EPT_MAX_CLOCK_SKEW_S, counted at the record time.",
             value=collect.collector.skewed_events)
         yield CounterMetricFamily(
+            "ept_worker_clock_corrected_events", "Events whose time was corrected by their "
+            "producer's clock error, from the SDK's send stamp.",
+            value=collect.collector.corrected_events)
+        yield CounterMetricFamily(
             "ept_worker_duplicate_events", "Events read again under an event id already "
             "counted (producer re-sends).", value=collect.collector.duplicate_events)
         alerts = CounterMetricFamily("ept_worker_alerts", "Alert notifications, by rule "

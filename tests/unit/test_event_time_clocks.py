@@ -289,3 +289,13 @@ def test_progress_keeps_its_wire_form() -> None:
     assert Progress.from_json(progress.to_json()) == progress
     unknown = Progress({"api_error:0": SourceProgress(None, False)}, None)
     assert Progress.from_json(unknown.to_json()) == unknown
+
+
+def test_a_jump_back_of_the_worker_clock_does_not_keep_a_source_busy() -> None:
+    collector = Collector(SKEW_MS, idle_ms=10_000, dedup_horizon_ms=300_000)
+    collector.assign(["api_error:0"], T0)
+    collector.collect([SourceEvent("api_error", 0, 0, T0, {"event_time": T0, "endpoint": "/a"})],
+                      T0)
+    back = T0 - 2 * 3600_000  # the clock was stepped back 2 h, then runs on
+    idle = [collector.progress(back + i * 1000).sources["api_error:0"].idle for i in range(11)]
+    assert idle == [False] * 10 + [True]  # silent for 10 s of the clock's own steps
