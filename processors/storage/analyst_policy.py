@@ -33,7 +33,7 @@ DENIED_FUNCTIONS = frozenset({"file", "catboostevaluate", "addresstoline",
 WITHHELD_COLUMNS = {RAW_TABLE: frozenset({"user_id", "account_id"})}
 SELECT_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery")
 
-_LINE = re.compile(r"^( *)(\S+)(?: (\S+))?")
+_LINE = re.compile(r"^( *)([A-Z][A-Za-z0-9_]*)(?: (\S+))?")
 _TABLE = re.compile(r"^\s*TABLE id: (\d+),.*?table_name: ([^,\s]+)")
 _COLUMN = re.compile(r"^\s*COLUMN id: \d+, column_name: (.+?), result_type: .*?source_id: (\d+)")
 
@@ -48,8 +48,9 @@ def check_syntax(ast: str) -> str:
     stack: list[tuple[int, str]] = []  # (depth, kind) of the ancestors of a line
     for line in lines:
         match = _LINE.match(line)
-        if match is None:
-            continue
+        if match is None:  # not the dump this reads: refuse what could not be judged
+            raise ClickHouseError(497, "ACCESS_DENIED", "Not enough privileges: the query "
+                                  "could not be checked (an unexpected parse)")
         depth, kind, name = len(match.group(1)), match.group(2), match.group(3) or ""
         while stack and stack[-1][0] >= depth:
             stack.pop()

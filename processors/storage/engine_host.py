@@ -160,7 +160,7 @@ class AnalystSession:
             formatted = self._call(f"SELECT formatQuery({quoted(sql)})", "RawBLOB")
         except ClickHouseError as error:  # the analyst's syntax error, not our wrapper's
             message = re.sub(r":? In scope SELECT formatQuery\(.*$", "", error.message,
-                             flags=re.DOTALL)
+                             flags=re.DOTALL).rstrip(" .:")
             raise ClickHouseError(error.code, error.name, message) from None
         text = bytes(formatted.bytes()).decode().strip()
         if text[:6].upper() == "INSERT":  # its inline data is not part of the statement

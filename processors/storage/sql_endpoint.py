@@ -142,6 +142,9 @@ class SqlEndpoint:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
             await loop.run_in_executor(None, self._engine.cancel, query_id, analyst)
+            await asyncio.wait({running}, timeout=10)  # its slot is held until it ends
+            if running.done() and not running.cancelled():
+                running.exception()  # QUERY_WAS_CANCELLED: nobody is left to tell
             raise
 
     def _run(self, request: web.Request, sql: str, query_id: str, analyst: Analyst

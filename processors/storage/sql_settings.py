@@ -17,9 +17,7 @@ from ept.processors.storage.analyst import ClickHouseError, SqlLimits
 _HARMLESS_PREFIXES = ("output_format_", "format_", "date_time_output_", "interval_output_")
 _HARMLESS = frozenset({"session_timezone", "date_time_output_format", "extremes",
                        "join_use_nulls", "result_overflow_mode", "timeout_overflow_mode",
-                       "readonly", "totals_mode", "cast_keep_nullable",
-                       "output_format_json_quote_64bit_integers", "max_block_size",
-                       "send_progress_in_http_headers", "wait_end_of_query"})
+                       "totals_mode", "cast_keep_nullable", "max_block_size"})
 # Transport settings the endpoint itself takes; they never reach the engine.
 TRANSPORT = frozenset({"network_compression_method", "network_zstd_compression_level",
                        "client_protocol_version", "http_headers_progress_interval_ms",
@@ -52,11 +50,11 @@ def analyst_settings(given: dict[str, str], limits: SqlLimits
                                       f"Setting {name} shouldn't be greater than "
                                       f"{ceilings[name]}")
             before[name] = value
-        elif name in _HARMLESS or name.startswith(_HARMLESS_PREFIXES):
-            if name == "readonly" and value not in ("1",):
+        elif name == "readonly":  # the session's is 1 already; ClickHouse refuses others
+            if value.strip() != "1":
                 after[name] = value
-            elif name not in ("send_progress_in_http_headers", "wait_end_of_query"):
-                before[name] = value
+        elif name in _HARMLESS or name.startswith(_HARMLESS_PREFIXES):
+            before[name] = value
         else:
             after[name] = value
     return before, after

@@ -1,0 +1,136 @@
+"""The pure parts of analysts' SQL access: loopback names, settings constraints, the
+policy's reading of ClickHouse's parse dumps, the slot line, the engine frames."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ept.processors.storage.analyst import ClickHouseError, SqlLimits
+from ept.processors.storage.analyst_policy import check_columns, check_syntax
+from ept.processors.storage.engine_host import EngineHost
+from ept.processors.storage.engine_protocol import (
+    Analyst,
+    Reply,
+    Request,
+    decode_reply,
+    decode_request,
+    encode,
+)
+from ept.processors.storage.sql_access import is_loopback_host, is_loopback_peer
+from ept.processors.storage.sql_settings import analyst_settings
+from ept.processors.storage.sql_slots import QuerySlots
+
+LIMITS = SqlLimits(60, 1000, 10 ** 9, 2 ** 31)
+
+
+def test_loopback_hosts_and_peers() -> None:
+    for host in ("127.0.0.1", "127.0.0.1:8123", "localhost", "LOCALHOST:1", "[::1]:8123",
+                 "::1", "127.1.2.3"):
+        assert is_loopback_host(host), host
+    for host in ("", "evil.example", "127.0.0.1.evil.example", "10.0.0.1:8123", "[::2]"):
+        assert not is_loopback_host(host), host
+    assert is_loopback_peer("127.0.0.1") and is_loopback_peer("::1")
+    assert not is_loopback_peer("192.168.1.2") and not is_loopback_peer(None)
+
+
+def test_settings_that_loosen_nothing_go_before_readonly() -> None:
+    before, after = analyst_settings({"max_execution_time": "30", "session_timezone": "UTC",
+                                      "client_protocol_version": "54460",
+                                      "output_format_json_quote_64bit_integers": "0",
+                                      "max_threads": "8"}, LIMITS)
+    assert before == {"max_execution_time": "30", "session_timezone": "UTC",
+                      "output_format_json_quote_64bit_integers": "0"}
+    assert after == {"max_threads": "8"}
+    for loosening in ({"max_execution_time": "61"}, {"max_result_rows": "0"},
+                      {"max_memory_usage": "lots"}):
+        with pytest.raises(ClickHouseError) as refused:
+            analyst_settings(loosening, LIMITS)
+        assert refused.value.code == 452
+
+
+AST = """SelectWithUnionQuery (children 1)
+ ExpressionList (children 1)
+  SelectQuery (children 2)
+   ExpressionList (children 1)
+    Function {scalar} (children 1)
+     ExpressionList (children 1)
+      Literal 'x'
+   TablesInSelectQuery (children 1)
+    TablesInSelectQueryElement (children 1)
+     TableExpression (children 1)
+      Function {table} (children 1)
+       ExpressionList (children 1)
+        Literal UInt64_3
+"""
+
+
+def test_the_policy_reads_clickhouses_parse() -> None:
+    assert check_syntax(AST.format(scalar="lower", table="numbers")) == "SelectWithUnionQuery"
+    for scalar, table, code in (("FILE", "numbers", 497), ("lower", "url", 164),
+                                ("lower", "File", 164), ("catboostEvaluate", "zeros", 497)):
+        with pytest.raises(ClickHouseError) as refused:
+            check_syntax(AST.format(scalar=scalar, table=table))
+        assert refused.value.code == code
+    with pytest.raises(ClickHouseError):  # anything but a dump (another format) is refused
+        check_syntax('{"explain": "x"}')
+    tree = """QUERY id: 0
+  PROJECTION
+    LIST id: 1, nodes: 1
+      COLUMN id: 2, column_name: {column}, result_type: Nullable(String), source_id: 3
+  JOIN TREE
+    TABLE id: 3, alias: __table1, table_name: default.events
+"""
+    check_columns(tree.format(column="template_id"))
+    with pytest.raises(ClickHouseError, match=r"SELECT\(user_id\) ON default.events"):
+        check_columns(tree.format(column="user_id"))
+
+
+def test_the_line_of_waiting_queries_is_bounded() -> None:
+    async def scenario() -> list[str]:
+        slots = QuerySlots(1, queued=1, wait_s=0.2)
+        outcomes: list[str] = []
+        release = asyncio.Event()
+
+        async def query(name: str) -> None:
+            try:
+                async with slots.taken():
+                    outcomes.append(f"{name} ran")
+                    await release.wait()
+            except ClickHouseError as error:
+                outcomes.append(f"{name} {error.code}")
+
+        first = asyncio.create_task(query("first"))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(query("second"))  # waits in line, then gives up
+        await asyncio.sleep(0.01)
+        await query("third")  # the line is full: at once
+        await second
+        release.set()
+        await first
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["first ran", "third 202", "second 202"]
+
+
+def test_engine_frames_round_trip() -> None:
+    request = Request(7, "analyst", "SELECT 1", "JSON", params={"a": "1"},
+                      analyst=Analyst("analyst", "s"), query_id="q", input=b"\x00\xff")
+    assert decode_request(encode(request)) == request
+    reply = Reply(7, b"\x00body", "JSON", 1, 2, 0.5)
+    assert decode_reply(encode(reply)) == reply
+    with pytest.raises(ValueError):
+        decode_reply(b"\x00\x00\x00\x05{nope")
+
+
+def test_an_unsandboxed_host_refuses_analysts(tmp_path: Path) -> None:
+    def never() -> None:
+        raise AssertionError("an analyst's query reached the engine")
+
+    host = EngineHost(never, tmp_path, LIMITS, "the kernel has no Landlock")
+    reply = host.answer(Request(1, "analyst", "SELECT 1", analyst=Analyst("analyst"),
+                                query_id="q"))
+    assert reply.error_code == 497 and "could not be sandboxed" in reply.error_message
+    assert host.answer(Request(2, "status")).body == b"the kernel has no Landlock"
