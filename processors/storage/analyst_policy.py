@@ -89,12 +89,12 @@ def check_columns(query_tree: str) -> None:
         elif (column := _COLUMN.match(line)) is not None:
             columns.append((column.group(1), column.group(2)))
     for name, source in columns:
-        table = tables.get(source, "")
-        withheld = WITHHELD_COLUMNS.get(table.rpartition(".")[2], frozenset())
+        table_name = tables.get(source, "")
+        withheld = WITHHELD_COLUMNS.get(table_name.rpartition(".")[2], frozenset())
         if name in withheld:
             raise ClickHouseError(
                 497, "ACCESS_DENIED", "Not enough privileges. To execute this query, it's "
-                f"necessary to have the grant SELECT({name}) ON {table}")
+                f"necessary to have the grant SELECT({name}) ON {table_name}")
 
 
 def _withheld_name(identifier: str) -> bool:

@@ -243,9 +243,9 @@ class EngineHost:
             return Reply(request.id, error_code=error.code, error_name=error.name,
                          error_message=str(error))
         except Exception as exc:  # the engine's own error, passed on
-            error = ClickHouseError.from_engine(exc)
-            return Reply(request.id, error_code=error.code, error_name=error.name,
-                         error_message=str(error))
+            engine_error = ClickHouseError.from_engine(exc)
+            return Reply(request.id, error_code=engine_error.code,
+                         error_name=engine_error.name, error_message=str(engine_error))
 
     def _dispatch(self, request: Request) -> Reply:
         if request.op == "status":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 _LENGTH = struct.Struct(">I")
 
@@ -76,17 +77,23 @@ def decode_request(frame: bytes) -> Request:
     """The Request in ``frame``. Raises ValueError for a malformed one."""
     fields, payload = _split(frame)
     analyst = fields.pop("analyst", None)
-    return Request(**fields, input=payload,
-                   analyst=Analyst(**analyst) if analyst is not None else None)
+    try:
+        return Request(**fields, input=payload,
+                       analyst=Analyst(**analyst) if analyst is not None else None)
+    except TypeError as exc:
+        raise ValueError(f"malformed engine request: {exc}") from None
 
 
 def decode_reply(frame: bytes) -> Reply:
     """The Reply in ``frame``. Raises ValueError for a malformed one."""
     fields, payload = _split(frame)
-    return Reply(**fields, body=payload)
+    try:
+        return Reply(**fields, body=payload)
+    except TypeError as exc:
+        raise ValueError(f"malformed engine reply: {exc}") from None
 
 
-def _split(frame: bytes) -> tuple[dict, bytes]:  # type: ignore[type-arg]
+def _split(frame: bytes) -> tuple[dict[str, Any], bytes]:
     try:
         (length,) = _LENGTH.unpack_from(frame)
         fields = json.loads(frame[_LENGTH.size:_LENGTH.size + length])

@@ -92,7 +92,7 @@ class _HostedBackend(ChdbBackend):
         self._release = weakref.finalize(self, _close, self._handle)
 
 
-def _close(handle: _EngineHandle) -> None:
+def _close(handle: _EngineHandle, blocking: bool = False) -> None:
     with contextlib.suppress(Exception):  # the host is gone: nothing left to close
         handle.conn.close()
 
