@@ -21,10 +21,22 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 
 from ept.core.kafka import ConsumerRole, consumer_config
 from ept.core.settings import Settings
+from ept.processors.rules import SEVERITIES
 
 log = logging.getLogger("ept.alerts")
 
 FIRING, RESOLVED = "firing", "resolved"
+# How broad a scope is, by its label: all traffic first, templates last.
+_BREADTH = {"": 0, "endpoint": 1, "render_type": 2, "template_id": 3}
+
+
+def told_first(labels: dict[str, str], severity: str) -> tuple[int, int]:
+    """The order alerts decided together are told in (the smaller first): the broadest
+    scope, then the most severe. In a storm, the page for all traffic goes out before
+    the thousands of templates under it, so routing can inhibit them."""
+    label = next(iter(labels), "")
+    return (_BREADTH.get(label, len(_BREADTH)),
+            SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES))
 
 
 class BadAlertRecord(ValueError):

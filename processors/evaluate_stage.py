@@ -17,13 +17,13 @@ import faust
 
 from ept.core.settings import Settings
 from ept.core.template_controls import DISABLED, TemplateControl
-from ept.processors.alert_topic import FIRING, read_alerts
+from ept.processors.alert_topic import FIRING, read_alerts, told_first
 from ept.processors.alerting import alert_notice, fingerprint
 from ept.processors.evaluation import Evaluator, Notice, measured
 from ept.processors.event_time import Frontiers
 from ept.processors.judging import PartitionJudge
 from ept.processors.records import ScopeState, signal_or_progress
-from ept.processors.rules import DISABLE_TEMPLATE, SEVERITIES, Rule
+from ept.processors.rules import DISABLE_TEMPLATE, Rule
 from ept.processors.signals import Scope, scope_partition
 
 log = logging.getLogger("ept.worker")
@@ -193,17 +193,11 @@ class EvaluateStage:
                 await asyncio.sleep(pause)
 
 
-# Broadest scope first: in a storm the page for all traffic goes out before the templates
-# under it, then the most severe.
-_BREADTH = {"": 0, "endpoint": 1, "render_type": 2, "template_id": 3}
-_SEVERITY = {severity: rank for rank, severity in enumerate(SEVERITIES)}
-
-
 def publication_order(notice: Notice) -> tuple[int, int, int]:
-    """The order notices judged together are published in: by breadth of scope, then
-    severity, then event time (so each alert's own notices keep their order)."""
-    return (_BREADTH.get(notice.scope.label, len(_BREADTH)), _SEVERITY[notice.rule.severity],
-            notice.at_ms)
+    """The order notices judged together are published in: broadest scope, then most
+    severe (:func:`~ept.processors.alert_topic.told_first`), then event time (so each
+    alert's own notices keep their order)."""
+    return (*told_first(notice.scope.labels, notice.rule.severity), notice.at_ms)
 
 
 def automatic_control(notice: Notice, fingerprint: str, summary: str

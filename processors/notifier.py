@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from ept.core.settings import Settings
-from ept.processors.alert_topic import FIRING, RESOLVED, AlertNotice, read_alerts
+from ept.processors.alert_topic import FIRING, RESOLVED, AlertNotice, read_alerts, told_first
 from ept.processors.alertmanager import DeliveryError, alert_of, post_alerts, where
 
 log = logging.getLogger("ept.notifier")
@@ -76,9 +76,10 @@ class Delivery:
                     continue
                 stale = {fp for fp in pending if self._is_stale(self._latest[fp], now_s)}
                 pending -= stale
-                if pending:
-                    batches[url] = [self._latest[fp] for fp in sorted(pending)
-                                    ][:MAX_ALERTS_PER_POST]
+                if pending:  # the broadest, most severe first: a page before what it inhibits
+                    notices = sorted((self._latest[fp] for fp in pending), key=lambda n: (
+                        *told_first(n.labels, n.severity), n.fingerprint))
+                    batches[url] = notices[:MAX_ALERTS_PER_POST]
             return batches
 
     def delivered(self, url: str, notices: list[AlertNotice]) -> None:

@@ -11,11 +11,13 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import Producer
 
 from ept.core.kafka import ensure_topics
@@ -240,3 +242,56 @@ def test_the_example_routing_tree_is_accepted_by_alertmanager(tmp_path: Path) ->
     finally:
         running.stop()
     assert "receiver: pagerduty" in status["config"]["original"]
+
+
+def test_a_storm_through_the_example_routing_is_one_page_and_at_most_one_message(
+        settings: Settings, tmp_path: Path, webhook: Webhook) -> None:
+    """The example routing (deploy/alertmanager/alertmanager.yml, its receivers pointed at
+    this test's webhook). 300 failing templates are one message listing them, not 300.
+    Then the critical page for all traffic and 300 more templates of another rule, as the
+    worker publishes a storm (broadest first): one page, the templates inhibited by it."""
+    example = Path(__file__).resolve().parents[2] / "deploy/alertmanager/alertmanager.yml"
+    config = yaml.safe_load(example.read_text())
+    config.pop("global", None)
+    config["receivers"] = [{"name": receiver["name"], "webhook_configs": [
+        {"url": f"{webhook.url}{receiver['name']}", "send_resolved": True}]}
+        for receiver in config["receivers"]]
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    running = LocalAlertmanager(tmp_path / "am", path, free_port())
+    running.start()
+    notify_settings = settings.replace(alertmanager_urls=running.url, alertmanager_resend_s=2)
+    ensure_topics(notify_settings)
+    notifier = Notifier(notify_settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=notifier.run, args=(stop, False), daemon=True)
+    thread.start()
+
+    def messages() -> list[tuple[str, int]]:
+        return [(body["receiver"], len(body["alerts"])) for body in webhook.received]
+
+    try:
+        publish(notify_settings, *(notice("template_failures", FIRING, 1,
+                                          template_id=f"tpl_{n:03d}") for n in range(300)))
+        # The notices started firing before the group's group_wait, so Alertmanager tells
+        # the group at once: what the notifier posted by then, the rest at group_interval.
+        eventually(lambda: len(held_states(running, "tpl_299")) == 1, "all alerts held")
+        assert [receiver for receiver, _ in messages()] == ["slack"], messages()
+        page = replace(notice("high_error_rate", FIRING, 2), severity="critical",
+                       kind="render_error_rate", fingerprint=fingerprint("high_error_rate", {}))
+        regressions = [replace(notice("duration_regression", FIRING, 2, template_id=f"r_{n:03d}"),
+                               severity="medium", kind="duration_regression")
+                       for n in range(300)]
+        publish(notify_settings, page, *regressions)
+        webhook.wait_for(lambda found: any(a["labels"]["alertname"] == "high_error_rate"
+                                           for a in found))
+        eventually(lambda: held_states(running, "r_299") == ["suppressed"],
+                   "the templates inhibited by the page")
+        # Nothing more may come: wait out the template group's group_wait (30 s), in
+        # which its notification would have gone.
+        time.sleep(35)
+    finally:
+        stop.set()
+        thread.join(30)
+        running.stop()
+    assert [m for m in messages() if m[0] != "slack"] == [("pagerduty", 1)], messages()
