@@ -6,6 +6,7 @@ reports of this worker's source partitions.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -17,9 +18,12 @@ from ept.core.send_stamp import HEADER, SendStamp, read_stamp
 from ept.core.settings import Settings
 from ept.processors.collection import Collector, SourceEvent
 from ept.processors.event_time import source_of
+from ept.processors.recent_events import recent_event_ids
 from ept.processors.records import Source
 from ept.processors.signals import scope_partition
 from ept.schemas.codec import DecodeError, Decoder
+
+log = logging.getLogger("ept.worker")
 
 DEDUP_HORIZON_MS = 5 * 60_000  # a producer's re-send comes within seconds, not minutes
 # At most this often after a batch (and each second by the heartbeat): every report is
@@ -39,8 +43,10 @@ class CollectStage:
     def __init__(self, app: faust.App, settings: Settings, signals: faust.TopicT,
                  families: frozenset[str]) -> None:
         self._app, self._signals = app, signals
+        self._settings = settings
         self._partitions = settings.topic_partitions
         self._decoder = Decoder(settings.schema_registry_url, raw=True)
+        self._recent_decoder = Decoder(settings.schema_registry_url, raw=True)  # its thread's
         self.collector = Collector(settings.max_clock_skew_s * 1000,
                                    int(settings.source_idle_s * 1000), DEDUP_HORIZON_MS,
                                    families)
@@ -52,6 +58,9 @@ class CollectStage:
         # are recovered and streams flow again: their silence must not count from the
         # assignment, or a long recovery would make them look idle with a backlog unread.
         self._assigned: list[Source] = []
+        # Event partitions taken over whose recent event ids are yet to be read back
+        # (before their first batch is counted: a re-send of one of them is a duplicate).
+        self._unremembered: set[Any] = set()
         # Held while a batch is turned into signals and sent: a report made meanwhile (by
         # the heartbeat) would carry the batch's watermarks ahead of its signals, and
         # evaluate would judge past events it has not counted yet.
@@ -60,11 +69,14 @@ class CollectStage:
 
     def on_assigned(self, assigned: set[Any]) -> None:
         self._assigned = self._sources(assigned)
+        self._unremembered |= {tp for tp in assigned if tp.topic in self.event_of_topic
+                               and self._source(tp) not in self.collector.sources}
 
     def on_revoked(self, revoked: set[Any]) -> None:
         self.collector.revoke(self._sources(revoked))
         for tp in revoked:
             self._read_up_to.pop(tp, None)
+            self._unremembered.discard(tp)
 
     def reads_events(self) -> bool:
         """Whether this worker is assigned any event partition."""
@@ -99,6 +111,8 @@ class CollectStage:
         batch = []
         for event in events:
             message = event.message
+            if message.tp in self._unremembered:
+                await self._remember_recent(message)
             self._read_up_to[message.tp] = message.offset
             try:
                 decoded = self._decoder.decode(event.value)
@@ -112,6 +126,29 @@ class CollectStage:
         for signal in self.collector.collect(batch, wall_ms()):
             await self._signals.send(key=signal.scope.encode(), value=signal.to_json(),
                                      partition=scope_partition(signal.scope, self._partitions))
+
+    async def _remember_recent(self, message: Any) -> None:
+        """Read back the event ids of ``message``'s partition of the dedup horizon before
+        it (once per assignment); a broker that cannot be asked is logged, not fatal: the
+        events are counted, a re-send of an older one perhaps twice."""
+        self._unremembered.discard(message.tp)
+        since_ms = int(message.timestamp * 1000) - DEDUP_HORIZON_MS
+        try:
+            recent = await asyncio.get_running_loop().run_in_executor(
+                None, recent_event_ids, self._settings, message.tp.topic,
+                message.tp.partition, message.offset, since_ms, self._event_id_of)
+        except Exception as exc:  # the broker away: counted as before, not stopped
+            log.warning("%s: recent event ids not read back (%s: %s)", message.tp,
+                        type(exc).__name__, exc)
+            return
+        self.collector.remember(self._source(message.tp), recent)
+
+    def _event_id_of(self, value: bytes) -> tuple[str, int] | None:
+        try:
+            record = self._recent_decoder.decode(value).record
+        except DecodeError:
+            return None
+        return str(record.get("event_id", "")), int(record["event_time"])
 
     async def _caught_up(self, tp: Any) -> bool:
         """Whether everything of ``tp`` up to its high-water mark was handed to collect.

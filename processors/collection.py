@@ -141,6 +141,21 @@ class Collector:
         for source in sources:
             self._sources.setdefault(source, _SourceState(last_data_ms=self._steady_ms))
 
+    @property
+    def sources(self) -> frozenset[Source]:
+        """The source partitions this collector reads (assigned or read from)."""
+        return frozenset(self._sources)
+
+    def remember(self, source: Source, events: list[tuple[str, int]]) -> None:
+        """Events of ``source`` (event id, event time) read before this collector took it
+        over: re-sends of them are duplicates here too."""
+        state = self._sources.setdefault(source, _SourceState())
+        if state.seen is None:
+            state.seen = {}
+        for event_id, time_ms in events:
+            if event_id:
+                state.seen.setdefault(event_id, time_ms)
+
     def revoke(self, sources: list[Source]) -> None:
         for source in sources:
             self._sources.pop(source, None)

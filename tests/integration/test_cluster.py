@@ -32,6 +32,7 @@ scopes = ["template"]
 threshold = 3
 resolve_threshold = 0
 window_minutes = 1
+no_data = "resolve"  # the failing template is not rendered again: its alert resolves
 severity = "high"
 action = "disable_template"
 """

@@ -65,25 +65,30 @@ def renders(template: str, completed: int, failed: int, start_ms: int) -> list:
 
 def test_render_error_rate_rule(worker_settings: Settings, worker: Worker) -> None:
     publisher = EventPublisher(worker_settings)
-    # All in one go, in no particular topic order: judged at minute ends of event time.
-    publisher.publish(renders("tpl_bad", 60, 0, BASE_MS + 2 * MIN)  # minute 2: 60 successes
-                      + renders("tpl_bad", 0, 3, BASE_MS + MIN)    # minute 1: 4 failures
+    # All in one go, in no particular topic order: judged in event time.
+    publisher.publish([event for minute in range(2, 41)  # minutes 2..40: 5 successes each
+                       for event in renders("tpl_bad", 5, 0, BASE_MS + minute * MIN)]
+                      + renders("tpl_bad", 0, 19, BASE_MS + MIN)   # minute 1: 20 failures
                       + renders("tpl_fine", 0, 1, BASE_MS + MIN)
                       + renders("tpl_bad", 20, 0, BASE_MS)         # minute 0: 59 successes,
                       + renders("tpl_fine", 39, 0, BASE_MS)        # 1 failure
                       + renders("tpl_tiny", 0, 1, BASE_MS))
     alerts = alerts_of(worker_settings, lambda found: any(
         a["status"] == "resolved" and a["rule"] == "high_error_rate" for a in found))
-    # end of minute 0: 1/60 = 1.7 %; minute 1: 5/64 = 7.8125 % > 5 %: fires; minute 2:
-    # 5/124 = 4.03 %, still above the resolve threshold; minute 16: 0/60, resolved
+    # judged at each second holding a failure: at 01:06, 8 failures of 67 renders (11.9%)
+    # are the first above 5% with 99% confidence; the failures leave the 15-minute window
+    # at 16:19, the rate reads <= 4% (80% confidence) from then on, and after 15 minutes
+    # of that (resolve_pending_seconds) the alert resolves, at 31:20
     assert scoped(alerts, "high_error_rate") == [
-        ("firing", pytest.approx(7.8125, abs=0.001)), ("resolved", 0.0)]
-    firing = next(a for a in alerts if a["rule"] == "high_error_rate" and a["status"] == "firing")
+        ("firing", pytest.approx(11.9403, abs=0.001)), ("resolved", 0.0)]
+    firing, resolved = [a for a in alerts if a["rule"] == "high_error_rate"]
+    assert firing["decided_at_ms"] == BASE_MS + 66_000
+    assert resolved["decided_at_ms"] == BASE_MS + 1_880_000
     assert firing["severity"] == "critical" and firing["window"] == "15m"
     assert firing["runbook_url"].endswith("high-error-rate.md")
-    assert firing["summary"].startswith("Render error rate 7.8% > 5%")
+    assert firing["summary"].startswith("Render error rate 11.9% (8 of 67 renders; >= 5.")
     assert not any(a["labels"] for a in alerts if a["rule"] == "high_error_rate")
-    assert worker.stats()["rendersFailed"] == 5
+    assert worker.stats()["rendersFailed"] == 21
 
 
 def test_api_degradation_rule(worker_settings: Settings, worker: Worker) -> None:
@@ -168,8 +173,10 @@ def incident_stream() -> list:
     for minute in range(90):
         at = BASE_MS + minute * MIN
         events += renders("tpl_steady", 5, 0, at)
+        events.append(("api_request_completed", record("api_request_completed", at + 30_000,
+                                                       endpoint="/api/x")))
         if 10 <= minute < 13:
-            events += renders("tpl_flaky", 0, 2, at)
+            events += renders("tpl_flaky", 0, 10, at)
         if 30 <= minute < 32:
             events += [("api_error", record("api_error", at + i * 500, endpoint="/api/x"))
                        for i in range(8)]
@@ -177,12 +184,13 @@ def incident_stream() -> list:
 
 
 EXPECTED_INCIDENT_ALERTS = [
-    ("high_error_rate", {}, "firing"),     # minute 11: 4 failures of 64 renders
-    ("high_error_rate", {}, "resolved"),   # minute 26: 2 of 77
-    ("template_failures", {"template_id": "tpl_flaky"}, "firing"),    # 11:01.5
-    # re-notified at 72:00 (60 min on; minute 12's failures still in the hour's window)
+    ("high_error_rate", {}, "firing"),     # 10:06: 8 failures of 65 renders
+    ("high_error_rate", {}, "resolved"),   # read <= 4% from 28:00, for 15 minutes
+    ("template_failures", {"template_id": "tpl_flaky"}, "firing"),    # 10:04
+    # re-notified 60 min on (minute 12's failures still in the hour's window)
     ("template_failures", {"template_id": "tpl_flaky"}, "firing"),
-    ("template_failures", {"template_id": "tpl_flaky"}, "resolved"),  # 73:00
+    # its failures leave the hour and it has no renders: resolved, "no data"
+    ("template_failures", {"template_id": "tpl_flaky"}, "resolved"),
     ("api_degradation", {"endpoint": "/api/x"}, "firing"),
     ("api_degradation", {"endpoint": "/api/x"}, "resolved"),
     ("api_degradation", {}, "firing"),
@@ -262,3 +270,31 @@ def test_two_workers_give_the_same_alerts_as_one(worker_settings: Settings,
     shares = [a & event_partitions for a in assignments]
     assert all(shares), "one worker was assigned no event partition"
     assert shares[0] | shares[1] == event_partitions and not shares[0] & shares[1]
+
+
+def test_a_resend_after_a_restart_is_counted_once(worker_settings: Settings,
+                                                  tmp_path: Path) -> None:
+    """A producer re-sends events a stopped worker had read (same event ids, new offsets):
+    the next worker reads the partition's recent ids back and counts each once."""
+    now = int(time.time() * 1000)
+    sent = [("api_request_completed", 0, now + i * 1000,
+             {**record("api_request_completed", now + i * 1000, endpoint="/api/again"),
+              "event_id": f"again-{i}"}) for i in range(5)]
+    publisher = EventPublisher(worker_settings)
+    first = Worker(worker_settings, tmp_path / "first.log")
+    try:
+        publisher.publish_to_partitions(sent)
+        first.wait_judged(now + 5_000, worker_settings.topic_partitions)
+    finally:
+        first.stop()
+    second = Worker(worker_settings, tmp_path / "second.log")
+    try:
+        publisher.publish_to_partitions(sent)  # the re-sends, at new offsets
+        second.wait_judged(now + 5_000, worker_settings.topic_partitions)
+        deadline = time.monotonic() + 60
+        while second.counter("ept_worker_duplicate_events_total") < 5:
+            assert time.monotonic() < deadline, "the re-sends were counted again"
+            time.sleep(0.5)
+        assert second.counter("ept_worker_duplicate_events_total") == 5
+    finally:
+        second.stop()

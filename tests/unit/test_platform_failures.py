@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import random
 import zlib
+from dataclasses import replace
 
+from ept.processors.collection import Collector, SourceEvent
 from ept.processors.evaluate_stage import publication_order
 from ept.processors.evaluation import Evaluator, Notice
 from ept.processors.records import Counted, ScopeState
@@ -165,3 +167,20 @@ def test_a_popular_healthy_template_is_never_disabled() -> None:
         notices += evaluator.judge(scope, state, T0 + (hour + 1) * HOUR_MS)
     assert max(failures_per_hour) > 3  # the count alone would have fired
     assert notices == []
+
+
+def test_a_resend_after_a_restart_counts_once() -> None:
+    """Dedup ids were memory only: a worker restarted (or assigned the partition in a
+    rebalance) counted a producer's re-send of an event read before it took over. The
+    collect stage reads the partition's recent event ids back; a collector that
+    remembers them drops the re-send."""
+    first = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
+    event = SourceEvent("api_error", 0, 7, T0, {"event_time": T0, "event_id": "e-1",
+                                                 "endpoint": "/a"})
+    assert [s.scope for s in first.collect([event], T0)] == ["api||", "api|endpoint|/a"]
+    resent = replace(event, offset=9, record_ms=T0 + 2_000)
+    assert first.collect([resent], T0 + 2_000) == []  # the same worker: a duplicate
+    restarted = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
+    restarted.remember("api_error:0", [("e-1", T0), ("e-0", T0 - 1000)])
+    assert restarted.collect([resent], T0 + 2_000) == []
+    assert restarted.duplicate_events == 1

@@ -1,0 +1,74 @@
+"""The event ids a partition received shortly before a worker took it over.
+
+A worker that starts (or is assigned a partition in a rebalance) reads on from the
+group's committed offset; the ids of the events just before it are gone with the worker
+that read them. A producer's re-send of one of those events, arriving now at a new
+offset, would be counted twice. So the collect stage reads them back once per assignment
+(:func:`recent_event_ids`) and the collector remembers them
+(:meth:`~ept.processors.collection.Collector.remember`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from ept.core.kafka import ConsumerRole, consumer_config
+from ept.core.settings import Settings
+
+log = logging.getLogger("ept.worker")
+
+MAX_RECORDS = 200_000  # read back at most this many records of one partition
+
+
+def recent_event_ids(settings: Settings, topic: str, partition: int, before_offset: int,
+                     since_ms: int, event_of: Callable[[bytes], tuple[str, int] | None],
+                     timeout_s: float = 30.0) -> list[tuple[str, int]]:
+    """(event id, event time) of the records of ``topic``/``partition`` stamped at or
+    after ``since_ms`` and before ``before_offset`` (at most :data:`MAX_RECORDS`, the
+    newest), as ``event_of`` reads them from a record's value (None: not an event).
+
+    Blocks on the broker up to about ``timeout_s`` and returns what it read by then
+    (logged). Raises KafkaException when the broker cannot be asked at all.
+    """
+    consumer = Consumer(consumer_config(settings, ConsumerRole.TOPIC_READER,
+                                        f"ept-recent-{uuid.uuid4()}"))
+    try:
+        [found] = consumer.offsets_for_times([TopicPartition(topic, partition, since_ms)],
+                                             timeout=timeout_s)
+        start = found.offset
+        if start < 0 or start >= before_offset:
+            return []
+        start = max(start, before_offset - MAX_RECORDS)
+        consumer.assign([TopicPartition(topic, partition, start)])
+        return _read(consumer, before_offset, event_of, time.monotonic() + timeout_s,
+                     f"{topic}[{partition}]")
+    finally:
+        consumer.close()
+
+
+def _read(consumer: Consumer, before_offset: int,
+          event_of: Callable[[bytes], tuple[str, int] | None], deadline: float,
+          where: str) -> list[tuple[str, int]]:
+    events: list[tuple[str, int]] = []
+    while time.monotonic() < deadline:
+        messages: list[Any] = consumer.consume(1000, timeout=1.0)
+        for message in messages:
+            if message.error() is not None:
+                continue
+            if message.offset() >= before_offset:
+                return events
+            event = event_of(message.value())
+            if event is not None:
+                events.append(event)
+            if message.offset() == before_offset - 1:
+                return events
+    log.warning("%s: read back %d recent events before offset %d, not all of them within "
+                "the time allowed; a re-send of an older one may count twice", where,
+                len(events), before_offset)
+    return events
