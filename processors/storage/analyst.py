@@ -54,18 +54,21 @@ class SqlLimits:
     max_result_rows: int
     max_result_bytes: int
     max_memory_bytes: int
+    max_threads: int = 1
 
     @classmethod
     def of(cls, settings: Settings) -> SqlLimits:
         return cls(settings.sql_max_execution_s, settings.sql_max_result_rows,
-                   settings.sql_max_result_bytes, settings.sql_max_memory_bytes)
+                   settings.sql_max_result_bytes, settings.sql_max_memory_bytes,
+                   settings.sql_max_threads)
 
     def session_settings(self) -> dict[str, int | str]:
         return {"max_execution_time": self.max_execution_s,
                 "max_result_rows": self.max_result_rows,
                 "max_result_bytes": self.max_result_bytes,
                 "result_overflow_mode": "throw",
-                "max_memory_usage": self.max_memory_bytes}
+                "max_memory_usage": self.max_memory_bytes,
+                "max_threads": self.max_threads}
 
 
 @dataclass(frozen=True)

@@ -115,8 +115,10 @@ class AnalystSession:
             self._execute(f"SET {setting_literal(name, value)}")
         self._execute("SET log_comment = "
                       + quoted(marker(self._analyst, request.query_id)))
+        # other sessions' query texts and results are shown by no system table
         self._execute("SET additional_table_filters = {'system.processes': "
-                      + quoted(visible) + "}")
+                      + quoted(visible) + ", 'system.user_query_log': '0', "
+                      "'system.query_cache': '0'}")
         self._execute("SET readonly = 1")
         for name, value in after.items():
             self._execute(f"SET {setting_literal(name, value)}")

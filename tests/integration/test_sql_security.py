@@ -363,10 +363,11 @@ def test_settings_that_loosen_nothing_are_taken(sink: SecuredSink) -> None:
     status, headers, body = sql(sink.url, "SELECT 1", max_execution_time="3600")
     assert headers["X-ClickHouse-Exception-Code"] == "452", body
     assert b"(SETTING_CONSTRAINT_VIOLATION)" in body
-    for loosening in ({"max_result_rows": "0"}, {"max_memory_usage": "0"}):
+    for loosening in ({"max_result_rows": "0"}, {"max_memory_usage": "0"},
+                      {"max_threads": "16"}):
         assert sql(sink.url, "SELECT 1", **loosening)[1]["X-ClickHouse-Exception-Code"] \
             == "452"
-    for other in ({"max_threads": "64"}, {"readonly": "0"},
+    for other in ({"max_rows_to_read": "5"}, {"readonly": "0"},
                   {"additional_table_filters": "{}"}, {"log_comment": "x"}):
         status, headers, body = sql(sink.url, "SELECT 1", **other)
         assert headers["X-ClickHouse-Exception-Code"] == "164", (other, body)

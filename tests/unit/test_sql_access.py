@@ -40,11 +40,12 @@ def test_settings_that_loosen_nothing_go_before_readonly() -> None:
     before, after = analyst_settings({"max_execution_time": "30", "session_timezone": "UTC",
                                       "client_protocol_version": "54460",
                                       "output_format_json_quote_64bit_integers": "0",
-                                      "max_threads": "8"}, LIMITS)
+                                      "max_rows_to_read": "8"}, LIMITS)
     assert before == {"max_execution_time": "30", "session_timezone": "UTC",
                       "output_format_json_quote_64bit_integers": "0"}
-    assert after == {"max_threads": "8"}
+    assert after == {"max_rows_to_read": "8"}
     for loosening in ({"max_execution_time": "61"}, {"max_result_rows": "0"},
+                      {"max_threads": "8"},
                       {"max_memory_usage": "lots"}):
         with pytest.raises(ClickHouseError) as refused:
             analyst_settings(loosening, LIMITS)
