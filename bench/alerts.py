@@ -23,6 +23,11 @@ Printed per scenario: incidents detected / missed, false alerts (firings no inci
 explains), detection delay in event time (incident start to its first firing), late
 events, and whether the notices equal those of the worker's logic fed in event-time
 order (``tests.alert_streams.drive``) and those of (a).
+
+First, the scenarios of the platform failing (issue #25: renders that stop, thin traffic,
+wrong clocks, a storm, a popular healthy template, an unfixed regression, a rate at the
+threshold), run through the worker's own classes on a simulated clock
+(:mod:`bench.alert_scenarios`, about a minute; ``EPT_BENCH_ALERTS_LIVE=0`` stops there).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench import alert_scenarios
 from bench.common import kafka_bootstrap, percentile, print_table
 from ept.core.kafka import connection_config, ensure_topics
 from ept.core.settings import Settings, load_settings
@@ -190,6 +196,9 @@ def run(scenario: Scenario, bootstrap: str, state: Path) -> Outcome:
 
 
 def main() -> None:
+    alert_scenarios.main()
+    if os.environ.get("EPT_BENCH_ALERTS_LIVE", "1") == "0":
+        return
     with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as state:
         outcomes = [run(scenario, bootstrap, Path(state)) for scenario in SCENARIOS]
     reference = relative(notices_of(outcomes[0].alerts), outcomes[0].start_ms)
