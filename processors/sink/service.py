@@ -43,7 +43,7 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
     if settings.clickhouse_server is None:
         # The engine lives in a sandboxed child that holds no secret: analysts' SQL runs
         # there, never in this process (see docs/security.md).
-        link = engine_host(settings)
+        link = engine_host(settings, wait_s=10.0)
         client = hosted_client(link)
     else:
         client = clickhouse_client(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import threading
+import time
 from pathlib import Path
 
 import clickhouse_connect
@@ -47,12 +48,16 @@ def clickhouse_client(settings: Settings, database: str | None = None) -> Client
     return embedded_client(settings.clickhouse_data_dir, database)
 
 
-def engine_host(settings: Settings) -> EngineLink:
+def engine_host(settings: Settings, wait_s: float = 0.0) -> EngineLink:
     """The engine host on the embedded engine's data directory, started: for a process
-    that serves analysts' SQL (they never run in a process that holds a secret). Raises
-    EngineHeldElsewhere when another process holds the directory."""
+    that serves analysts' SQL (they never run in a process that holds a secret). Waits
+    up to ``wait_s`` for another process to let the directory go (a killed sink's host
+    exits within milliseconds), then raises EngineHeldElsewhere."""
     path = settings.clickhouse_data_dir
     path.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while _held_by_another_process(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
     with _embedded_lock:
         if path in _opened_here or _held_by_another_process(path):
             raise EngineHeldElsewhere(

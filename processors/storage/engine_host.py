@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import concurrent.futures.thread  # loaded now: after the sandbox, Python cannot read it
+import contextlib
 import json
 import logging
 import os
@@ -293,21 +294,23 @@ class EngineHost:
 
 
 def serve(connection: Connection, host: EngineHost, workers: int) -> None:
-    """Answers requests until the other end closes the socket."""
+    """Answers requests until the other end closes the socket (its process ended or was
+    killed); returns then at once, leaving requests still running to the caller's exit,
+    so a restarted sink finds the data directory free within milliseconds."""
     send_lock = threading.Lock()
 
     def answer(request: Request) -> None:
         reply = encode(host.answer(request))
-        with send_lock:
+        with send_lock, contextlib.suppress(OSError):  # the asker is gone: nobody to tell
             connection.send_bytes(reply)
 
-    with concurrent.futures.ThreadPoolExecutor(workers, "ept-engine") as pool:
-        while True:
-            try:
-                frame = connection.recv_bytes()
-            except (EOFError, OSError):
-                return
-            pool.submit(answer, decode_request(frame))
+    pool = concurrent.futures.ThreadPoolExecutor(workers, "ept-engine")
+    while True:
+        try:
+            frame = connection.recv_bytes()
+        except (EOFError, OSError):
+            return
+        pool.submit(answer, decode_request(frame))
 
 
 def sandbox(path: Path, scratch: Path) -> None:
@@ -353,7 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     _KILLER.connection = connect()  # opens the engine
     host = EngineHost(connect, path, SqlLimits(**json.loads(args.limits)), sandbox_error)
     serve(Connection(args.fd), host, args.workers)
-    os._exit(0)  # the engine's threads do not end by themselves
+    # Now, not after the requests still running: the engine's parts are safe at any
+    # point, as when the sink itself is killed (a retried insert is deduplicated).
+    os._exit(0)
 
 
 if __name__ == "__main__":
