@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,8 +24,6 @@ from pathlib import Path
 
 from ept.processors.storage.analyst import ClickHouseError, SqlLimits
 from ept.processors.storage.engine_protocol import Reply, Request, decode_reply, encode
-
-log = logging.getLogger("ept.engine_link")
 
 # What the engine and Python need from the environment; nothing else is passed on.
 _KEPT_ENVIRONMENT = ("PATH", "TZ", "LANG", "LC_ALL", "PYTHONPATH")
@@ -42,9 +40,9 @@ class EngineLink:
     gone; ``close`` ends the host (it closes the socket, then waits for the child).
     """
 
-    def __init__(self, connection: Connection, process: subprocess.Popen[bytes] | None
-                 ) -> None:
-        self._connection, self._process = connection, process
+    def __init__(self, connection: Connection, process: subprocess.Popen[bytes] | None,
+                 home: Path | None = None) -> None:
+        self._connection, self._process, self._home = connection, process, home
         self._ids = count(1)
         self._send_lock = threading.Lock()
         self._pending: dict[int, tuple[threading.Event, list[Reply]]] = {}
@@ -110,6 +108,8 @@ class EngineLink:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
 
 
 def start_engine_host(path: Path, limits: SqlLimits) -> EngineLink:
@@ -131,7 +131,7 @@ def start_engine_host(path: Path, limits: SqlLimits) -> EngineLink:
         env=environment, cwd=home, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL)
     theirs.close()
-    link = EngineLink(Connection(ours.detach()), process)
+    link = EngineLink(Connection(ours.detach()), process, home)
     try:
         link.sandbox_error()
     except EngineHostGone:
