@@ -59,7 +59,8 @@ class Frontiers:
         """Apply a report; returns the families whose frontier advanced, with the new one.
 
         A source's watermark never goes back (a stale report from a previous owner of the
-        partition cannot lower it).
+        partition cannot lower it), nor does the broker's clock: the newest any report
+        carried.
         """
         for source, reported in progress.sources.items():
             before = self._reported.get(source)
