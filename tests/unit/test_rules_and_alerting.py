@@ -173,11 +173,13 @@ def test_a_popular_healthy_template_never_fires_and_a_broken_one_does() -> None:
     assert rule.min_rate == 5.0
     # 4 failures of 3,000 renders an hour (0.13%): more than 3, but a healthy template
     assert step(rule, AlertState(), Measurement(4.0, 3000, 4), 0) == (AlertState(), None)
+    # ... and so is a thin one at 2% failing 4 of 25 in one hour by chance (99.9%)
+    assert step(rule, AlertState(), Measurement(4.0, 25, 4), 0) == (AlertState(), None)
     state, note = step(rule, AlertState(), Measurement(4.0, 5, 4), 0)
     assert state.status == FIRING and note is not None
     assert alert_notice(rule, {"template_id": "t"}, note, 0).summary == (
-        "Template failures 4 > 3 over 60m for template_id=t (4 of 5 renders; >= 31.6% at "
-        "99% confidence failing)")
+        "Template failures 4 > 3 over 60m for template_id=t (4 of 5 renders; >= 22.4% at "
+        "99.9% confidence failing)")
 
 
 def test_alert_notice_fields_and_stable_fingerprint() -> None:
@@ -193,7 +195,7 @@ def test_alert_notice_fields_and_stable_fingerprint() -> None:
         message)
     assert message["started_at"] == "2023-11-14T22:13:20.000Z"
     assert message["summary"] == ("Template failures 4 > 3 over 60m for template_id=t1 "
-                                  "(4 of 4 renders; >= 42.5% at 99% confidence failing)")
+                                  "(4 of 4 renders; >= 29.5% at 99.9% confidence failing)")
 
 
 def test_scope_state_round_trips_through_json() -> None:
