@@ -29,7 +29,7 @@ class SendStamp:
     producer: int
 
 
-def stamp_headers() -> list[tuple[str, bytes]]:
+def stamp_headers() -> list[tuple[str, str | bytes | None]]:
     """The headers of a record handed to the producer now. About a microsecond."""
     return [(HEADER, _FORMAT.pack(time.time_ns() // 1_000_000, PRODUCER_ID))]
 
