@@ -320,9 +320,10 @@ def sandbox(path: Path, scratch: Path) -> None:
     (the engine reads its stack from it) and the cgroup limits. Raises
     LandlockUnavailable or OSError."""
     import ept
-    import ept.processors
 
-    packages = [Path(entry) for module in (ept, ept.processors) for entry in module.__path__]
+    # ept's SDK package and this package's parent, ept.processors (not imported from
+    # here: storage stands below the other processors)
+    packages = [*map(Path, ept.__path__), Path(__file__).resolve().parents[1]]
     landlock.restrict_to(
         [path, scratch],
         [Path(sys.prefix), Path(sys.base_prefix), *packages,
