@@ -32,6 +32,7 @@ scopes = ["template"]
 threshold = 3
 resolve_threshold = 0
 window_minutes = 60
+no_data = "resolve"  # as the default rule: a template no longer rendered stops failing
 severity = "high"
 action = "disable_template"
 auto_action = true
