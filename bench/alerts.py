@@ -47,11 +47,14 @@ from bench.common import kafka_bootstrap, percentile, print_table
 from ept.core.kafka import connection_config, ensure_topics
 from ept.core.settings import Settings, load_settings
 from ept.processors.alert_topic import FIRING, AlertNotice, read_alerts
+from ept.processors.collection import SourceEvent
 from ept.processors.rules import load_rules
+from ept.schemas.registry import EVENT_NAMES
 from tests.alert_streams import (
     EXPECTED_RULE,
     INCIDENTS,
     MINUTE_MS,
+    Message,
     Notices,
     Traffic,
     drive,
@@ -164,6 +167,23 @@ def publish_live(publisher: EventPublisher, traffic: Traffic) -> None:
             time.sleep(pause)
 
 
+def clock_messages(at_ms: int) -> list[Message]:
+    """One record per source partition at ``at_ms``, as records arriving then would be.
+
+    Idle event time follows the broker's clock (the newest record timestamp, then the
+    worker's wall clock in bounded steps: docs/alerts.md, Clocks both ways), not the
+    worker's clock alone: a day published with timestamps hours in the past would be
+    judged past its end only hours later. These records move the broker's clock past the
+    horizon ``drive`` judges; they are beyond it, so they are never judged themselves.
+    """
+    fields = {"template_id": "bench_clock", "endpoint": "/bench/clock", "render_type": "still",
+              "reason": "timeout", "duration_ms": 1000.0}
+    return [message_of(SourceEvent(event, partition, 0, at_ms,
+                                   {**fields, "event_time": at_ms,
+                                    "event_id": f"clock-{event}-{partition}"}))
+            for event in EVENT_NAMES for partition in range(PARTITIONS)]
+
+
 def run(scenario: Scenario, bootstrap: str, state: Path) -> Outcome:
     start_ms = (int(time.time() * 1000) // MINUTE_MS - 30 * 60) * MINUTE_MS  # ends 6 h ago
     traffic = simulate(SEED, DAY_MINUTES, INCIDENT_SCRIPT, partitions=PARTITIONS,
@@ -176,14 +196,18 @@ def run(scenario: Scenario, bootstrap: str, state: Path) -> Outcome:
     publisher = EventPublisher(settings)
     log = state / f"worker-{uuid.uuid4().hex[:6]}.log"
     lateness = {"EPT_ALLOWED_LATENESS_S": str(LIVE_LATENESS_S)} if scenario.live else {}
+    judged_through = traffic.end_ms + 4 * 3600_000
+    clock = clock_messages(judged_through + int(lateness.get("EPT_ALLOWED_LATENESS_S", "30"))
+                           * 1000 + MINUTE_MS)
     if not scenario.live:
-        publisher.publish_to_partitions(partition_messages(traffic))
+        publisher.publish_to_partitions([*partition_messages(traffic), *clock])
     worker = Worker(settings, log, **lateness)
     try:
         if scenario.live:
             publish_live(publisher, traffic)
+            publisher.publish_to_partitions(clock)
         # As far as drive() judges (4 h past the day): every incident has resolved.
-        worker.wait_judged(traffic.end_ms + 4 * 3600_000, PARTITIONS, timeout=900)
+        worker.wait_judged(judged_through, PARTITIONS, timeout=900)
         late = worker.counter("ept_worker_late_events_total")
     finally:
         worker.stop()
