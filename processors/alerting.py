@@ -182,7 +182,7 @@ def summary(rule: Rule, scope: str, note: Notification) -> str:
         return (f"{what} {readable(note.value, bound)}% ({evidence}) {relation} {bound:g}% "
                 f"{where}")
     text = f"{what} {int(note.value)} {relation} {bound:g} {where}"
-    if rule.min_rate:
+    if rule.min_rate and firing:  # what made it fire; a resolution is told by its count
         noun = "renders" if rule.kind == "template_failures" else "calls"
         text += f" ({_bounds(note, rule.confidence, True, noun)} failing)"
     return text

@@ -180,6 +180,10 @@ def test_a_popular_healthy_template_never_fires_and_a_broken_one_does() -> None:
     assert alert_notice(rule, {"template_id": "t"}, note, 0).summary == (
         "Template failures 4 > 3 over 60m for template_id=t (4 of 5 renders; >= 22.4% at "
         "99.9% confidence failing)")
+    _, resolved = step(rule, state, Measurement(0.0, 20, 0), 60_000)
+    assert resolved is not None and alert_notice(rule, {"template_id": "t"}, resolved,
+                                                 0).summary == (
+        "Template failures 0 <= 0 over 60m for template_id=t")
 
 
 def test_alert_notice_fields_and_stable_fingerprint() -> None:
