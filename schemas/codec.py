@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol, cast
@@ -22,7 +23,6 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from ept.schemas.compiled import (
     Decode,
-    Encode,
     MalformedBody,
     build_decoder,
     build_encoder,
@@ -74,8 +74,8 @@ class Encoder(Protocol):
         ...
 
 
-def _compiled_encoder(schema: EventSchema) -> Encode | None:
-    return build_encoder(schema.definition) if compilable(schema.definition) else None
+EventEncode = Callable[[dict[str, Any]], bytes]
+"""Encodes one record of a given event, framing included (see :func:`event_encoders`)."""
 
 
 class _FramedEncoder:
@@ -83,25 +83,51 @@ class _FramedEncoder:
 
     Records carry ``event_id`` as a UUID string and ``event_time`` as epoch milliseconds
     (the binary encoding of the logical types). The compiled encoder of
-    :mod:`schemas.compiled` writes the body; any record it refuses is handed to fastavro,
+    :mod:`schemas.compiled` writes the frame; any record it refuses is handed to fastavro,
     which writes it or raises its own error naming the problem.
     """
 
     def __init__(self, headers: dict[str, bytes]) -> None:
-        self._framing = {name: (headers[name], _compiled_encoder(schema), schema.parsed_plain)
-                         for name, schema in current_schemas().items()}
+        self._headers = headers
+        self._encoders = self.with_constants({})
 
     def encode(self, event_name: str, record: dict[str, Any]) -> bytes:
-        header, compiled, parsed = self._framing[event_name]
-        if compiled is not None:
-            try:
-                return header + compiled(record)
-            except Exception:  # fastavro below writes it or raises the error to report
-                pass
-        buffer = io.BytesIO()
-        buffer.write(header)
-        schemaless_writer(buffer, parsed, record)
-        return buffer.getvalue()
+        return self._encoders[event_name](record)
+
+    def with_constants(self, constants: dict[str, Any]) -> dict[str, EventEncode]:
+        """Per event, ``encode(record)``: the bytes of ``encode(name, {**record,
+        **constants})``, the header and the ``constants`` fields encoded once, here."""
+        return {name: self._event_encoder(schema, constants)
+                for name, schema in current_schemas().items()}
+
+    def _event_encoder(self, schema: EventSchema, constants: dict[str, Any]) -> EventEncode:
+        header, parsed = self._headers[schema.name], schema.parsed_plain
+
+        def with_fastavro(record: dict[str, Any]) -> bytes:
+            """Writes what the compiled encoder refused, or raises the error to report."""
+            buffer = io.BytesIO()
+            buffer.write(header)
+            schemaless_writer(buffer, parsed, {**record, **constants})
+            return buffer.getvalue()
+
+        if not compilable(schema.definition):
+            return with_fastavro
+        return build_encoder(schema.definition, prefix=header, constants=constants,
+                             fallback=with_fastavro)
+
+
+def event_encoders(encoder: Encoder, constants: dict[str, Any]) -> dict[str, EventEncode]:
+    """Per event, a function encoding a record as ``encoder`` would with the fields of
+    ``constants`` added (the SDK's envelope: service, environment, version). With ept's
+    encoders the constants are encoded once; another :class:`Encoder` is handed each
+    record merged with them. The functions raise what ``encoder`` raises."""
+    if isinstance(encoder, _FramedEncoder):
+        return encoder.with_constants(constants)
+
+    def merging(name: str) -> EventEncode:
+        return lambda record: encoder.encode(name, {**record, **constants})
+
+    return {name: merging(name) for name in current_schemas()}
 
 
 class SingleObjectEncoder(_FramedEncoder):

@@ -100,8 +100,9 @@ def _varint(number: int) -> bytes:
 
 
 # Varints of 0..2**14-1 (one or two bytes), and the low 14 bits of larger numbers as two
-# continued bytes: a zigzag below 2**28 (longs in -2**27 .. 2**27-1) is at most two
-# lookups. Kafka offsets and string lengths are written this way for every row.
+# continued bytes: a zigzag below 2**42 (longs in -2**41 .. 2**41-1, epoch milliseconds
+# included) is at most three lookups. Kafka offsets, string lengths and event times are
+# written this way for every row.
 _VARINTS = tuple(_varint(n) for n in range(1 << 14))
 _LOW_14 = tuple(bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(1 << 14))
 
@@ -113,6 +114,9 @@ def zigzag(value: int) -> bytes:
         return _VARINTS[number]
     if number < 1 << 28:
         return _LOW_14[number & 0x3FFF] + _VARINTS[number >> 14]
+    if number < 1 << 42:
+        return (_LOW_14[number & 0x3FFF] + _LOW_14[(number >> 14) & 0x3FFF]
+                + _VARINTS[number >> 28])
     return _varint(number)
 
 
@@ -126,49 +130,134 @@ def _long(value: int, low: int, high: int) -> bytes:
     return zigzag(value)
 
 
-def _encode_value(kind: str, field: str) -> list[str]:
-    """Lines appending the encoding of ``value`` (a non-null ``kind``) to ``out``."""
+def _long_bytes(kind: str, value: str) -> str:
+    """An expression: the encoding of the long or int ``value`` (an expression)."""
+    low, high = _INT64 if kind == "long" else _INT32
+    return (f"_LENGTHS[{value}] if {value}.__class__ is int and 0 <= {value} < 2048 "
+            f"else _long({value}, {low}, {high})")
+
+
+def _encode_field(index: int, name: str, kind: str, nullable: bool
+                  ) -> tuple[list[str], list[str]]:
+    """(statements, expressions) writing field ``name``: the statements run first, the
+    expressions are its pieces of the body, in order. Locals end in ``index``."""
+    read = f"record.get({name!r})" if nullable else f"record[{name!r}]"
+    value = f"v{index}"
     if kind == "string":
-        return ["value = value.encode()", "size = len(value)",
-                "out += _LENGTHS[size] if size < 2048 else zigzag(size)", "out += value"]
-    if kind in ("long", "int"):
-        low, high = _INT64 if kind == "long" else _INT32
-        return ["out += _LENGTHS[value] if value.__class__ is int and 0 <= value < 2048 "
-                f"else _long(value, {low}, {high})"]
-    if kind == "double":
-        return ["out += _double(value)"]
-    if kind == "boolean":
-        return ["if value is True:", "    out += b'\\x01'", "elif value is False:",
-                "    out += b'\\x00'", "else:", "    raise TypeError('not a boolean')"]
-    return [f"out += _ENUM_{field}[value]"]
-
-
-def encoder_source(definition: dict[str, Any]) -> str:
-    lines = ["def encode(record):", "    out = bytearray()"]
-    for name, kind, nullable in _fields(definition):
-        body = _encode_value(kind, name)
+        lengths = "_UNION_LENGTHS" if nullable else "_LENGTHS"
+        long_length = f"b'\\x02' + zigzag(n{index})" if nullable else f"zigzag(n{index})"
         if nullable:
-            lines += [f"    value = record.get({name!r})", "    if value is None:",
-                      "        out += b'\\x00'", "    else:", "        out += b'\\x02'"]
-            lines += [f"        {line}" for line in body]
+            statements = [f"{value} = {read}", f"if {value} is None:",
+                          f"    h{index} = b'\\x00'", f"    {value} = b''", "else:",
+                          f"    {value} = {value}.encode()"]
         else:
-            lines.append(f"    value = record[{name!r}]")
-            lines += [f"    {line}" for line in body]
-    lines.append("    return bytes(out)")
+            statements = [f"{value} = {read}.encode()"]
+        indent = "    " if nullable else ""
+        statements += [f"{indent}n{index} = len({value})",
+                       f"{indent}h{index} = {lengths}[n{index}] if n{index} < 2048 "
+                       f"else {long_length}"]
+        return statements, [f"h{index}", value]
+    if kind in ("long", "int"):
+        encoded = _long_bytes(kind, value)
+    elif kind == "double":
+        encoded = f"_double({value})"
+    elif kind == "enum":
+        encoded = f"_ENUM_{name}[{value}]"
+    else:  # boolean: exactly True or False (fastavro writes any truthy value as true)
+        encoded = (f"b'\\x01' if {value} is True else b'\\x00' if {value} is False "
+                   "else _not_boolean()")
+    if nullable:
+        return [f"{value} = {read}"], [f"b'\\x00' if {value} is None "
+                                       f"else b'\\x02' + ({encoded})"]
+    return [f"{value} = {read}"], [encoded]
+
+
+def _not_boolean() -> bytes:
+    raise TypeError("not a boolean")
+
+
+# The module-level names the generated code uses, bound as default arguments: a local
+# is read faster than a global on every field of every call.
+_ENCODER_NAMES = ("_LENGTHS", "_UNION_LENGTHS", "zigzag", "_long", "_double", "_not_boolean",
+                  "_PREFIX")
+# The union branch of a present value and the length of a short string, as one piece.
+_UNION_LENGTHS = tuple(b"\x02" + length for length in _LENGTHS)
+
+
+def _constant_runs(definition: dict[str, Any], constants: dict[str, Any]
+                   ) -> dict[int, list[str]]:
+    """Consecutive fields named in ``constants``, by the index of the first of each run."""
+    runs: dict[int, list[str]] = {}
+    previous = None
+    for index, field in enumerate(definition["fields"]):
+        if field["name"] in constants:
+            if previous is not None and previous + 1 == index:
+                runs[max(runs)].append(field["name"])
+            else:
+                runs[index] = [field["name"]]
+            previous = index
+    return runs
+
+
+def encoder_source(definition: dict[str, Any], constants: dict[str, Any] | None = None,
+                   fallback: bool = False) -> str:
+    """The source of ``encode(record)``: the fields read into locals, then the body
+    joined from its pieces once (no growing buffer). Each run of consecutive
+    ``constants`` fields is one piece, ``_CONSTANT_<index>`` (bytes that
+    :func:`build_encoder` computes). With ``fallback``, a record the code refuses (any
+    exception) is handed to ``_FALLBACK``."""
+    constants = constants or {}
+    runs = _constant_runs(definition, constants)
+    bound = [*_ENCODER_NAMES, *(f"_ENUM_{field}" for field, _ in _enums(definition)),
+             *(f"_CONSTANT_{index}" for index in runs), *(["_FALLBACK"] if fallback else [])]
+    statements: list[str] = []
+    pieces = ["_PREFIX"]
+    for index, (name, kind, nullable) in enumerate(_fields(definition)):
+        if index in runs:
+            pieces.append(f"_CONSTANT_{index}")
+        if name not in constants:
+            field_statements, field_pieces = _encode_field(index, name, kind, nullable)
+            statements += field_statements
+            pieces += field_pieces
+    statements.append("return b''.join((" + ", ".join(pieces) + ",))")
+    lines = ["def encode(record, " + ", ".join(f"{name}={name}" for name in bound) + "):"]
+    if fallback:
+        lines.append("    try:")
+        lines += [f"        {line}" for line in statements]
+        lines += ["    except Exception:", "        return _FALLBACK(record)"]
+    else:
+        lines += [f"    {line}" for line in statements]
     return "\n".join(lines) + "\n"
 
 
-def build_encoder(definition: dict[str, Any]) -> Encode:
-    """The compiled encoder of the record schema ``definition`` (see :func:`compilable`)."""
+def build_encoder(definition: dict[str, Any], *, prefix: bytes = b"",
+                  constants: dict[str, Any] | None = None,
+                  fallback: Encode | None = None) -> Encode:
+    """The compiled encoder of the record schema ``definition`` (see :func:`compilable`).
+
+    ``encode(record)`` returns ``prefix`` followed by the Avro body of ``record`` with the
+    fields named in ``constants`` taken from there (encoded once, here): exactly
+    ``prefix`` + fastavro's bytes of ``{**record, **constants}``. A record it cannot
+    write exactly raises, or with ``fallback`` is handed to it: its bytes or its
+    exception are then the encoder's. Building raises what the encoder would for a
+    constant it cannot write exactly.
+    """
+    constants = constants or {}
     namespace: dict[str, Any] = {
-        "_LENGTHS": _LENGTHS, "zigzag": zigzag, "_long": _long,
-        "_double": struct.Struct("<d").pack,
+        "_LENGTHS": _LENGTHS, "_UNION_LENGTHS": _UNION_LENGTHS, "zigzag": zigzag,
+        "_long": _long, "_double": struct.Struct("<d").pack, "_not_boolean": _not_boolean,
+        "_PREFIX": bytes(prefix), "_FALLBACK": fallback,
     }
     for field, symbols in _enums(definition):
         namespace[f"_ENUM_{field}"] = {symbol: _LENGTHS[index]
                                        for index, symbol in enumerate(symbols)}
-    exec(compile(encoder_source(definition), f"<ept encoder {definition['name']}>", "exec"),
-         namespace)
+    by_name = {field["name"]: field for field in definition["fields"]}
+    for index, names in _constant_runs(definition, constants).items():
+        run = {**definition, "fields": [by_name[name] for name in names]}
+        namespace[f"_CONSTANT_{index}"] = build_encoder(run)(
+            {name: constants[name] for name in names})
+    source = encoder_source(definition, constants, fallback is not None)
+    exec(compile(source, f"<ept encoder {definition['name']}>", "exec"), namespace)
     encode: Encode = namespace["encode"]
     return encode
 

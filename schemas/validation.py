@@ -17,7 +17,9 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol
 
 EARLIEST_MS = int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
@@ -211,6 +213,30 @@ def _broken(checked: tuple[Rule, ...], record: dict[str, Any]) -> list[Problem]:
 def field_problems(event_name: str, record: dict[str, Any]) -> list[Problem]:
     """Rules of the event's own fields that ``record`` breaks (empty when valid)."""
     return _broken(FIELD_RULES[event_name], record)
+
+
+def fields_valid_source(event_name: str) -> str:
+    """The source of ``valid(record)``: the event's field rules' ``valid_when`` inlined."""
+    lines = ["def valid(record):"]
+    for rule in FIELD_RULES[event_name]:
+        lines += [f"    value = record.get({rule.field!r})",
+                  f"    if not ({rule.valid_when}):", "        return False"]
+    lines.append("    return True")
+    return "\n".join(lines) + "\n"
+
+
+@cache
+def fields_valid(event_name: str) -> Callable[[dict[str, Any]], bool]:
+    """A compiled yes/no for the SDK's hot path: ``valid(record)`` is True only when
+    :func:`field_problems` finds nothing wrong with ``record``. False means it may: ask
+    :func:`field_problems` (a value of an unusual type, such as a ``str`` subclass, is
+    judged there). Never raises: each expression tests a value's class first."""
+    namespace: dict[str, Any] = {"_UUID": UUID_PATTERN, "_EARLIEST_MS": EARLIEST_MS,
+                                 "_INF": math.inf}
+    exec(compile(fields_valid_source(event_name), f"<ept fields_valid {event_name}>",
+                 "exec"), namespace)
+    valid: Callable[[dict[str, Any]], bool] = namespace["valid"]
+    return valid
 
 
 def problems(event_name: str, record: dict[str, Any]) -> list[str]:
