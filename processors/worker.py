@@ -26,6 +26,9 @@ committed that an agent was not handed.
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ept.core.kafka import faust_broker_options
 from ept.core.settings import Settings
+from ept.processors.broker_wait import wait_for_broker
 from ept.processors.collect_stage import CollectStage
 from ept.processors.evaluate_stage import EvaluateStage
 from ept.processors.event_time import FAMILIES
@@ -43,6 +47,7 @@ from ept.processors.http import token_middleware
 from ept.processors.rules import Rule
 from ept.schemas.registry import EVENT_NAMES
 
+log = logging.getLogger("ept.worker")
 
 class WorkerMetrics:
     """This worker's counters, exposed in Prometheus format through prometheus_client."""
@@ -202,13 +207,37 @@ def create_app(settings: Settings, rules: list[Rule],
 
 
 def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") -> None:
-    """Run the worker until SIGTERM/SIGINT. Blocks."""
+    """Run the worker until SIGTERM/SIGINT. Blocks, first until the broker answers
+    (:func:`~ept.processors.broker_wait.wait_for_broker`; SIGTERM meanwhile ends it)."""
     from faust.worker import Worker
 
     from ept.core.kafka import ensure_topics, topic_partitions
 
+    if not _wait_for_broker(settings):
+        return
     ensure_topics(settings)
     partitions = topic_partitions(settings, list(settings.topics.events.values()))
     event_of_topic = {topic: name for name, topic in settings.topics.events.items()}
     app = create_app(settings, rules, {event_of_topic[t]: n for t, n in partitions.items()})
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def _wait_for_broker(settings: Settings) -> bool:
+    """Wait for the broker, saying so on stderr (Faust's logging is not set up yet);
+    False when SIGTERM or SIGINT came first."""
+    stop = threading.Event()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] "
+                                           "%(message)s"))
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    log.addHandler(handler)
+    try:
+        answered = wait_for_broker(settings, stop)
+        if answered:
+            log.warning("the broker at %s answers", settings.kafka_bootstrap)
+        return answered
+    finally:
+        log.removeHandler(handler)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)

@@ -23,9 +23,11 @@ _FRONTIER = re.compile(r'^ept_worker_event_time_frontier_seconds\{family="(\w+)"
 
 
 class Worker:
-    """``ept worker`` on ``settings``' topics; ready (joined its group) when constructed."""
+    """``ept worker`` on ``settings``' topics; ready (joined its group) when constructed,
+    unless ``wait`` is False (then :meth:`wait_ready`)."""
 
-    def __init__(self, settings: Settings, log_path: Path, **environment: str) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *, wait: bool = True,
+                 **environment: str) -> None:
         self.port = free_port()
         self.log_path = log_path
         self._log_start = log_path.stat().st_size if log_path.exists() else 0  # log is shared
@@ -42,7 +44,8 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info"], env=variables,
             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, cwd=REPO)  # noqa: SIM115
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -52,6 +55,10 @@ class Worker:
                 return
             time.sleep(0.5)
         raise AssertionError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def log(self) -> str:
+        """What this worker logged (the log file may be shared with earlier workers)."""
+        return self.log_path.read_bytes()[self._log_start:].decode(errors="replace")
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as reply:
