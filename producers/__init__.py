@@ -13,142 +13,74 @@ never raises into the caller.
         complete(True)
     except Exception as error:
         complete(False, "memory_exceeded", str(error))
+
+The names below are imported on first use (PEP 562): ``import ept.schemas`` or
+``import ept.core.settings`` loads neither the tracker nor confluent_kafka.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ept.classification import (
-    FAILURE_REASONS,
-    classify_failure,
-    register_failure_rule,
-)
-from ept.core.template_controls import TemplateDisabledError
-from ept.measure import ApiMeasurement, RenderMeasurement
-from ept.retries import (
-    RetryPolicy,
-    retry_attempts,
-    retry_attempts_async,
-    retrying,
-    with_retries,
-    with_retries_async,
-)
-from ept.sanitization import sanitize
-from ept.stats import ErrorPerformanceStats
-from ept.thresholds import (
-    PERFORMANCE_THRESHOLDS,
-    RENDER_TYPES,
-    Thresholds,
-    calculate_error_rate,
-    is_slow,
-)
-from ept.tracker import SDK_VERSION, ConsentCheck, Dimensions, Tracker
+if TYPE_CHECKING:  # what mypy and IDEs see; at run time, __getattr__ below
+    from ept.classification import FAILURE_REASONS, classify_failure, register_failure_rule
+    from ept.core.template_controls import TemplateDisabledError
+    from ept.default import (
+        configure,
+        flush,
+        get_error_performance_stats,
+        get_tracker,
+        is_template_enabled,
+        measure_api_performance,
+        measure_render_performance,
+        reset_error_performance_stats,
+        track_api_error,
+        track_api_request_completed,
+        track_render_completed,
+        track_render_failed,
+        track_slow_render,
+        wait_for_template_controls,
+    )
+    from ept.measure import ApiMeasurement, RenderMeasurement
+    from ept.retries import (
+        RetryPolicy,
+        retry_attempts,
+        retry_attempts_async,
+        retrying,
+        with_retries,
+        with_retries_async,
+    )
+    from ept.sanitization import sanitize
+    from ept.stats import ErrorPerformanceStats
+    from ept.thresholds import (
+        PERFORMANCE_THRESHOLDS,
+        RENDER_TYPES,
+        Thresholds,
+        calculate_error_rate,
+        is_slow,
+    )
+    from ept.tracker import SDK_VERSION, ConsentCheck, Dimensions, Tracker
 
-_default: Tracker | None = None
-_default_lock = threading.Lock()
-
-
-def get_tracker() -> Tracker:
-    """The default tracker, created from the environment on first use."""
-    global _default
-    tracker = _default
-    if tracker is None:
-        with _default_lock:
-            if _default is None:
-                _default = Tracker()
-            tracker = _default
-    return tracker
-
-
-def configure(**options: Any) -> Tracker:
-    """Replace the default tracker with ``Tracker(**options)``; the old one is closed."""
-    global _default
-    with _default_lock:
-        old, _default = _default, Tracker(**options)
-    if old is not None:
-        old.close()
-    return _default
-
-
-def track_render_failed(render_id: str, reason: str, error_message: str, template_id: str,
-                        duration_ms: float, retry_attempt: int = 0, **extra: Any) -> None:
-    get_tracker().track_render_failed(render_id, reason, error_message, template_id,
-                                      duration_ms, retry_attempt, **extra)
-
-
-def track_api_error(endpoint: str, status_code: int | None, error_message: str,
-                    request_id: str | None = None, duration_ms: float = 0.0,
-                    retry_attempt: int = 0, **extra: Any) -> None:
-    get_tracker().track_api_error(endpoint, status_code, error_message, request_id,
-                                  duration_ms, retry_attempt, **extra)
-
-
-def track_slow_render(render_id: str, render_type: str, duration_ms: float, threshold_ms: float,
-                      template_id: str, dimensions: Dimensions = None, **extra: Any) -> None:
-    get_tracker().track_slow_render(render_id, render_type, duration_ms, threshold_ms,
-                                    template_id, dimensions, **extra)
-
-
-def track_render_completed(render_id: str, template_id: str, render_type: str,
-                           duration_ms: float, dimensions: Dimensions = None,
-                           **extra: Any) -> None:
-    get_tracker().track_render_completed(render_id, template_id, render_type, duration_ms,
-                                         dimensions, **extra)
-
-
-def track_api_request_completed(endpoint: str, method: str, status_code: int,
-                                duration_ms: float, request_id: str | None = None,
-                                **extra: Any) -> None:
-    get_tracker().track_api_request_completed(endpoint, method, status_code, duration_ms,
-                                              request_id, **extra)
-
-
-def measure_render_performance(render_id: str | None = None, render_type: str = "still",
-                               template_id: str = "unknown", dimensions: Dimensions = None,
-                               retry_attempt: int = 0, *,
-                               enforce_template_controls: bool = False) -> RenderMeasurement:
-    """Start measuring a render: a completion callable, context manager or decorator.
-
-    As a decorator without ``render_id``, each call gets a generated render id. With
-    ``enforce_template_controls``, a disabled template raises TemplateDisabledError here,
-    before the render runs (as a decorator: when decorating and at each call), and the
-    refusal is counted.
-    """
-    return RenderMeasurement(get_tracker(), render_id, render_type, template_id, dimensions,
-                             retry_attempt, enforce_template_controls)
-
-
-def is_template_enabled(template_id: str) -> bool:
-    """False when ``template_id`` is disabled; a local lookup that never blocks (see
-    :meth:`Tracker.is_template_enabled`)."""
-    return get_tracker().is_template_enabled(template_id)
-
-
-def wait_for_template_controls(timeout_s: float = 10.0) -> bool:
-    """Block until the template controls are loaded (start-up), or ``timeout_s`` passed."""
-    return get_tracker().wait_for_template_controls(timeout_s)
-
-
-def measure_api_performance(endpoint: str, request_id: str | None = None, method: str = "GET",
-                            retry_attempt: int = 0) -> ApiMeasurement:
-    """Start measuring an API call: a completion callable, context manager or decorator."""
-    return ApiMeasurement(get_tracker(), endpoint, request_id, method, retry_attempt)
-
-
-def get_error_performance_stats() -> ErrorPerformanceStats:
-    return get_tracker().get_error_performance_stats()
-
-
-def reset_error_performance_stats() -> None:
-    get_tracker().reset_error_performance_stats()
-
-
-def flush(timeout: float | None = None) -> int:
-    """Wait for queued events to be delivered; returns how many remain."""
-    return get_tracker().flush(timeout)
-
+# The module defining each public name (the names imported above, and __all__).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "ept.classification": ("FAILURE_REASONS", "classify_failure", "register_failure_rule"),
+    "ept.core.template_controls": ("TemplateDisabledError",),
+    "ept.default": ("configure", "flush", "get_error_performance_stats", "get_tracker",
+        "is_template_enabled", "measure_api_performance", "measure_render_performance",
+        "reset_error_performance_stats", "track_api_error", "track_api_request_completed",
+        "track_render_completed", "track_render_failed", "track_slow_render",
+        "wait_for_template_controls"),
+    "ept.measure": ("ApiMeasurement", "RenderMeasurement"),
+    "ept.retries": ("RetryPolicy", "retry_attempts", "retry_attempts_async", "retrying",
+        "with_retries", "with_retries_async"),
+    "ept.sanitization": ("sanitize",),
+    "ept.stats": ("ErrorPerformanceStats",),
+    "ept.thresholds": ("PERFORMANCE_THRESHOLDS", "RENDER_TYPES", "Thresholds",
+        "calculate_error_rate", "is_slow"),
+    "ept.tracker": ("SDK_VERSION", "ConsentCheck", "Dimensions", "Tracker"),
+}
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "FAILURE_REASONS",
@@ -157,6 +89,7 @@ __all__ = [
     "SDK_VERSION",
     "ApiMeasurement",
     "ConsentCheck",
+    "Dimensions",
     "ErrorPerformanceStats",
     "RenderMeasurement",
     "RetryPolicy",
@@ -188,3 +121,16 @@ __all__ = [
     "with_retries",
     "with_retries_async",
 ]
+
+def __getattr__(name: str) -> Any:
+    """The public ``name``, imported from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ept' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

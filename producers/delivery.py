@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -51,6 +51,42 @@ class RateLimitedLog:
             self._last[key] = now
         suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
         log.warning(message + suffix, *args)
+
+
+class Delivery(Protocol):
+    """Where a tracker hands its encoded events."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue one message. Never blocks on the network, never raises."""
+
+    def pending(self) -> int:
+        """Messages queued and not yet acknowledged."""
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for queued messages; returns how many remain."""
+
+    def close(self, timeout: float) -> None:
+        """Deliver what can be within ``timeout`` s and release what was held."""
+
+
+class DiscardingDelivery:
+    """Sends nothing and counts each event as dropped: the delivery of a tracker whose
+    settings are invalid (tracking disabled). Never blocks, never raises."""
+
+    def __init__(self, stats: StatsRecorder) -> None:
+        self._stats = stats
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._stats.add("dropped")
+
+    def pending(self) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def close(self, timeout: float) -> None:
+        pass
 
 
 class KafkaDelivery:

@@ -146,7 +146,7 @@ class _Retrying:
 def _retrying(tracker: Tracker | None, policy: RetryPolicy | None, render_id: str | None,
               template_id: str, render_type: str, dimensions: Dimensions,
               rng: random.Random | None) -> _Retrying:
-    from ept import get_tracker
+    from ept.default import get_tracker
 
     return _Retrying(tracker or get_tracker(), policy or RetryPolicy(), render_id,
                      template_id, render_type, dimensions, rng)

@@ -16,7 +16,7 @@ class ErrorPerformanceStats:
     delivered: int = 0   # acknowledged by Kafka
     queued: int = 0      # waiting in the producer's memory queue
     spooled: int = 0     # written to the on-disk spool while Kafka was unreachable or full
-    dropped: int = 0     # lost because memory queue and spool were both full
+    dropped: int = 0     # lost: memory queue and spool both full, or tracking disabled
     rejected: int = 0    # invalid arguments (lenient mode)
     renders_refused: int = 0  # not started: their template is disabled (kill switch)
 
@@ -35,6 +35,12 @@ class ErrorPerformanceStats:
 
 
 _COUNTERS = tuple(ErrorPerformanceStats.__dataclass_fields__)
+# The counters one tracked event adds to (successes add to none).
+_EVENT_COUNTERS = {
+    "render_failed": ("renders_failed", "total_errors"),
+    "api_error": ("api_errors", "total_errors"),
+    "slow_render": ("slow_renders", "total_performance_issues"),
+}
 
 
 class StatsRecorder:
@@ -50,17 +56,12 @@ class StatsRecorder:
 
     def record_event(self, event_name: str) -> None:
         """Count one tracked event under the specification's counters."""
-        with self._lock:
-            values = self._values
-            if event_name == "render_failed":
-                values["renders_failed"] += 1
-                values["total_errors"] += 1
-            elif event_name == "api_error":
-                values["api_errors"] += 1
-                values["total_errors"] += 1
-            elif event_name == "slow_render":
-                values["slow_renders"] += 1
-                values["total_performance_issues"] += 1
+        counters = _EVENT_COUNTERS.get(event_name)
+        if counters is not None:
+            with self._lock:
+                values = self._values
+                for name in counters:
+                    values[name] += 1
 
     def snapshot(self, queued: int = 0) -> ErrorPerformanceStats:
         with self._lock:

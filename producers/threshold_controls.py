@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ept.core.compacted import CompactedTopicFollower, publish_record
-from ept.core.settings import Settings
+from ept.core.settings import SdkSettings
 from ept.thresholds import PERFORMANCE_THRESHOLDS
 
 log = logging.getLogger("ept.thresholds")
@@ -78,7 +78,7 @@ class SlowThreshold:
             raise BadSlowThreshold(f"bad field: {exc}") from None
 
 
-def publish_threshold(settings: Settings, threshold: SlowThreshold, timeout_s: float = 30.0
+def publish_threshold(settings: SdkSettings, threshold: SlowThreshold, timeout_s: float = 30.0
                       ) -> None:
     """Write ``threshold`` and wait until the broker acknowledged it. Blocks.
 
@@ -88,7 +88,7 @@ def publish_threshold(settings: Settings, threshold: SlowThreshold, timeout_s: f
                    threshold.encode(), timeout_s)
 
 
-def read_thresholds(settings: Settings, timeout_s: float = 20.0) -> list[SlowThreshold]:
+def read_thresholds(settings: SdkSettings, timeout_s: float = 20.0) -> list[SlowThreshold]:
     """Every key's latest threshold (cleared ones left out), read to the topic's end.
     Blocks; raises TimeoutError when the broker did not answer within ``timeout_s``."""
     view = SlowThresholdView(settings).start()
@@ -109,7 +109,7 @@ class SlowThresholdView:
     static thresholds apply.
     """
 
-    def __init__(self, settings: Settings, poll_s: float = 0.5) -> None:
+    def __init__(self, settings: SdkSettings, poll_s: float = 0.5) -> None:
         self._latest: dict[str, SlowThreshold] = {}
         self._tuned: dict[TunedKey, float] = {}
         self._follower = CompactedTopicFollower(settings, settings.topics.slow_thresholds,

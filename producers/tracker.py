@@ -21,13 +21,13 @@ from typing import Any
 from ept.classification import FAILURE_REASONS
 from ept.core.http_status import is_rate_limited
 from ept.core.kafka import ProducerRole, producer_config
-from ept.core.settings import Settings, load_settings
+from ept.core.settings import SdkSettings, SettingsError, is_set_true, load_sdk_settings
 from ept.core.template_controls import TemplateControlView, TemplateDisabledError
-from ept.delivery import KafkaDelivery, RateLimitedLog
+from ept.delivery import Delivery, DiscardingDelivery, KafkaDelivery, RateLimitedLog
 from ept.sanitization import sanitize, sanitize_identifier
-from ept.schemas.codec import Encoder, encoder_for
+from ept.schemas.codec import Encoder, encoder_for, event_encoders
 from ept.schemas.registry import EVENT_NAMES
-from ept.schemas.validation import MAX_TEXT, field_problems
+from ept.schemas.validation import MAX_TEXT, field_problems, fields_valid
 from ept.spool import Spool, default_spool_root
 from ept.stats import ErrorPerformanceStats, StatsRecorder
 from ept.threshold_controls import SlowThresholdView
@@ -41,22 +41,34 @@ ConsentCheck = Callable[[str | None, str | None], bool]
 
 Dimensions = dict[str, int] | tuple[int, int] | None
 
-# Free-text identifiers a caller (or an HTTP client hook, from a URL) may fill with a secret.
-_IDENTIFIERS = ("endpoint", "template_id", "request_id")
+# Per event: the field that is its Kafka key, and the free-text identifiers a caller (or an
+# HTTP client hook, from a URL) may fill with a secret.
+_KEY_FIELD = {"render_failed": "template_id", "render_completed": "template_id",
+              "slow_render": "template_id", "api_error": "endpoint",
+              "api_request_completed": "endpoint"}
+_IDENTIFIERS = {name: ("endpoint", "request_id") if key == "endpoint" else ("template_id",)
+                for name, key in _KEY_FIELD.items()}
 
 
 _ids = random.Random()
 os.register_at_fork(after_in_child=_ids.seed)  # a forked child must not repeat its parent's ids
+_random_bits = _ids.getrandbits
+# A random hex digit -> the variant digit of RFC 4122 (binary 10xx) with its two low bits.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def _event_id() -> str:
     """A random (version 4) UUID string; cheaper than uuid.uuid4(), which reads urandom."""
-    h = f"{(_ids.getrandbits(128) & _CLEAR_VERSION) | _VERSION_4:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = _random_bits(128).to_bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
-_CLEAR_VERSION = ~((0xF << 76) | (0x3 << 62))
-_VERSION_4 = (0x4 << 76) | (0x2 << 62)
+def _thresholds_from_environment() -> Thresholds:
+    """``EPT_THRESHOLDS`` read; raises SettingsError when it is invalid."""
+    try:
+        return Thresholds.from_environment()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _dimensions(value: Dimensions) -> tuple[int | None, int | None]:
@@ -73,13 +85,20 @@ class Tracker:
     """Publishes tracking events to Kafka. Thread-safe; one per process is typical.
 
     ``delivery`` may be given to share a producer; otherwise one is created from
-    ``settings`` (read from the environment when omitted). Creating a Tracker does
-    not contact Kafka.
+    ``settings``. Creating a Tracker does not contact Kafka (with a schema registry
+    configured, it registers the schemas: blocks on HTTP).
+
+    Without ``settings``, the SDK's own settings (:class:`SdkSettings`) and
+    ``EPT_THRESHOLDS`` are read from the environment, and no other component's. When one
+    of them is invalid, strict mode (``strict=True`` or ``EPT_STRICT=true``) raises
+    SettingsError here; otherwise the problem is logged once and tracking is disabled:
+    every call still returns at once and counts, nothing is sent (counted as dropped),
+    templates count as enabled and thresholds are the static defaults.
     """
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: SdkSettings | None = None,
         *,
         service: str | None = None,
         environment: str | None = None,
@@ -87,32 +106,43 @@ class Tracker:
         consent: ConsentCheck | None = None,
         thresholds: Thresholds | None = None,
         encoder: Encoder | None = None,
-        delivery: KafkaDelivery | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
-        self.settings = settings or load_settings()
+        self.enabled = True
+        try:
+            self.settings = settings or load_sdk_settings()
+            self.thresholds = thresholds or _thresholds_from_environment()
+        except SettingsError as exc:
+            if is_set_true("strict") if strict is None else strict:
+                raise
+            log.error("ept: tracking disabled: %s", exc)
+            self.enabled = False
+            self.settings, self.thresholds = SdkSettings(), thresholds or Thresholds()
         self.service = service or self.settings.service
         self.environment = environment or self.settings.environment
         self.strict = self.settings.strict if strict is None else strict
         self.consent = consent
-        self.thresholds = thresholds or Thresholds.from_environment()
         self.debug = os.environ.get("DEBUG_TRACKING", "").lower() in ("1", "true", "yes")
         self.stats = StatsRecorder()
         self._topics = {name: self.settings.topics.event(name) for name in EVENT_NAMES}
-        self._encoder = encoder or encoder_for(self.settings.schema_registry_url, self._topics)
-        self._envelope = {
-            "service": self.service,
-            "environment": self.environment,
-            "sdk_version": SDK_VERSION,
-        }
+        encoders = event_encoders(
+            encoder or encoder_for(self.settings.schema_registry_url, self._topics),
+            {"service": self.service, "environment": self.environment,
+             "sdk_version": SDK_VERSION})
+        # Per event, all the hot path looks up: (topic, encode, valid, key field, identifiers)
+        self._events = {name: (self._topics[name], encoders[name], fields_valid(name),
+                               _KEY_FIELD[name], _IDENTIFIERS[name]) for name in EVENT_NAMES}
         self._warn = RateLimitedLog()
-        if delivery is None:
+        if not self.enabled:
+            delivery = DiscardingDelivery(self.stats)
+        elif delivery is None:
             spool = None
             if self.settings.spool_max_bytes > 0:
                 spool = Spool(default_spool_root(self.settings.state_dir),
                               self.settings.spool_max_bytes)
             delivery = KafkaDelivery(producer_config(self.settings, ProducerRole.SDK), spool,
                                      self.stats, self.settings.producer_queue_max)
-        self._delivery = delivery
+        self._delivery: Delivery = delivery
         self._template_view: TemplateControlView | None = None
         self._threshold_view: SlowThresholdView | None = None
         self._template_view_lock = threading.Lock()
@@ -133,7 +163,7 @@ class Tracker:
             return
         if render_type is not None and self._render_shape(render_type, None) is None:
             return
-        self._emit("render_failed", template_id, {
+        self._emit("render_failed", {
             "render_id": render_id, "template_id": template_id, "reason": reason,
             "error_message": error_message, "duration_ms": duration_ms,
             "retry_attempt": retry_attempt, "render_type": render_type,
@@ -149,7 +179,7 @@ class Tracker:
         if shape is None:
             return
         width, height = shape
-        self._emit("render_completed", template_id, {
+        self._emit("render_completed", {
             "render_id": render_id, "template_id": template_id, "render_type": render_type,
             "duration_ms": duration_ms, "width": width, "height": height,
         }, user_id, account_id)
@@ -171,7 +201,7 @@ class Tracker:
                           if not isinstance(exc, ZeroDivisionError)
                           else ValueError("threshold_ms: must be > 0"))
             return
-        self._emit("slow_render", template_id, {
+        self._emit("slow_render", {
             "render_id": render_id, "template_id": template_id, "render_type": render_type,
             "duration_ms": duration_ms, "threshold_ms": threshold_ms,
             "slowness_factor": factor, "width": width, "height": height,
@@ -190,7 +220,7 @@ class Tracker:
         """
         if rate_limited is None:
             rate_limited = is_rate_limited(status_code, retry_after_s)
-        self._emit("api_error", endpoint, {
+        self._emit("api_error", {
             "endpoint": endpoint, "method": method, "status_code": status_code,
             "error_message": error_message, "request_id": request_id or _event_id(),
             "duration_ms": duration_ms, "retry_attempt": retry_attempt,
@@ -204,7 +234,7 @@ class Tracker:
         account_id: str | None = None,
     ) -> None:
         """An API call was answered (the denominator of API error rates)."""
-        self._emit("api_request_completed", endpoint, {
+        self._emit("api_request_completed", {
             "endpoint": endpoint, "method": method, "status_code": status_code,
             "duration_ms": duration_ms, "request_id": request_id or _event_id(),
         }, user_id, account_id)
@@ -225,32 +255,32 @@ class Tracker:
             self._invalid(exc)
             return None
 
-    def _emit(self, event_name: str, key: str, fields: dict[str, Any],
+    def _emit(self, event_name: str, fields: dict[str, Any],
               user_id: str | None, account_id: str | None) -> None:
+        topic, encode, valid, key_field, identifiers = self._events[event_name]
         try:
             message = fields.get("error_message")
             if isinstance(message, str):
                 fields["error_message"] = sanitize(message[:MAX_TEXT])
-            for name in _IDENTIFIERS:
-                value = fields.get(name)
+            for name in identifiers:
+                value = fields[name]
                 if isinstance(value, str):
                     fields[name] = sanitize_identifier(value)
-            if isinstance(key, str):  # the Kafka key is the endpoint or template id
-                key = sanitize_identifier(key)
-            found = field_problems(event_name, fields)
-            if found:
-                kind = TypeError if any(problem.wrong_type for problem in found) else ValueError
-                self._invalid(kind(f"{event_name}: " + "; ".join(map(str, found))))
-                return
+            if not valid(fields):
+                found = field_problems(event_name, fields)
+                if found:
+                    kind = TypeError if any(problem.wrong_type for problem in found) else ValueError
+                    self._invalid(kind(f"{event_name}: " + "; ".join(map(str, found))))
+                    return
             if user_id is not None or account_id is not None:
                 user_id, account_id = self._consented(user_id, account_id)
-            record = fields  # the Avro writer reads fields by name: no copy needed
+            record = fields  # the encoder reads fields by name: no copy needed
             record["event_id"] = _event_id()
             record["event_time"] = time.time_ns() // 1_000_000
             record["user_id"] = user_id
             record["account_id"] = account_id
-            record.update(self._envelope)
-            payload = self._encoder.encode(event_name, record)
+            payload = encode(record)
+            key = record[key_field].encode()  # the template id or endpoint, sanitized
         except (TypeError, ValueError) as exc:
             if self.strict:
                 raise
@@ -259,7 +289,7 @@ class Tracker:
         except Exception as exc:  # tracking must never break the caller
             self._reject(exc)
             return
-        self._delivery.send(self._topics[event_name], key.encode(), payload)
+        self._delivery.send(topic, key, payload)
         self.stats.record_event(event_name)
         if self.debug:
             log.debug("ept: tracked %s %s", event_name, record)
@@ -298,7 +328,10 @@ class Tracker:
 
     def wait_for_template_controls(self, timeout_s: float = 10.0) -> bool:
         """Start the template view and block until it has read the controls topic, or
-        ``timeout_s`` passed (False). For a service's start-up, before its first render."""
+        ``timeout_s`` passed (False). For a service's start-up, before its first render.
+        False at once when tracking is disabled."""
+        if not self.enabled:
+            return False
         return (self._template_view or self._start_template_view()).wait_loaded(timeout_s)
 
     def refuse_disabled_template(self, template_id: str) -> None:
@@ -325,19 +358,26 @@ class Tracker:
         return self.thresholds.threshold(operation, template_id, view.tuned)
 
     def wait_for_slow_thresholds(self, timeout_s: float = 10.0) -> bool:
-        """Block until the tuned thresholds were read, or ``timeout_s`` passed (False)."""
+        """Block until the tuned thresholds were read, or ``timeout_s`` passed (False);
+        False at once when tracking is disabled."""
+        if not self.enabled:
+            return False
         return (self._threshold_view or self._start_threshold_view()).wait_loaded(timeout_s)
 
     def _start_threshold_view(self) -> SlowThresholdView:
         with self._template_view_lock:
             if self._threshold_view is None:
-                self._threshold_view = SlowThresholdView(self.settings).start()
+                self._threshold_view = SlowThresholdView(self.settings)
+                if self.enabled:
+                    self._threshold_view.start()
             return self._threshold_view
 
     def _start_template_view(self) -> TemplateControlView:
         with self._template_view_lock:
             if self._template_view is None:
-                self._template_view = TemplateControlView(self.settings).start()
+                self._template_view = TemplateControlView(self.settings)
+                if self.enabled:
+                    self._template_view.start()
             return self._template_view
 
     # -- statistics and lifecycle -----------------------------------------------------

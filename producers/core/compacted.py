@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from ept.core.kafka import ConsumerRole, ProducerRole, consumer_config, producer_config
-from ept.core.settings import Settings
+from ept.core.settings import SdkSettings
 
 log = logging.getLogger("ept.compacted")
 
@@ -21,7 +21,7 @@ Apply = Callable[[bytes | None, bytes | None, bool], None]
 """``apply(key, value, live)``: one message; ``live`` once the topic's start was read."""
 
 
-def publish_record(settings: Settings, topic: str, key: str, value: bytes,
+def publish_record(settings: SdkSettings, topic: str, key: str, value: bytes,
                    timeout_s: float = 30.0) -> None:
     """Write one record and wait until the broker acknowledged it. Blocks.
 
@@ -43,7 +43,7 @@ class CompactedTopicFollower:
     5 s). Broker errors are logged and retried every 5 s: the thread never dies.
     """
 
-    def __init__(self, settings: Settings, topic: str, apply: Apply, poll_s: float = 0.2
+    def __init__(self, settings: SdkSettings, topic: str, apply: Apply, poll_s: float = 0.2
                  ) -> None:
         self._settings, self._topic, self._apply, self._poll_s = settings, topic, apply, poll_s
         self._loaded = threading.Event()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ept.core.compacted import CompactedTopicFollower, publish_record
-from ept.core.settings import Settings
+from ept.core.settings import SdkSettings
 
 log = logging.getLogger("ept.deletions")
 
@@ -60,7 +60,7 @@ class Deletion:
             raise BadDeletion(f"not a deletion record: {exc}") from None
 
 
-def publish_deletion(settings: Settings, deletion: Deletion) -> None:
+def publish_deletion(settings: SdkSettings, deletion: Deletion) -> None:
     """Record ``deletion``; blocks until the broker acknowledged it (raises KafkaException
     otherwise)."""
     publish_record(settings, settings.topics.deletions, deletion.key, deletion.encode())
@@ -75,7 +75,7 @@ class DeletionView:
     deletion recorded after the view loaded.
     """
 
-    def __init__(self, settings: Settings,
+    def __init__(self, settings: SdkSettings,
                  on_deleted: Callable[[Deletion], None] | None = None) -> None:
         self._on_deleted = on_deleted
         self._accounts: frozenset[str] = frozenset()

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ept.core.settings import Settings
+from ept.core.settings import SdkSettings, Settings
 
 
 class ProducerRole(Enum):
@@ -74,7 +74,7 @@ _CONSUMERS: dict[ConsumerRole, dict[str, Any]] = {
 }
 
 
-def connection_config(settings: Settings) -> dict[str, Any]:
+def connection_config(settings: SdkSettings) -> dict[str, Any]:
     """librdkafka options that reach ``settings``' cluster (servers, TLS, SASL)."""
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
@@ -83,7 +83,7 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     if settings.kafka_sasl_mechanism is not None:
         config["sasl.mechanism"] = settings.kafka_sasl_mechanism.value
         config["sasl.username"] = settings.kafka_sasl_username
-        assert settings.kafka_sasl_password is not None  # checked by Settings
+        assert settings.kafka_sasl_password is not None  # checked by SdkSettings
         config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
     for name, key in (
         ("kafka_ssl_ca_location", "ssl.ca.location"),
@@ -98,7 +98,7 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def producer_config(settings: Settings, role: ProducerRole, **extra: Any) -> dict[str, Any]:
+def producer_config(settings: SdkSettings, role: ProducerRole, **extra: Any) -> dict[str, Any]:
     """A ``confluent_kafka.Producer`` configuration for ``role`` (``extra``: callbacks)."""
     config = {**connection_config(settings), **_PRODUCERS[role], **extra}
     if role is ProducerRole.SDK:
@@ -107,7 +107,7 @@ def producer_config(settings: Settings, role: ProducerRole, **extra: Any) -> dic
     return config
 
 
-def consumer_config(settings: Settings, role: ConsumerRole, group_id: str,
+def consumer_config(settings: SdkSettings, role: ConsumerRole, group_id: str,
                     **extra: Any) -> dict[str, Any]:
     """A ``confluent_kafka.Consumer`` configuration for ``role`` in group ``group_id``."""
     config = {**connection_config(settings), **_CONSUMERS[role], "group.id": group_id, **extra}
@@ -116,7 +116,7 @@ def consumer_config(settings: Settings, role: ConsumerRole, group_id: str,
     return config
 
 
-def faust_broker_options(settings: Settings) -> dict[str, Any]:
+def faust_broker_options(settings: SdkSettings) -> dict[str, Any]:
     """Keyword arguments for ``faust.App`` that reach the same cluster as the others."""
     import ssl
 

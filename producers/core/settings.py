@@ -1,8 +1,12 @@
 """The one settings object of ept, read from ``EPT_*`` environment variables.
 
-Every component (SDK, worker, sink, CLI) reads its configuration from
-:func:`load_settings`. An optional ``.env``-style file named by ``EPT_CONFIG_FILE``
-is read first; real environment variables win over it.
+Two sections of one design: :class:`SdkSettings`, the fields a service embedding the SDK
+reads (:func:`load_sdk_settings`: the Kafka cluster, the topics, the SDK's knobs), and
+:class:`Settings`, those fields and every pipeline component's (worker, sink, notifier,
+CLI: :func:`load_settings`). The SDK reads and validates only its own section, so a
+variable meant for the sink in a render service's environment never reaches it. An
+optional ``.env``-style file named by ``EPT_CONFIG_FILE`` is read first; real
+environment variables win over it.
 
 Plain dataclasses, no validation framework: the SDK imports this module, and a render
 service should not load pydantic to publish an event.
@@ -18,7 +22,7 @@ from dataclasses import field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ept.core.topics import Topics
@@ -160,18 +164,40 @@ def _checked(check: Callable[[Any], str | None]) -> dict[str, Any]:
     return {"check": check}
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """All of ept's configuration. Field ``foo_bar`` is read from ``EPT_FOO_BAR``.
+def _field_problems(settings: Any) -> list[str]:
+    """The problems the fields' own checks find, each naming its variable."""
+    return [f"{ENV_PREFIX}{field.name.upper()}: {problem}"
+            for field in dataclasses.fields(settings)
+            if (check := field.metadata.get("check"))
+            and (problem := check(getattr(settings, field.name)))]
 
-    Build it with :func:`load_settings`; derive a variant with :meth:`replace`.
+
+def _weak_secrets(settings: Any, names: tuple[str, ...]) -> list[str]:
+    """Each of ``names`` set to an empty or placeholder secret. Never shows a value."""
+    return [f"{ENV_PREFIX}{name.upper()}: empty or a placeholder; set a real secret "
+            "(or unset it)" for name in names
+            if (secret := getattr(settings, name)) is not None
+            and _weak(secret.get_secret_value())]
+
+
+@dataclasses.dataclass(frozen=True)
+class SdkSettings:
+    """What a service embedding the SDK reads: the Kafka cluster, the topics, the schema
+    registry and the SDK's own knobs. Field ``foo_bar`` is read from ``EPT_FOO_BAR``.
+
+    Build it with :func:`load_sdk_settings`, which reads and validates these fields only:
+    a variable meant for another component (``EPT_SQL_BIND``, ``EPT_TOPIC_PARTITIONS``...)
+    never reaches a render service. Every other component reads :class:`Settings`, which
+    is these fields and its own. Derive a variant with :meth:`replace`.
+
+    Raises SettingsError (naming each variable and its problem) when built invalid.
     """
 
     state_dir: Path = field(default_factory=_default_state_dir)
     environment: str = "development"
     service: str = "unknown"
 
-    # Kafka
+    # Kafka: the cluster and the topics every client of ept reaches
     kafka_bootstrap: str = field(default="127.0.0.1:9092", metadata=_checked(_bootstrap))
     kafka_security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     kafka_sasl_mechanism: SaslMechanism | None = None
@@ -182,11 +208,76 @@ class Settings:
     kafka_ssl_key_location: Path | None = None
     kafka_ssl_key_password: Secret | None = None
     topic_prefix: str = field(default="ept.", metadata=_checked(_topic_prefix))
-    topic_partitions: int = field(default=6, metadata=_checked(_at_least(1)))
-    topic_replication: int = field(default=1, metadata=_checked(_at_least(1)))
     # Not in repr: a registry URL may carry credentials (https://user:key@...).
     schema_registry_url: str | None = field(default=None, repr=False,
                                             metadata=_checked(_registry_url))
+
+    # SDK
+    strict: bool = False
+    producer_queue_max: int = field(default=100_000, metadata=_checked(_at_least(100)))
+    spool_max_bytes: int = field(default=256 * 1024 * 1024, metadata=_checked(_at_least(0)))
+    flush_timeout_s: float = field(default=5.0, metadata=_checked(_at_least(0)))
+
+    # Names set explicitly (environment, file or override), not taken from the defaults.
+    explicit: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+
+    def _problems(self) -> list[str]:
+        """Every problem of these settings; a subclass adds those of its own fields."""
+        problems = _field_problems(self)
+        if self.kafka_security_protocol.startswith("SASL"):
+            missing = [f"{ENV_PREFIX}{name.upper()}" for name in
+                       ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                       if getattr(self, name) is None]
+            if missing:
+                problems.append(f"EPT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                                f"needs {', '.join(missing)}")
+        problems += _weak_secrets(self, ("kafka_sasl_password", "kafka_ssl_key_password"))
+        for name in ("kafka_ssl_ca_location", "kafka_ssl_certificate_location",
+                     "kafka_ssl_key_location"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{ENV_PREFIX}{name.upper()}: no such file {str(path)!r}")
+        return problems
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """Every setting's field name (``EPT_`` + upper case is its variable)."""
+        return [field.name for field in dataclasses.fields(cls) if field.name != "explicit"]
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (converted and checked like environment values).
+
+        Raises SettingsError as the constructor does."""
+        return _build(type(self), {**{name: getattr(self, name) for name in self.names()},
+                                   **changes}, self.explicit | set(changes))
+
+    @property
+    def kafka_bootstrap_is_explicit(self) -> bool:
+        """True when the user named a Kafka cluster (so no local broker is started)."""
+        return "kafka_bootstrap" in self.explicit
+
+    @cached_property
+    def topics(self) -> Topics:
+        """The names of ept's Kafka topics under this ``topic_prefix``."""
+        return Topics(self.topic_prefix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(SdkSettings):
+    """All of ept's configuration: :class:`SdkSettings` and the fields of the pipeline's
+    components (topic creation, storage, worker, sink, notifier, HTTP, analysts' SQL).
+
+    Build it with :func:`load_settings`. Raises SettingsError when built invalid.
+    """
+
+    # Topics ept creates
+    topic_partitions: int = field(default=6, metadata=_checked(_at_least(1)))
+    topic_replication: int = field(default=1, metadata=_checked(_at_least(1)))
 
     # ClickHouse: a server URL, or else the embedded engine at clickhouse_path.
     clickhouse_url: Secret | None = field(default=None, metadata=_checked(_clickhouse_url))
@@ -197,12 +288,6 @@ class Settings:
     # How long Kafka keeps events and dead letters (retention.ms of the topics ept creates).
     topic_retention_days: int = field(default=7, metadata=_checked(_at_least(1)))
     rollup_retention_days: int = field(default=365, metadata=_checked(_at_least(1)))
-
-    # SDK
-    strict: bool = False
-    producer_queue_max: int = field(default=100_000, metadata=_checked(_at_least(100)))
-    spool_max_bytes: int = field(default=256 * 1024 * 1024, metadata=_checked(_at_least(0)))
-    flush_timeout_s: float = field(default=5.0, metadata=_checked(_at_least(0)))
 
     # Sink
     sink_batch_rows: int = field(default=50_000, metadata=_checked(_at_least(1)))
@@ -257,49 +342,13 @@ class Settings:
     # cores to ingestion (make bench-sink: at 2, ingestion fell to 0.37 of idle on 2 cores).
     sql_max_threads: int = field(default=1, metadata=_checked(_at_least(1)))
 
-    # Names set explicitly (environment, file or override), not taken from the defaults.
-    explicit: frozenset[str] = field(default=frozenset(), repr=False,
-                                                 compare=False)
-
-    def __post_init__(self) -> None:
-        problems = [f"{ENV_PREFIX}{field.name.upper()}: {problem}"
-                    for field in dataclasses.fields(self)
-                    if (check := field.metadata.get("check"))
-                    and (problem := check(getattr(self, field.name)))]
-        if self.kafka_security_protocol.startswith("SASL"):
-            missing = [f"{ENV_PREFIX}{name.upper()}" for name in
-                       ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
-                       if getattr(self, name) is None]
-            if missing:
-                problems.append(f"EPT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
-                                f"needs {', '.join(missing)}")
-        problems += self._secret_problems()
-        if self.sql_bind not in _LOOPBACK and self.analyst_password is None:
-            problems.append(f"EPT_SQL_BIND={self.sql_bind} serves analysts' SQL beyond this "
-                            "machine: set EPT_ANALYST_PASSWORD")
-        for name in ("kafka_ssl_ca_location", "kafka_ssl_certificate_location",
-                     "kafka_ssl_key_location"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                problems.append(f"{ENV_PREFIX}{name.upper()}: no such file {str(path)!r}")
-        if problems:
-            raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
-
-    def _secret_problems(self) -> list[str]:
-        """Empty or placeholder secrets (``change-me``), and HTTP served beyond this
-        machine without a token: each would leave a door open. Never shows a value."""
-        problems = []
-        secrets = {"api_token": self.api_token, "analyst_password": self.analyst_password,
-                   "kafka_sasl_password": self.kafka_sasl_password,
-                   "kafka_ssl_key_password": self.kafka_ssl_key_password}
+    def _problems(self) -> list[str]:
+        problems = super()._problems()
+        problems += _weak_secrets(self, ("api_token", "analyst_password"))
         try:
             server = self.clickhouse_server
         except ValueError:  # an invalid URL, reported by its own check
             server = None
-        for name, secret in secrets.items():
-            if secret is not None and _weak(secret.get_secret_value()):
-                problems.append(f"{ENV_PREFIX}{name.upper()}: empty or a placeholder; set a "
-                                "real secret (or unset it)")
         if server is not None and server.password and _weak(server.password):
             problems.append("EPT_CLICKHOUSE_URL: the password is a placeholder")
         if self.http_host not in _LOOPBACK and self.api_token is None:
@@ -309,22 +358,10 @@ class Settings:
               and len(self.api_token.get_secret_value()) < 16):
             problems.append("EPT_API_TOKEN: shorter than 16 characters, served beyond "
                             "this machine")
+        if self.sql_bind not in _LOOPBACK and self.analyst_password is None:
+            problems.append(f"EPT_SQL_BIND={self.sql_bind} serves analysts' SQL beyond this "
+                            "machine: set EPT_ANALYST_PASSWORD")
         return problems
-
-    @classmethod
-    def names(cls) -> list[str]:
-        """Every setting's field name (``EPT_`` + upper case is its variable)."""
-        return [field.name for field in dataclasses.fields(cls) if field.name != "explicit"]
-
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` (converted and checked like environment values)."""
-        return _build({**{name: getattr(self, name) for name in self.names()}, **changes},
-                      self.explicit | set(changes))
-
-    @property
-    def kafka_bootstrap_is_explicit(self) -> bool:
-        """True when the user named a Kafka cluster (so no local broker is started)."""
-        return "kafka_bootstrap" in self.explicit
 
     @cached_property
     def clickhouse_server(self) -> ClickHouseServer | None:
@@ -344,10 +381,8 @@ class Settings:
     def dashboard_url(self) -> str:
         return self.dashboard_public_url or f"http://{self.http_host}:{self.sink_port}/"
 
-    @cached_property
-    def topics(self) -> Topics:
-        """The names of ept's Kafka topics under this ``topic_prefix``."""
-        return Topics(self.topic_prefix)
+
+_S = TypeVar("_S", bound="SdkSettings")
 
 
 def _convert(annotation: str, raw: Any) -> Any:
@@ -382,8 +417,10 @@ def _convert(annotation: str, raw: Any) -> Any:
     return raw
 
 
-def _build(values: dict[str, Any], explicit: set[str] | frozenset[str]) -> Settings:
-    annotations = {field.name: str(field.type) for field in dataclasses.fields(Settings)}
+def _build(cls: type[_S], values: dict[str, Any], explicit: set[str] | frozenset[str]
+           ) -> _S:
+    """``cls`` from ``values``; names that are not its fields are ignored."""
+    annotations = {field.name: str(field.type) for field in dataclasses.fields(cls)}
     converted: dict[str, Any] = {}
     problems = []
     for name, raw in values.items():
@@ -395,7 +432,7 @@ def _build(values: dict[str, Any], explicit: set[str] | frozenset[str]) -> Setti
             problems.append(f"{ENV_PREFIX}{name.upper()}: {exc}")
     if problems:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
-    return Settings(**converted, explicit=frozenset(explicit))
+    return cls(**converted, explicit=frozenset(explicit & set(annotations)))
 
 
 def _read_config_file(path: Path) -> dict[str, str]:
@@ -412,12 +449,9 @@ def _read_config_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment (and ``EPT_CONFIG_FILE``), applying ``overrides``.
-
-    Raises:
-        SettingsError: a variable is invalid; the message names each one and what is wrong.
-    """
+def _load(cls: type[_S], overrides: dict[str, Any]) -> _S:
+    """``cls`` read from ``EPT_CONFIG_FILE``, the environment (which wins over the file)
+    and ``overrides`` (which win over both); only ``cls``' own fields are read."""
     values: dict[str, Any] = {}
     config_file = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
     if config_file:
@@ -425,10 +459,35 @@ def load_settings(**overrides: Any) -> Settings:
         if not path.is_file():
             raise SettingsError(f"EPT_CONFIG_FILE: no such file {config_file!r}")
         values.update(_read_config_file(path))
-    names = set(Settings.names())
+    names = set(cls.names())
     for variable, value in os.environ.items():
         name = variable[len(ENV_PREFIX):].lower()
         if variable.startswith(ENV_PREFIX) and name in names:
             values[name] = value
     values.update(overrides)
-    return _build(values, set(values))
+    return _build(cls, values, set(values))
+
+
+def is_set_true(name: str) -> bool:
+    """True when the variable ``EPT_<NAME>`` reads as true (1, true, yes, on). Never
+    raises: for deciding how to report settings that did not load."""
+    return os.environ.get(f"{ENV_PREFIX}{name.upper()}", "").strip().lower() in _TRUE
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Every component's settings, from the environment (and ``EPT_CONFIG_FILE``), with
+    ``overrides`` applied.
+
+    Raises:
+        SettingsError: a variable is invalid; the message names each one and what is wrong.
+    """
+    return _load(Settings, overrides)
+
+
+def load_sdk_settings(**overrides: Any) -> SdkSettings:
+    """The SDK's settings alone: other components' variables are neither read nor checked.
+
+    Raises:
+        SettingsError: one of the SDK's variables is invalid (the message names each).
+    """
+    return _load(SdkSettings, overrides)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ept.core.compacted import CompactedTopicFollower, publish_record
-from ept.core.settings import Settings
+from ept.core.settings import SdkSettings
 
 log = logging.getLogger("ept.templates")
 
@@ -86,7 +86,7 @@ class TemplateControl:
             raise BadTemplateControl(f"bad field: {exc}") from None
 
 
-def publish_control(settings: Settings, control: TemplateControl, timeout_s: float = 30.0
+def publish_control(settings: SdkSettings, control: TemplateControl, timeout_s: float = 30.0
                     ) -> None:
     """Write ``control`` and wait until the broker acknowledged it. Blocks.
 
@@ -96,7 +96,7 @@ def publish_control(settings: Settings, control: TemplateControl, timeout_s: flo
                    control.encode(), timeout_s)
 
 
-def read_controls(settings: Settings, timeout_s: float = 20.0) -> list[TemplateControl]:
+def read_controls(settings: SdkSettings, timeout_s: float = 20.0) -> list[TemplateControl]:
     """Every template's latest control, read to the topic's end. Blocks; raises
     TimeoutError when the broker did not answer within ``timeout_s``."""
     view = TemplateControlView(settings).start()
@@ -119,7 +119,7 @@ class TemplateControlView:
     (in the view's thread) with each control read after that.
     """
 
-    def __init__(self, settings: Settings, poll_s: float = 0.2,
+    def __init__(self, settings: SdkSettings, poll_s: float = 0.2,
                  on_update: Callable[[TemplateControl], None] | None = None) -> None:
         self._on_update = on_update
         self._controls: dict[str, TemplateControl] = {}

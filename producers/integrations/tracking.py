@@ -10,7 +10,7 @@ def tracker_or_default(tracker: Tracker | None) -> Tracker:
     """``tracker``, or the SDK's default tracker (created from the environment)."""
     if tracker is not None:
         return tracker
-    from ept import get_tracker
+    from ept.default import get_tracker
 
     return get_tracker()
 
