@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 
 from ept.classification import classify_failure
 from ept.core.http_status import is_error_status
+from ept.ids import new_id
 from ept.thresholds import operation_for_render_type
-from ept.tracker import Dimensions, Tracker, _event_id
+from ept.tracker import Dimensions, Tracker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,7 +104,7 @@ class RenderMeasurement(_Measurement):
         super().__init__(tracker)
         self.enforce_template_controls = enforce_template_controls
         self._fixed_render_id = render_id
-        self.render_id = render_id or _event_id()
+        self.render_id = render_id or new_id()
         self.render_type = render_type
         self.template_id = template_id
         self.dimensions = dimensions
@@ -154,7 +155,7 @@ class ApiMeasurement(_Measurement):
         super().__init__(tracker)
         self.endpoint = endpoint
         self._fixed_request_id = request_id
-        self.request_id = request_id or _event_id()
+        self.request_id = request_id or new_id()
         self.method = method
         self.retry_attempt = retry_attempt
         self.status_code: int | None = None

@@ -31,8 +31,9 @@ from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from ept.classification import FAILURE_REASONS, classify_failure
+from ept.ids import new_id
 from ept.measure import RenderMeasurement
-from ept.tracker import Dimensions, Tracker, _event_id
+from ept.tracker import Dimensions, Tracker
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -113,7 +114,7 @@ class _Retrying:
                  template_id: str, render_type: str, dimensions: Dimensions,
                  rng: random.Random | None) -> None:
         self._tracker, self._policy = tracker, policy
-        self._render_id = render_id or _event_id()
+        self._render_id = render_id or new_id()
         self._template_id, self._render_type, self._dimensions = (
             template_id, render_type, dimensions)
         self._rng = rng or random.Random()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import random
 import threading
 import time
 import weakref
@@ -24,6 +23,7 @@ from ept.core.kafka import ProducerRole, producer_config
 from ept.core.settings import SdkSettings, SettingsError, is_set_true, load_sdk_settings
 from ept.core.template_controls import TemplateControlView, TemplateDisabledError
 from ept.delivery import Delivery, DiscardingDelivery, KafkaDelivery, RateLimitedLog
+from ept.ids import new_id
 from ept.sanitization import sanitize, sanitize_identifier
 from ept.schemas.codec import Encoder, encoder_for, event_encoders
 from ept.schemas.registry import EVENT_NAMES
@@ -48,19 +48,6 @@ _KEY_FIELD = {"render_failed": "template_id", "render_completed": "template_id",
               "api_request_completed": "endpoint"}
 _IDENTIFIERS = {name: ("endpoint", "request_id") if key == "endpoint" else ("template_id",)
                 for name, key in _KEY_FIELD.items()}
-
-
-_ids = random.Random()
-os.register_at_fork(after_in_child=_ids.seed)  # a forked child must not repeat its parent's ids
-_random_bits = _ids.getrandbits
-# A random hex digit -> the variant digit of RFC 4122 (binary 10xx) with its two low bits.
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
-
-def _event_id() -> str:
-    """A random (version 4) UUID string; cheaper than uuid.uuid4(), which reads urandom."""
-    h = _random_bits(128).to_bytes(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def _thresholds_from_environment() -> Thresholds:
@@ -222,7 +209,7 @@ class Tracker:
             rate_limited = is_rate_limited(status_code, retry_after_s)
         self._emit("api_error", {
             "endpoint": endpoint, "method": method, "status_code": status_code,
-            "error_message": error_message, "request_id": request_id or _event_id(),
+            "error_message": error_message, "request_id": request_id or new_id(),
             "duration_ms": duration_ms, "retry_attempt": retry_attempt,
             "rate_limited": bool(rate_limited),
             "retry_after_s": None if retry_after_s is None else float(retry_after_s),
@@ -236,7 +223,7 @@ class Tracker:
         """An API call was answered (the denominator of API error rates)."""
         self._emit("api_request_completed", {
             "endpoint": endpoint, "method": method, "status_code": status_code,
-            "duration_ms": duration_ms, "request_id": request_id or _event_id(),
+            "duration_ms": duration_ms, "request_id": request_id or new_id(),
         }, user_id, account_id)
 
     # -- internals --------------------------------------------------------------------
@@ -275,7 +262,7 @@ class Tracker:
             if user_id is not None or account_id is not None:
                 user_id, account_id = self._consented(user_id, account_id)
             record = fields  # the encoder reads fields by name: no copy needed
-            record["event_id"] = _event_id()
+            record["event_id"] = new_id()
             record["event_time"] = time.time_ns() // 1_000_000
             record["user_id"] = user_id
             record["account_id"] = account_id

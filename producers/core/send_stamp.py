@@ -29,9 +29,21 @@ class SendStamp:
     producer: int
 
 
-def stamp_headers() -> list[tuple[str, str | bytes | None]]:
-    """The headers of a record handed to the producer now. About a microsecond."""
-    return [(HEADER, _FORMAT.pack(time.time_ns() // 1_000_000, PRODUCER_ID))]
+Headers = list[tuple[str, str | bytes | None]]
+# The headers of the current millisecond, built once for every record sent within it.
+_current: tuple[int, Headers] = (0, [])
+
+
+def stamp_headers() -> Headers:
+    """The headers of a record handed to the producer now. Records of one millisecond
+    share one list: the caller hands it to ``produce()`` and must not change it."""
+    global _current
+    sent_ms = time.time_ns() // 1_000_000
+    built_ms, headers = _current
+    if built_ms != sent_ms:
+        headers = [(HEADER, _FORMAT.pack(sent_ms, PRODUCER_ID))]
+        _current = (sent_ms, headers)  # one assignment: threads see either pair whole
+    return headers
 
 
 def read_stamp(value: bytes | None) -> SendStamp | None:

@@ -11,9 +11,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from ept.ids import new_id
 from ept.integrations.endpoints import templated_path
 from ept.integrations.tracking import track_served_request, tracker_or_default
-from ept.tracker import Tracker, _event_id
+from ept.tracker import Tracker
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,7 +49,7 @@ class TrackingMiddleware:
         started = time.perf_counter()
         request_id = next((value.decode(errors="replace") for name, value
                            in scope.get("headers", []) if name.lower() == self._header),
-                          None) or _event_id()
+                          None) or new_id()
         status: list[int] = []
 
         async def capture(message: Message) -> None:

@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ept.ids import new_id
 from ept.integrations.endpoints import templated_path
 from ept.integrations.tracking import track_served_request, tracker_or_default
-from ept.tracker import Tracker, _event_id
+from ept.tracker import Tracker
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -57,7 +58,7 @@ class TrackingMiddleware:
         if environ.get("PATH_INFO") in self._exclude:
             return self.app(environ, start_response)
         started = time.perf_counter()
-        request_id = environ.get(self._header) or _event_id()
+        request_id = environ.get(self._header) or new_id()
         status: list[int] = []
 
         def capture(status_line: str, headers: Any, exc_info: Any = None) -> Any:
