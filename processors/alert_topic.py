@@ -72,6 +72,10 @@ class AlertNotice:
     decided_at_ms: int = 0
     # Told without evidence enough to judge (e.g. "0 renders in 15m"); "" otherwise.
     no_data: str = ""
+    # Decided ahead of the event-time frontier, on the events read so far: a count rule
+    # firing the moment it crosses, or the withdrawal of one that late events undid. The
+    # frontier's own notice of the alert follows (``decided_at_ms`` orders those only).
+    ahead: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:

@@ -27,6 +27,9 @@ class AlertState:
     last_notified_ms: int = 0
     # firing, with the verdict "cleared" at every instant judged since (resolve pending)
     clearing_since_ms: int = 0
+    # not firing yet at the frontier, but told firing ahead of it at this instant: the
+    # frontier's judgement there confirms it (fires) or withdraws it
+    ahead_ms: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +50,9 @@ class Notification:
     detail: str = ""  # what the value was computed from, for the summary
     hits: int = 0  # the failing part of ``samples`` (rates: the bounds are told)
     no_data: str = ""  # told without evidence enough to judge: what is missing
+    # told ahead of the frontier (a firing), or withdrawing such a one (a resolution):
+    # decided on the events read so far, not yet on every event of its instant
+    ahead: bool = False
 
 
 def verdict(rule: Rule, measurement: Measurement) -> tuple[bool, bool]:
@@ -146,7 +152,8 @@ def alert_notice(rule: Rule, labels: dict[str, str], note: Notification, decided
         resolve_threshold=rule.resolve_threshold, window=f"{rule.window_minutes}m",
         started_at=_iso(note.started_at_ms), resolved_at=_iso(note.resolved_at_ms),
         summary=summary(rule, scope, note), runbook_url=rule.runbook_url, action=rule.action,
-        renotify=note.renotify, decided_at_ms=decided_at_ms, no_data=note.no_data)
+        renotify=note.renotify, decided_at_ms=decided_at_ms, no_data=note.no_data,
+        ahead=note.ahead)
 
 
 _WHAT = {"render_error_rate": "Render error rate", "api_errors": "API errors",
@@ -162,6 +169,22 @@ def summary(rule: Rule, scope: str, note: Notification) -> str:
         what = f"Render duration p{rule.quantile * 100:g}"
     else:
         what = _WHAT[rule.kind]
+    if note.ahead and note.status == RESOLVED:
+        return (f"{what} over {rule.window_minutes}m for {scope}: withdrawn, the late "
+                f"events of its instant bring it to {_reading(rule, note)}")
+    text = _judged(rule, what, scope, note)
+    return f"{text} (told ahead of late events)" if note.ahead else text
+
+
+def _reading(rule: Rule, note: Notification) -> str:
+    """What a count rule read, e.g. "4 (4 of 90 renders failing)"."""
+    if note.no_data:
+        return f"no data: {note.no_data}"
+    noun = "renders" if rule.kind == "template_failures" else "calls"
+    return f"{int(note.value)} ({note.hits} of {note.samples} {noun} failing)"
+
+
+def _judged(rule: Rule, what: str, scope: str, note: Notification) -> str:
     if note.no_data:
         state = ("resolved" if note.status == RESOLVED
                  else "still firing" if note.renotify or rule.no_data != "alert" else "firing")

@@ -69,7 +69,8 @@ class PublishedAlerts:
         last: dict[str, int] = {}
 
         def keep(alert: Any) -> None:
-            last[alert.fingerprint] = max(alert.decided_at_ms, last.get(alert.fingerprint, -1))
+            key = told_key(alert.fingerprint, alert.ahead)
+            last[key] = max(alert.decided_at_ms, last.get(key, -1))
 
         read_alerts(self._settings, keep, until_end=True)
         return last
@@ -147,10 +148,11 @@ class EvaluateStage:
         succeeds: the partition waits, since judging on would save states whose notices
         were never told. A template disabled by a rule is disabled before its alert is
         sent."""
-        pending: list[tuple[Notice, str, Any, Any]] = []
+        pending: list[tuple[Notice, str, str, Any, Any]] = []
         for notice in sorted(notices, key=publication_order):
             key = fingerprint(notice.rule.name, notice.scope.labels)
-            if not await self._published.is_new(key, notice.at_ms):
+            told_as = told_key(key, notice.note.ahead)
+            if not await self._published.is_new(told_as, notice.at_ms):
                 continue  # already on the topic (published before a restart)
             message = alert_notice(notice.rule, notice.scope.labels, notice.note, notice.at_ms)
             control = automatic_control(notice, key, message.summary)
@@ -163,9 +165,9 @@ class EvaluateStage:
                 sent = await self._alerts.send(key=key.encode(), value=message.encode())
             except Exception:  # the producer's buffer: sent again below
                 sent = None
-            pending.append((notice, key, message, sent))
+            pending.append((notice, key, told_as, message, sent))
         retold: set[str] = set()  # fingerprints whose order on the topic must be mended
-        for notice, key, message, sent in pending:
+        for notice, key, told_as, message, sent in pending:
             what = f"alert {notice.note.status} {message.summary}"
             try:
                 if sent is None:
@@ -175,7 +177,7 @@ class EvaluateStage:
                 retold.add(key)
             if key in retold:  # failed, or after a failed one of its own alert: told again
                 await self._deliver(self._alerts, key, message.encode(), what)
-            self._published.record(key, notice.at_ms)
+            self._published.record(told_as, notice.at_ms)
             self.alerts_told[(notice.rule.name, notice.note.status)] += 1
             log.info("%s", what)
 
@@ -193,6 +195,13 @@ class EvaluateStage:
                 await asyncio.sleep(pause)
 
 
+def told_key(fingerprint: str, ahead: bool) -> str:
+    """What the deduplication of published notices is keyed on: an alert's notices told
+    ahead of the frontier are told apart from the frontier's own (which may be decided at
+    an earlier instant than the one told ahead of it, and must still be told)."""
+    return f"{fingerprint}~ahead" if ahead else fingerprint
+
+
 def publication_order(notice: Notice) -> tuple[int, int, int]:
     """The order notices judged together are published in: broadest scope, then most
     severe (:func:`~ept.processors.alert_topic.told_first`), then event time (so each
@@ -206,7 +215,8 @@ def automatic_control(notice: Notice, fingerprint: str, summary: str
     (not on re-notifications: a template a person re-enabled stays enabled)."""
     template_id = notice.scope.labels.get("template_id")
     if (not notice.rule.auto_action or notice.rule.action != DISABLE_TEMPLATE
-            or template_id is None or notice.note.status != FIRING or notice.note.renotify):
+            or template_id is None or notice.note.status != FIRING or notice.note.renotify
+            or notice.note.ahead):  # acted on once the frontier confirms it
         return None
     return TemplateControl(template_id, DISABLED, summary, f"rule:{notice.rule.name}",
                            notice.at_ms, fingerprint)

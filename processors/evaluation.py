@@ -18,12 +18,21 @@ lateness), the same events give the same notices in any arrival order Kafka allo
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from ddsketch import DDSketch
 
 from ept.processors import durations
-from ept.processors.alerting import FIRING, AlertState, Notification, step
+from ept.processors.alerting import (
+    FIRING,
+    INACTIVE,
+    RESOLVED,
+    AlertState,
+    Notification,
+    step,
+    verdict,
+)
 from ept.processors.records import Counted, ScopeState
 from ept.processors.rules import BASELINE_KINDS, REGRESSION, Rule
 from ept.processors.signals import (
@@ -74,6 +83,12 @@ class Evaluator:
         self._volume_families = frozenset(FAMILY_OF_KIND[r.kind] for r in rules
                                           if r.is_volume_drop)
         self.late_events = 0  # counted after an instant they belong to was judged
+
+    @property
+    def ahead_families(self) -> frozenset[str]:
+        """The families with a rule that may fire ahead of the frontier."""
+        return frozenset(family for family, rules in self._rules.items()
+                         if any(v.fires_ahead for rule in rules for v in rule.variants))
 
     @property
     def families(self) -> frozenset[str]:
@@ -140,6 +155,49 @@ class Evaluator:
         self._drop_old_blocks(state, last)
         return notices
 
+    def judge_ahead(self, scope: Scope, state: ScopeState, seconds: Iterable[int],
+                    settled_s: int) -> list[Notice]:
+        """Fire count and ratio rules ahead of the frontier, at the first of ``seconds``
+        (beyond ``state.judged_s``) at which the events read so far already make them
+        hold.
+
+        A count only grows with events still to come, so a crossing count is final: the
+        frontier's own judgement fires it at that instant or before. A rate is not
+        (late successes lower it), so rates, and counts with a ``min_rate``, fire ahead
+        only up to ``settled_s``, the last second every active source of the family has
+        been read past (only out-of-order events can still come before it); should the
+        frontier's judgement not find them holding there, the notice is withdrawn
+        (:meth:`_judge_at`). Notices told ahead are ``ahead``: the notices of the
+        frontier's judgement stay a function of the events alone.
+        """
+        notices: list[Notice] = []
+        candidates = sorted(s for s in seconds if s > state.judged_s)
+        if not candidates:
+            return notices
+        for scope_rule in self.rules_of(scope):
+            rule = scope_rule.for_scope(scope.scope_type, scope.value)
+            if rule is None or not rule.fires_ahead:
+                continue
+            before = state.alerts.get(rule.name, AlertState())
+            if before.status != INACTIVE or before.ahead_ms:
+                continue
+            counter = COUNTED_BY_KIND[rule.kind]
+            for second in candidates:
+                if second > settled_s and not rule.is_final_once_crossed:
+                    break
+                if counter not in state.seconds.get(second, {}):
+                    continue
+                measurement = measured(rule, state, second)
+                if measurement.no_data or not verdict(rule, measurement)[0]:
+                    continue
+                now_ms = (second + 1) * 1000
+                _, note = step(rule, before, measurement, now_ms)
+                assert note is not None  # holds, no pending period: it fires
+                state.alerts[rule.name] = replace(before, ahead_ms=now_ms)
+                notices.append(Notice(rule, scope, replace(note, ahead=True), now_ms))
+                break
+        return notices
+
     def expire(self, state: ScopeState, frontier_ms: int) -> bool:
         """Drop the baseline blocks of a scope at rest that no instant from ``frontier_ms``
         on can use; True when nothing is left of it (it may be deleted)."""
@@ -189,7 +247,16 @@ class Evaluator:
             if rule is None or (not minute_end and rule.judged_at_minute_ends):
                 continue
             before = state.alerts.get(rule.name, AlertState())
-            after, note = step(rule, before, measured(rule, state, second), now_ms)
+            measurement = measured(rule, state, second)
+            after, note = step(rule, before, measurement, now_ms)
+            if after.ahead_ms and after.ahead_ms <= now_ms and after.status != FIRING:
+                # told firing ahead at this instant, and it does not hold with every event
+                # of it read: withdrawn
+                notices.append(Notice(rule, scope, Notification(
+                    RESOLVED, measurement.value, measurement.samples, after.ahead_ms, now_ms,
+                    hits=measurement.hits,
+                    no_data=measurement.no_data, ahead=True), now_ms))
+                after = replace(after, ahead_ms=0)
             if after != before:
                 state.alerts[rule.name] = after
             if after.status == FIRING and rule.kind in BASELINE_KINDS:

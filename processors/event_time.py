@@ -80,7 +80,22 @@ class Frontiers:
         return advanced
 
     def frontier(self, family: str) -> int:
-        return self._frontier[family]
+        return self._frontier.get(family, 0)
+
+    def settled(self, family: str) -> int:
+        """The event time (ms) every active source of ``family`` has been read past,
+        without the allowed lateness: what a rule may be judged ahead of the frontier on
+        (only out-of-order events can still come before it). The frontier when that is
+        not known (a source unreported, or active before its first event)."""
+        frontier = self._frontier.get(family, 0)
+        active: list[int] = []
+        for source in self._sources.get(family, ()):
+            reported = self._reported.get(source)
+            if reported is None or (not reported.idle and reported.watermark_ms is None):
+                return frontier
+            if not reported.idle and reported.watermark_ms is not None:
+                active.append(reported.watermark_ms)
+        return max(frontier, min(active)) if active else frontier
 
     def _candidate(self, sources: list[Source]) -> int | None:
         active: list[int] = []

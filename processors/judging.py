@@ -14,7 +14,7 @@ lose them: the restored state would say the alert fires, and nothing would re-ju
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from ept.processors.evaluation import BLOCK_S, Evaluator, Notice
@@ -44,24 +44,61 @@ class PartitionJudge:
                                    if _family(key) == "duration" and key not in self._live}
         self._expired: set[str] = set()
         self._expiry_block = -1
+        self._ahead_families = evaluator.ahead_families
+        self._settled_s: dict[str, int] = {}  # per family: judged ahead up to this second
 
     def handle(self, record: Signal | Progress) -> list[Notice]:
         """The notices ``record`` causes, in order. Call :meth:`save` once they are
         delivered."""
         if isinstance(record, Signal):
-            state = self._state(record.scope)
-            self._evaluator.add(Scope.parse(record.scope), state, record.events)
-            return self._judge(record.scope, state,
-                               self.frontiers.frontier(_family(record.scope)), counted=True)
+            state, family = self._state(record.scope), _family(record.scope)
+            scope = Scope.parse(record.scope)
+            self._evaluator.add(scope, state, record.events)
+            notices = self._judge(record.scope, state, self.frontiers.frontier(family),
+                                  counted=True)
+            return notices + self._judge_ahead(
+                record.scope, state, {event.time_ms // 1000 for event in record.events})
         advanced = self.frontiers.update(record)
-        notices: list[Notice] = []
+        settling = self._newly_settled()
+        notices = []
         for key in sorted(self._live):
             family = _family(key)
             if family in advanced:
                 notices += self._judge(key, self._state(key), advanced[family], counted=False)
+            if family in settling:
+                state = self._state(key)
+                first, last = settling[family]
+                seconds = (range(first, last + 1) if last - first < len(state.seconds)
+                           else [s for s in state.seconds if first <= s <= last])
+                notices += self._judge_ahead(key, state, [s for s in seconds
+                                                          if s in state.seconds])
         if "duration" in advanced and advanced["duration"] // 1000 // BLOCK_S > self._expiry_block:
             self._expiry_block = advanced["duration"] // 1000 // BLOCK_S
             self._expire_resting(advanced["duration"])
+        return notices
+
+    def _newly_settled(self) -> dict[str, tuple[int, int]]:
+        """Per family a rule may fire ahead in, the seconds settled since the last report
+        (:meth:`Frontiers.settled`): a rate condition is judged ahead there."""
+        settling = {}
+        for family in self._ahead_families:
+            last = self.frontiers.settled(family) // 1000 - 1
+            before = self._settled_s.get(family, self.frontiers.frontier(family) // 1000 - 1)
+            if last > before:
+                settling[family] = (max(before + 1, last - self._evaluator.retain_s), last)
+            self._settled_s[family] = max(last, before)
+        return settling
+
+    def _judge_ahead(self, key: str, state: ScopeState, seconds: Iterable[int]
+                     ) -> list[Notice]:
+        family = _family(key)
+        if family not in self._ahead_families:
+            return []
+        settled_s = self.frontiers.settled(family) // 1000 - 1
+        alerts = dict(state.alerts)
+        notices = self._evaluator.judge_ahead(Scope.parse(key), state, seconds, settled_s)
+        if state.alerts != alerts:
+            self._unsaved.add(key)
         return notices
 
     def save(self) -> None:

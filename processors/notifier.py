@@ -54,7 +54,7 @@ class Delivery:
         """A notice read from the topic (older ones of its alert are superseded)."""
         with self._lock:
             known = self._latest.get(notice.fingerprint)
-            if known is not None and known.decided_at_ms >= notice.decided_at_ms:
+            if known is not None and _supersedes(known, notice):
                 return
             self._latest[notice.fingerprint] = notice
             for pending in self._pending.values():
@@ -106,6 +106,16 @@ class Delivery:
     def _is_stale(notice: AlertNotice, now_s: float) -> bool:
         return (notice.status == RESOLVED
                 and now_s * 1000 - notice.decided_at_ms > RESOLVED_KEPT_S * 1000)
+
+
+def _supersedes(known: AlertNotice, notice: AlertNotice) -> bool:
+    """Whether ``known`` is as new as ``notice`` or newer: decided at a later event time,
+    or at the same one and not withdrawn by it (a notice told ahead of the frontier and
+    withdrawn carries the instant it was told at)."""
+    def order(n: AlertNotice) -> tuple[int, bool]:
+        return n.decided_at_ms, n.ahead and n.status == RESOLVED
+
+    return order(known) >= order(notice)
 
 
 class NotifierMetrics:

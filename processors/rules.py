@@ -116,6 +116,18 @@ class Rule:
         return self.kind in VOLUME_DROPS
 
     @property
+    def fires_ahead(self) -> bool:
+        """Whether the rule may fire ahead of the frontier (a count or a ratio without a
+        pending period; :meth:`~ept.processors.evaluation.Evaluator.judge_ahead`)."""
+        return self.kind in (*COUNTS, *RATIOS) and not self.pending_seconds
+
+    @property
+    def is_final_once_crossed(self) -> bool:
+        """Whether late events can only keep the rule holding once it holds: a count
+        without a rate condition (late events only add to it)."""
+        return self.kind in COUNTS and not self.min_rate
+
+    @property
     def judged_at_minute_ends(self) -> bool:
         """Regressions and volume drops are judged at minute ends only; counts and ratios
         at every second holding an event they count too."""

@@ -175,11 +175,16 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
     position = dict.fromkeys(sources, 0)
     told: Notices = {}
 
+    told_ahead: list[tuple[str, str, int]] = []  # (key, status, instant)
+
     def judged(judge: PartitionJudge, record: Signal | Progress) -> None:
         notices = judge.handle(record)
         judge.save()  # the notices are told at once here: nothing is lost in between
         for notice in notices:
             key = notice.rule.name + repr(sorted(notice.scope.labels.items()))
+            if notice.note.ahead:  # told on what was read so far: checked below
+                told_ahead.append((key, notice.note.status, notice.at_ms))
+                continue
             told.setdefault(key, []).append((notice.note.status, round(notice.note.value, 3),
                                              notice.at_ms, notice.note.renotify))
 
@@ -204,13 +209,29 @@ def drive(traffic: Traffic, schedule: Iterator[tuple[str, int]], *, collectors: 
         for wall_ms in range(traffic.end_ms + 3600_000, traffic.end_ms + 4 * 3600_000 + 1,
                              3600_000):
             report(collector, wall_ms)
+    assert_ahead_kept(told_ahead, told)
     return told
+
+
+def assert_ahead_kept(told_ahead: list[tuple[str, str, int]], told: Notices) -> None:
+    """Every alert told firing ahead of the frontier at an instant was, once the frontier
+    passed it, fired there or before (confirmed) or withdrawn at that instant."""
+    withdrawn = {(key, at_ms) for key, status, at_ms in told_ahead if status == "resolved"}
+    for key, status, at_ms in told_ahead:
+        if status != "firing" or (key, at_ms) in withdrawn:
+            continue
+        before = [(t, s) for s, _, t, renotify in told.get(key, []) if t <= at_ms]
+        assert before and before[-1][1] == "firing", (
+            f"{key} told firing ahead at {at_ms}, neither fired by then nor withdrawn: "
+            f"{told.get(key)}")
 
 
 def notices_of(alerts: list[AlertNotice]) -> Notices:
     """The alert topic's notices in the form ``drive`` gives them."""
     told: Notices = {}
     for alert in alerts:
+        if alert.ahead:  # told on the events read so far; the frontier's follow
+            continue
         key = alert.rule + repr(sorted(alert.labels.items()))
         told.setdefault(key, []).append((alert.status, round(alert.value, 3),
                                          alert.decided_at_ms, alert.renotify))

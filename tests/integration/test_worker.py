@@ -34,19 +34,22 @@ def worker(worker_settings: Settings, tmp_path: Path) -> Iterator[Worker]:
 
 
 def alerts_of(settings: Settings, until: Any = None, timeout: float = 60.0,
-              settle: float = 4.0) -> list[dict[str, Any]]:
-    """Alerts on the topic once ``until(alerts)`` holds (then ``settle`` s more)."""
-    deadline = time.monotonic() + timeout
-    found: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        found = [json.loads(m.value()) for m in read_topics(
+              settle: float = 4.0, ahead: bool = False) -> list[dict[str, Any]]:
+    """Alerts on the topic once ``until(alerts)`` holds (then ``settle`` s more): the
+    frontier's, a function of the events alone (with ``ahead``, those told ahead of it
+    too)."""
+    def read() -> list[dict[str, Any]]:
+        alerts = [json.loads(m.value()) for m in read_topics(
             settings.kafka_bootstrap, [settings.topics.alerts], timeout=10, idle=1.5)]
-        if until is None or until(found):
+        return [a for a in alerts if ahead or not a.get("ahead")]
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if until is None or until(read()):
             break
         time.sleep(1)
     time.sleep(settle)
-    return [json.loads(m.value()) for m in read_topics(
-        settings.kafka_bootstrap, [settings.topics.alerts], timeout=10, idle=1.5)]
+    return read()
 
 
 def scoped(alerts: list[dict[str, Any]], rule: str, **labels: str) -> list[tuple[str, float]]:

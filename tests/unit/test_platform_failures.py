@@ -8,11 +8,14 @@ import random
 import zlib
 from dataclasses import replace
 
+from ept.processors.alerting import alert_notice
 from ept.processors.collection import Collector, SourceEvent
 from ept.processors.evaluate_stage import publication_order
 from ept.processors.evaluation import Evaluator, Notice
-from ept.processors.records import Counted, ScopeState
-from ept.processors.rules import load_rules
+from ept.processors.event_time import Frontiers
+from ept.processors.judging import PartitionJudge
+from ept.processors.records import Counted, Progress, ScopeState, Signal, SourceProgress
+from ept.processors.rules import Rule, load_rules
 from ept.processors.signals import Scope
 from ept.schemas.registry import EVENT_NAMES
 from tests.alert_streams import MINUTE_MS, T0, Notices, Traffic, drive, event_time_order
@@ -184,3 +187,59 @@ def test_a_resend_after_a_restart_counts_once() -> None:
     restarted.remember("api_error:0", [("e-1", T0), ("e-0", T0 - 1000)])
     assert restarted.collect([resent], T0 + 2_000) == []
     assert restarted.duplicate_events == 1
+
+
+def judge_with_lateness(rules: list[Rule]) -> PartitionJudge:
+    """A judge of one signals partition, over one partition per event topic, that waits
+    30 s of allowed lateness behind the sources' watermarks."""
+    frontiers = Frontiers(dict.fromkeys(EVENT_NAMES, 1), lateness_ms=30_000)
+    return PartitionJudge(Evaluator(rules), frontiers, {}, [])
+
+
+def read_up_to(time_ms: int) -> Progress:
+    """Every source read up to ``time_ms`` (none idle)."""
+    return Progress({f"{event}:0": SourceProgress(time_ms, False) for event in EVENT_NAMES},
+                    clock_ms=time_ms)
+
+
+def test_a_count_pages_the_moment_it_crosses_and_the_frontier_confirms_it() -> None:
+    """api_degradation (more than 10 API errors in 5 minutes) fires with the 11th error,
+    30 s of lateness before the frontier reaches it; the frontier's own firing follows,
+    and nothing is withdrawn (a count only grows with late events)."""
+    [rule] = [r for r in load_rules(None) if r.name == "api_degradation"]
+    judge = judge_with_lateness([rule])
+    judge.handle(read_up_to(T0))
+    errors = [Counted(T0 + i * 1000, "api_error:0", i, "errors") for i in range(11)]
+    early = judge.handle(Signal("api||", errors))
+    assert [(n.note.status, n.note.ahead, n.at_ms) for n in early] == [
+        ("firing", True, T0 + 11_000)]
+    assert judge.frontiers.frontier("api") < T0 + 11_000  # the frontier had not come
+    assert "told ahead of late events" in alert_notice(
+        rule, {}, early[0].note, early[0].at_ms).summary
+    later = judge.handle(read_up_to(T0 + 60_000))
+    assert [(n.note.status, n.note.ahead, n.at_ms) for n in later] == [
+        ("firing", False, T0 + 11_000)]
+
+
+def test_a_count_with_a_rate_fires_ahead_once_its_sources_are_read_and_can_be_withdrawn(
+        ) -> None:
+    """template_failures also needs a failure rate > 5%, which late successes lower: it
+    fires ahead only once every source of renders was read past the crossing (not while
+    the completions' partition is behind), and the frontier withdraws it when late
+    completions bring the rate down."""
+    [rule] = [r for r in load_rules(None) if r.name == "template_failures"]
+    judge = judge_with_lateness([rule])
+    template = "render|template_id|tpl_a"
+    judge.handle(read_up_to(T0))
+    failures = [Counted(T0 + i * 1000, "render_failed:0", i, "failed") for i in range(4)]
+    assert judge.handle(Signal(template, failures)) == []  # completions not read that far
+    early = judge.handle(read_up_to(T0 + 5_000))
+    assert [(n.note.status, n.note.ahead, n.at_ms) for n in early] == [
+        ("firing", True, T0 + 4_000)]
+    late = [Counted(T0 - 1000 - i, "render_completed:0", i, "completed") for i in range(500)]
+    judge.handle(Signal(template, late))  # out of order, within the lateness
+    withdrawn = judge.handle(read_up_to(T0 + 60_000))
+    assert [(n.note.status, n.note.ahead, n.at_ms) for n in withdrawn] == [
+        ("resolved", True, T0 + 4_000)]
+    assert "withdrawn" in alert_notice(rule, {"template_id": "tpl_a"}, withdrawn[0].note,
+                                       withdrawn[0].at_ms).summary
