@@ -142,12 +142,20 @@ _HEX_ID = re.compile(r"[0-9A-Fa-f-]{1,128}")
 
 def sanitize_identifier(text: str) -> str:
     """An identifier (endpoint, template or request id) with credentials, keys, tokens and
-    e-mail addresses replaced; ids that merely look random are kept. Pure."""
+    e-mail addresses replaced; ids that merely look random are kept. Pure; a repeated
+    identifier costs a dictionary lookup."""
+    known = _identifiers.get(text)
+    if known is not None:
+        return known
     if _HEX_ID.fullmatch(text):
         return text
-    return _sanitize_identifier(text)
+    sanitized = _redact(text, _IDENTIFIER_REDACTORS)
+    if len(_identifiers) >= 4096:  # bounded: a churn of distinct ids starts it over
+        _identifiers.clear()
+    _identifiers[text] = sanitized
+    return sanitized
 
 
-@lru_cache(maxsize=4096)
-def _sanitize_identifier(text: str) -> str:
-    return _redact(text, _IDENTIFIER_REDACTORS)
+# Identifiers seen (not hex ids) and their sanitized form: each step is atomic, so
+# threads share it without a lock.
+_identifiers: dict[str, str] = {}

@@ -26,8 +26,9 @@ from ept.delivery import Delivery, DiscardingDelivery, KafkaDelivery, RateLimite
 from ept.ids import new_id
 from ept.sanitization import sanitize, sanitize_identifier
 from ept.schemas.codec import Encoder, encoder_for, event_encoders
+from ept.schemas.compiled import Refused
 from ept.schemas.registry import EVENT_NAMES
-from ept.schemas.validation import MAX_TEXT, field_problems, fields_valid
+from ept.schemas.validation import MAX_TEXT, field_problems
 from ept.spool import Spool, default_spool_root
 from ept.stats import ErrorPerformanceStats, StatsRecorder
 from ept.threshold_controls import SlowThresholdView
@@ -112,13 +113,13 @@ class Tracker:
         self.debug = os.environ.get("DEBUG_TRACKING", "").lower() in ("1", "true", "yes")
         self.stats = StatsRecorder()
         self._topics = {name: self.settings.topics.event(name) for name in EVENT_NAMES}
-        encoders = event_encoders(
-            encoder or encoder_for(self.settings.schema_registry_url, self._topics),
-            {"service": self.service, "environment": self.environment,
-             "sdk_version": SDK_VERSION})
-        # Per event, all the hot path looks up: (topic, encode, valid, key field, identifiers)
-        self._events = {name: (self._topics[name], encoders[name], fields_valid(name),
-                               _KEY_FIELD[name], _IDENTIFIERS[name]) for name in EVENT_NAMES}
+        self._encoder = encoder or encoder_for(self.settings.schema_registry_url, self._topics)
+        self._envelope = {"service": self.service, "environment": self.environment,
+                          "sdk_version": SDK_VERSION}
+        encoders = event_encoders(self._encoder, self._envelope, checked=True)
+        # Per event, all the hot path looks up: (topic, checked encode, key field, identifiers)
+        self._events = {name: (self._topics[name], encoders[name], _KEY_FIELD[name],
+                               _IDENTIFIERS[name]) for name in EVENT_NAMES}
         self._warn = RateLimitedLog()
         if not self.enabled:
             delivery = DiscardingDelivery(self.stats)
@@ -244,7 +245,7 @@ class Tracker:
 
     def _emit(self, event_name: str, fields: dict[str, Any],
               user_id: str | None, account_id: str | None) -> None:
-        topic, encode, valid, key_field, identifiers = self._events[event_name]
+        topic, encode, key_field, identifiers = self._events[event_name]
         try:
             message = fields.get("error_message")
             if isinstance(message, str):
@@ -253,12 +254,6 @@ class Tracker:
                 value = fields[name]
                 if isinstance(value, str):
                     fields[name] = sanitize_identifier(value)
-            if not valid(fields):
-                found = field_problems(event_name, fields)
-                if found:
-                    kind = TypeError if any(problem.wrong_type for problem in found) else ValueError
-                    self._invalid(kind(f"{event_name}: " + "; ".join(map(str, found))))
-                    return
             if user_id is not None or account_id is not None:
                 user_id, account_id = self._consented(user_id, account_id)
             record = fields  # the encoder reads fields by name: no copy needed
@@ -266,7 +261,10 @@ class Tracker:
             record["event_time"] = time.time_ns() // 1_000_000
             record["user_id"] = user_id
             record["account_id"] = account_id
-            payload = encode(record)
+            try:
+                payload = encode(record)  # the field rules checked on the way
+            except Refused:
+                payload = self._encode_refused(event_name, record)
             key = record[key_field].encode()  # the template id or endpoint, sanitized
         except (TypeError, ValueError) as exc:
             if self.strict:
@@ -280,6 +278,16 @@ class Tracker:
         self.stats.record_event(event_name)
         if self.debug:
             log.debug("ept: tracked %s %s", event_name, record)
+
+    def _encode_refused(self, event_name: str, record: dict[str, Any]) -> bytes:
+        """The payload of a record the checked encoder refused: it may break a field rule.
+        Raises TypeError or ValueError naming each broken rule; a record that breaks none
+        (a value of an unusual type, such as a ``str`` subclass) is encoded unchecked."""
+        found = field_problems(event_name, record)
+        if found:
+            kind = TypeError if any(problem.wrong_type for problem in found) else ValueError
+            raise kind(f"{event_name}: " + "; ".join(map(str, found)))
+        return self._encoder.encode(event_name, {**record, **self._envelope})
 
     def _consented(self, user_id: str | None, account_id: str | None
                    ) -> tuple[str | None, str | None]:

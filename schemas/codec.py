@@ -24,6 +24,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from ept.schemas.compiled import (
     Decode,
     MalformedBody,
+    Refused,
     build_decoder,
     build_encoder,
     compilable,
@@ -35,6 +36,7 @@ from ept.schemas.registry import (
     current_schemas,
     writer_schemas_by_fingerprint,
 )
+from ept.schemas.validation import CHECK_NAMES, field_checks, fields_valid
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
@@ -94,13 +96,17 @@ class _FramedEncoder:
     def encode(self, event_name: str, record: dict[str, Any]) -> bytes:
         return self._encoders[event_name](record)
 
-    def with_constants(self, constants: dict[str, Any]) -> dict[str, EventEncode]:
+    def with_constants(self, constants: dict[str, Any], checked: bool = False
+                       ) -> dict[str, EventEncode]:
         """Per event, ``encode(record)``: the bytes of ``encode(name, {**record,
-        **constants})``, the header and the ``constants`` fields encoded once, here."""
-        return {name: self._event_encoder(schema, constants)
+        **constants})``, the header and the ``constants`` fields encoded once, here. When
+        ``checked``, a record that may break a field rule raises Refused instead (see
+        :func:`event_encoders`)."""
+        return {name: self._event_encoder(schema, constants, checked)
                 for name, schema in current_schemas().items()}
 
-    def _event_encoder(self, schema: EventSchema, constants: dict[str, Any]) -> EventEncode:
+    def _event_encoder(self, schema: EventSchema, constants: dict[str, Any], checked: bool
+                       ) -> EventEncode:
         header, parsed = self._headers[schema.name], schema.parsed_plain
 
         def with_fastavro(record: dict[str, Any]) -> bytes:
@@ -111,21 +117,44 @@ class _FramedEncoder:
             return buffer.getvalue()
 
         if not compilable(schema.definition):
-            return with_fastavro
+            return _checking(schema.name, with_fastavro) if checked else with_fastavro
         return build_encoder(schema.definition, prefix=header, constants=constants,
-                             fallback=with_fastavro)
+                             fallback=with_fastavro,
+                             checks=field_checks(schema.name) if checked else None,
+                             names=CHECK_NAMES)
 
 
-def event_encoders(encoder: Encoder, constants: dict[str, Any]) -> dict[str, EventEncode]:
+def _checking(name: str, encode: EventEncode) -> EventEncode:
+    """``encode`` behind :func:`validation.fields_valid`: Refused when it says no."""
+    valid = fields_valid(name)
+
+    def checked(record: dict[str, Any]) -> bytes:
+        if not valid(record):
+            raise Refused(name)
+        return encode(record)
+
+    return checked
+
+
+def event_encoders(encoder: Encoder, constants: dict[str, Any], *, checked: bool = False
+                   ) -> dict[str, EventEncode]:
     """Per event, a function encoding a record as ``encoder`` would with the fields of
     ``constants`` added (the SDK's envelope: service, environment, version). With ept's
     encoders the constants are encoded once; another :class:`Encoder` is handed each
-    record merged with them. The functions raise what ``encoder`` raises."""
+    record merged with them. The functions raise what ``encoder`` raises.
+
+    When ``checked``, the event's field rules (:mod:`schemas.validation`) are checked on
+    the way (inlined in the compiled encoder): a record that may break one raises
+    :class:`Refused`, and :func:`validation.field_problems` tells whether and how it does.
+    """
     if isinstance(encoder, _FramedEncoder):
-        return encoder.with_constants(constants)
+        return encoder.with_constants(constants, checked)
 
     def merging(name: str) -> EventEncode:
-        return lambda record: encoder.encode(name, {**record, **constants})
+        def encode(record: dict[str, Any]) -> bytes:
+            return encoder.encode(name, {**record, **constants})
+
+        return _checking(name, encode) if checked else encode
 
     return {name: merging(name) for name in current_schemas()}
 

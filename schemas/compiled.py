@@ -38,6 +38,11 @@ class MalformedBody(ValueError):
     """The bytes are not one well-formed record of the schema."""
 
 
+class Refused(ValueError):
+    """A record failed one of the checks its encoder was built with (see
+    :func:`build_encoder`)."""
+
+
 def _kind(node: Any) -> str | None:
     """The compilable type of a (non-union) schema node, or None."""
     if isinstance(node, str):
@@ -137,11 +142,12 @@ def _long_bytes(kind: str, value: str) -> str:
             f"else _long({value}, {low}, {high})")
 
 
-def _encode_field(index: int, name: str, kind: str, nullable: bool
+def _encode_field(index: int, name: str, kind: str, nullable: bool, read: str | None = None
                   ) -> tuple[list[str], list[str]]:
-    """(statements, expressions) writing field ``name``: the statements run first, the
-    expressions are its pieces of the body, in order. Locals end in ``index``."""
-    read = f"record.get({name!r})" if nullable else f"record[{name!r}]"
+    """(statements, expressions) writing field ``name`` (read by the expression ``read``,
+    by default from ``record``): the statements run first, the expressions are its pieces
+    of the body, in order. Locals end in ``index``."""
+    read = read or (f"record.get({name!r})" if nullable else f"record[{name!r}]")
     value = f"v{index}"
     if kind == "string":
         lengths = "_UNION_LENGTHS" if nullable else "_LENGTHS"
@@ -200,13 +206,15 @@ def _constant_runs(definition: dict[str, Any], constants: dict[str, Any]
 
 
 def encoder_source(definition: dict[str, Any], constants: dict[str, Any] | None = None,
-                   fallback: bool = False) -> str:
+                   fallback: bool = False, checks: dict[str, list[str]] | None = None) -> str:
     """The source of ``encode(record)``: the fields read into locals, then the body
     joined from its pieces once (no growing buffer). Each run of consecutive
     ``constants`` fields is one piece, ``_CONSTANT_<index>`` (bytes that
-    :func:`build_encoder` computes). With ``fallback``, a record the code refuses (any
-    exception) is handed to ``_FALLBACK``."""
-    constants = constants or {}
+    :func:`build_encoder` computes). A field of ``checks`` is read as ``value`` (None when
+    absent) and each of its expressions must be true, else Refused is raised. With
+    ``fallback``, a record the code cannot write (any other exception) is handed to
+    ``_FALLBACK``."""
+    constants, checks = constants or {}, checks or {}
     runs = _constant_runs(definition, constants)
     bound = [*_ENCODER_NAMES, *(f"_ENUM_{field}" for field, _ in _enums(definition)),
              *(f"_CONSTANT_{index}" for index in runs), *(["_FALLBACK"] if fallback else [])]
@@ -215,16 +223,24 @@ def encoder_source(definition: dict[str, Any], constants: dict[str, Any] | None 
     for index, (name, kind, nullable) in enumerate(_fields(definition)):
         if index in runs:
             pieces.append(f"_CONSTANT_{index}")
-        if name not in constants:
-            field_statements, field_pieces = _encode_field(index, name, kind, nullable)
-            statements += field_statements
-            pieces += field_pieces
+        if name in constants:
+            continue
+        read = None
+        if name in checks:
+            statements.append(f"value = record.get({name!r})")
+            for condition in checks[name]:
+                statements += [f"if not ({condition}):", f"    raise Refused({name!r})"]
+            read = "value"
+        field_statements, field_pieces = _encode_field(index, name, kind, nullable, read)
+        statements += field_statements
+        pieces += field_pieces
     statements.append("return b''.join((" + ", ".join(pieces) + ",))")
     lines = ["def encode(record, " + ", ".join(f"{name}={name}" for name in bound) + "):"]
     if fallback:
         lines.append("    try:")
         lines += [f"        {line}" for line in statements]
-        lines += ["    except Exception:", "        return _FALLBACK(record)"]
+        lines += ["    except Refused:", "        raise",
+                  "    except Exception:", "        return _FALLBACK(record)"]
     else:
         lines += [f"    {line}" for line in statements]
     return "\n".join(lines) + "\n"
@@ -232,31 +248,41 @@ def encoder_source(definition: dict[str, Any], constants: dict[str, Any] | None 
 
 def build_encoder(definition: dict[str, Any], *, prefix: bytes = b"",
                   constants: dict[str, Any] | None = None,
-                  fallback: Encode | None = None) -> Encode:
+                  fallback: Encode | None = None,
+                  checks: dict[str, list[str]] | None = None,
+                  names: dict[str, Any] | None = None) -> Encode:
     """The compiled encoder of the record schema ``definition`` (see :func:`compilable`).
 
     ``encode(record)`` returns ``prefix`` followed by the Avro body of ``record`` with the
     fields named in ``constants`` taken from there (encoded once, here): exactly
     ``prefix`` + fastavro's bytes of ``{**record, **constants}``. A record it cannot
     write exactly raises, or with ``fallback`` is handed to it: its bytes or its
-    exception are then the encoder's. Building raises what the encoder would for a
-    constant it cannot write exactly.
+    exception are then the encoder's. ``checks``: per field, Python expressions over
+    ``value`` (the field, None when absent; ``names`` are their globals) that must all be
+    true, else :class:`Refused` is raised (never handed to ``fallback``). Building raises
+    what the encoder would for a constant it cannot write exactly, ValueError for a check
+    on a constant or on no field of the schema.
     """
     constants = constants or {}
+    unchecked = set(checks or {}) - ({field["name"] for field in definition["fields"]}
+                                     - set(constants))
+    if unchecked:
+        raise ValueError(f"checks on constants or on no field: {sorted(unchecked)}")
     namespace: dict[str, Any] = {
         "_LENGTHS": _LENGTHS, "_UNION_LENGTHS": _UNION_LENGTHS, "zigzag": zigzag,
         "_long": _long, "_double": struct.Struct("<d").pack, "_not_boolean": _not_boolean,
-        "_PREFIX": bytes(prefix), "_FALLBACK": fallback,
+        "_PREFIX": bytes(prefix), "_FALLBACK": fallback, "Refused": Refused,
+        **(names or {}),
     }
     for field, symbols in _enums(definition):
         namespace[f"_ENUM_{field}"] = {symbol: _LENGTHS[index]
                                        for index, symbol in enumerate(symbols)}
     by_name = {field["name"]: field for field in definition["fields"]}
-    for index, names in _constant_runs(definition, constants).items():
-        run = {**definition, "fields": [by_name[name] for name in names]}
+    for index, run_names in _constant_runs(definition, constants).items():
+        run = {**definition, "fields": [by_name[name] for name in run_names]}
         namespace[f"_CONSTANT_{index}"] = build_encoder(run)(
-            {name: constants[name] for name in names})
-    source = encoder_source(definition, constants, fallback is not None)
+            {name: constants[name] for name in run_names})
+    source = encoder_source(definition, constants, fallback is not None, checks)
     exec(compile(source, f"<ept encoder {definition['name']}>", "exec"), namespace)
     encode: Encode = namespace["encode"]
     return encode

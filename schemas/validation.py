@@ -215,26 +215,36 @@ def field_problems(event_name: str, record: dict[str, Any]) -> list[Problem]:
     return _broken(FIELD_RULES[event_name], record)
 
 
-def fields_valid_source(event_name: str) -> str:
-    """The source of ``valid(record)``: the event's field rules' ``valid_when`` inlined."""
-    lines = ["def valid(record):"]
+# The names the ``valid_when`` expressions use.
+CHECK_NAMES: dict[str, Any] = {"_UUID": UUID_PATTERN, "_EARLIEST_MS": EARLIEST_MS,
+                               "_INF": math.inf}
+
+
+def field_checks(event_name: str) -> dict[str, list[str]]:
+    """Per field of the event's own rules, their ``valid_when`` expressions (over
+    ``value``, with :data:`CHECK_NAMES`): all true only when :func:`field_problems` finds
+    nothing wrong with the field. False may still be no problem: a value of an unusual
+    type (a ``str`` subclass) is judged by :func:`field_problems`."""
+    checks: dict[str, list[str]] = {}
     for rule in FIELD_RULES[event_name]:
-        lines += [f"    value = record.get({rule.field!r})",
-                  f"    if not ({rule.valid_when}):", "        return False"]
-    lines.append("    return True")
-    return "\n".join(lines) + "\n"
+        checks.setdefault(rule.field, []).append(rule.valid_when)
+    return checks
 
 
 @cache
 def fields_valid(event_name: str) -> Callable[[dict[str, Any]], bool]:
-    """A compiled yes/no for the SDK's hot path: ``valid(record)`` is True only when
-    :func:`field_problems` finds nothing wrong with ``record``. False means it may: ask
-    :func:`field_problems` (a value of an unusual type, such as a ``str`` subclass, is
-    judged there). Never raises: each expression tests a value's class first."""
-    namespace: dict[str, Any] = {"_UUID": UUID_PATTERN, "_EARLIEST_MS": EARLIEST_MS,
-                                 "_INF": math.inf}
-    exec(compile(fields_valid_source(event_name), f"<ept fields_valid {event_name}>",
-                 "exec"), namespace)
+    """A compiled yes/no of :func:`field_checks`: ``valid(record)`` is True only when
+    :func:`field_problems` finds nothing wrong with ``record``; False means it may (ask
+    :func:`field_problems`). Never raises: each expression tests a value's class first."""
+    lines = ["def valid(record):"]
+    for field, conditions in field_checks(event_name).items():
+        lines.append(f"    value = record.get({field!r})")
+        for condition in conditions:
+            lines += [f"    if not ({condition}):", "        return False"]
+    lines.append("    return True")
+    namespace = dict(CHECK_NAMES)
+    exec(compile("\n".join(lines) + "\n", f"<ept fields_valid {event_name}>", "exec"),
+         namespace)
     valid: Callable[[dict[str, Any]], bool] = namespace["valid"]
     return valid
 

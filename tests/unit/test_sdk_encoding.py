@@ -183,3 +183,24 @@ def test_a_tracked_event_is_fastavros_bytes_of_what_was_tracked(
         if field in arguments and arguments[field] is not None:
             assert record[field] == arguments[field], field
     assert key == record["template_id" if "template_id" in record else "endpoint"].encode()
+
+
+class Name(str):
+    """A str subclass: the checked encoder refuses it, the rules accept it."""
+
+
+def test_a_value_the_checked_encoder_refuses_but_the_rules_accept_is_sent() -> None:
+    tracker, delivery = tracker_for("single-object")
+    delivery.sent.clear()
+    tracker.track_render_failed(Name("r1"), "timeout", Name("failed"), Name("tpl_1"), 5)
+    tracker.track_render_failed("r1", "timeout", "failed", "tpl_1", 5)
+    [(_, key_a, a), (_, key_b, b)] = delivery.sent
+    header = header_of("single-object", "render_failed")
+    fields = current_schemas()["render_failed"].parsed_plain
+    first, second = (schemaless_reader(io.BytesIO(p[len(header):]), fields, None)
+                     for p in (a, b))
+    assert isinstance(first, dict) and isinstance(second, dict)
+    different = {"event_id", "event_time"}
+    assert {k: v for k, v in first.items() if k not in different} == {
+        k: v for k, v in second.items() if k not in different}
+    assert key_a == key_b == b"tpl_1"
