@@ -136,9 +136,14 @@ def _long(value: int, low: int, high: int) -> bytes:
 
 
 def _long_bytes(kind: str, value: str) -> str:
-    """An expression: the encoding of the long or int ``value`` (an expression)."""
+    """An expression: the encoding of the long or int ``value`` (a local). Inline for
+    0..2047 (one lookup) and 2**27..2**41-1 (epoch milliseconds: zigzag's three lookups,
+    the zigzag of a non-negative ``v`` being ``v << 1``); by a call otherwise."""
     low, high = _INT64 if kind == "long" else _INT32
     return (f"_LENGTHS[{value}] if {value}.__class__ is int and 0 <= {value} < 2048 "
+            f"else _LOW_14[({value} << 1) & 0x3FFF] + _LOW_14[({value} >> 13) & 0x3FFF] "
+            f"+ _VARINTS[{value} >> 27] if {value}.__class__ is int "
+            f"and {1 << 27} <= {value} <= {min(high, (1 << 41) - 1)} "
             f"else _long({value}, {low}, {high})")
 
 
@@ -184,8 +189,8 @@ def _not_boolean() -> bytes:
 
 # The module-level names the generated code uses, bound as default arguments: a local
 # is read faster than a global on every field of every call.
-_ENCODER_NAMES = ("_LENGTHS", "_UNION_LENGTHS", "zigzag", "_long", "_double", "_not_boolean",
-                  "_PREFIX")
+_ENCODER_NAMES = ("_LENGTHS", "_UNION_LENGTHS", "_LOW_14", "_VARINTS", "zigzag", "_long",
+                  "_double", "_not_boolean", "_PREFIX")
 # The union branch of a present value and the length of a short string, as one piece.
 _UNION_LENGTHS = tuple(b"\x02" + length for length in _LENGTHS)
 
@@ -210,8 +215,9 @@ def encoder_source(definition: dict[str, Any], constants: dict[str, Any] | None 
     """The source of ``encode(record)``: the fields read into locals, then the body
     joined from its pieces once (no growing buffer). Each run of consecutive
     ``constants`` fields is one piece, ``_CONSTANT_<index>`` (bytes that
-    :func:`build_encoder` computes). A field of ``checks`` is read as ``value`` (None when
-    absent) and each of its expressions must be true, else Refused is raised. With
+    :func:`build_encoder` computes). A field of ``checks`` is read as ``value`` and each
+    of its expressions must be true, else Refused is raised (also when a field is absent
+    or an enum symbol unknown: KeyError). With
     ``fallback``, a record the code cannot write (any other exception) is handed to
     ``_FALLBACK``."""
     constants, checks = constants or {}, checks or {}
@@ -227,7 +233,7 @@ def encoder_source(definition: dict[str, Any], constants: dict[str, Any] | None 
             continue
         read = None
         if name in checks:
-            statements.append(f"value = record.get({name!r})")
+            statements.append(f"value = record[{name!r}]")
             for condition in checks[name]:
                 statements += [f"if not ({condition}):", f"    raise Refused({name!r})"]
             read = "value"
@@ -239,8 +245,11 @@ def encoder_source(definition: dict[str, Any], constants: dict[str, Any] | None 
     if fallback:
         lines.append("    try:")
         lines += [f"        {line}" for line in statements]
-        lines += ["    except Refused:", "        raise",
-                  "    except Exception:", "        return _FALLBACK(record)"]
+        lines += ["    except Refused:", "        raise"]
+        if checks:  # a checked field absent (or an unknown enum symbol): not judged here
+            lines += ["    except KeyError as missing:",
+                      "        raise Refused(str(missing)) from None"]
+        lines += ["    except Exception:", "        return _FALLBACK(record)"]
     else:
         lines += [f"    {line}" for line in statements]
     return "\n".join(lines) + "\n"
@@ -258,8 +267,9 @@ def build_encoder(definition: dict[str, Any], *, prefix: bytes = b"",
     ``prefix`` + fastavro's bytes of ``{**record, **constants}``. A record it cannot
     write exactly raises, or with ``fallback`` is handed to it: its bytes or its
     exception are then the encoder's. ``checks``: per field, Python expressions over
-    ``value`` (the field, None when absent; ``names`` are their globals) that must all be
-    true, else :class:`Refused` is raised (never handed to ``fallback``). Building raises
+    ``value`` (the field; ``names`` are their globals) that must all be true, else
+    :class:`Refused` is raised (never handed to ``fallback``; so is a record lacking a
+    field or with an unknown enum symbol, which the caller judges). Building raises
     what the encoder would for a constant it cannot write exactly, ValueError for a check
     on a constant or on no field of the schema.
     """
@@ -269,7 +279,8 @@ def build_encoder(definition: dict[str, Any], *, prefix: bytes = b"",
     if unchecked:
         raise ValueError(f"checks on constants or on no field: {sorted(unchecked)}")
     namespace: dict[str, Any] = {
-        "_LENGTHS": _LENGTHS, "_UNION_LENGTHS": _UNION_LENGTHS, "zigzag": zigzag,
+        "_LENGTHS": _LENGTHS, "_UNION_LENGTHS": _UNION_LENGTHS, "_LOW_14": _LOW_14,
+        "_VARINTS": _VARINTS, "zigzag": zigzag,
         "_long": _long, "_double": struct.Struct("<d").pack, "_not_boolean": _not_boolean,
         "_PREFIX": bytes(prefix), "_FALLBACK": fallback, "Refused": Refused,
         **(names or {}),
