@@ -37,7 +37,8 @@ from ept.processors.storage.analyst import AnalystEngine
 from ept.processors.storage.connection import engine_host
 from ept.processors.storage.engine_link import EngineLink
 from ept.processors.storage.hosted_client import hosted_client
-from ept.processors.storage.sql_endpoint import RUNNER_OPTIONS, SqlEndpoint
+from ept.processors.storage.sql_endpoint import SqlEndpoint
+from ept.processors.storage.sql_http import SqlRunner
 from ept.processors.storage.tables import migrate
 from ept.schemas import SingleObjectEncoder
 from tests.conftest import free_port
@@ -220,7 +221,7 @@ class AnalystLoop:
         self._stop = threading.Event()
         self.timings_ms: list[float] = []
         app = SqlEndpoint(self._settings, AnalystEngine(link)).application()
-        self._server = ServerThread(app, "127.0.0.1", port, RUNNER_OPTIONS)
+        self._server = ServerThread(app, "127.0.0.1", port, SqlRunner)
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> AnalystLoop:

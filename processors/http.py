@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -56,14 +55,14 @@ def login_route(token: str | None) -> web.RouteDef:
 
 
 class ServerThread:
-    """Runs ``app`` on ``host:port`` in a daemon thread (``runner_options`` go to its
-    AppRunner). ``start`` blocks until it listens and raises OSError when the port is
+    """Runs ``app`` on ``host:port`` in a daemon thread, through ``runner`` (an AppRunner
+    class). ``start`` blocks until it listens and raises OSError when the port is
     taken."""
 
     def __init__(self, app: web.Application, host: str, port: int,
-                 runner_options: Mapping[str, Any] | None = None) -> None:
+                 runner: type[web.AppRunner] = web.AppRunner) -> None:
         self._app, self._host, self._port = app, host, port
-        self._runner_options = dict(runner_options or {})
+        self._runner_class = runner
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -79,7 +78,7 @@ class ServerThread:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._runner = web.AppRunner(self._app, access_log=None, **self._runner_options)
+            self._runner = self._runner_class(self._app, access_log=None)
             self._loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self._host, self._port)
             self._loop.run_until_complete(site.start())

@@ -22,7 +22,8 @@ from ept.processors.storage.connection import (
     hosted_reader,
 )
 from ept.processors.storage.hosted_client import hosted_client
-from ept.processors.storage.sql_endpoint import RUNNER_OPTIONS, SqlEndpoint
+from ept.processors.storage.sql_endpoint import SqlEndpoint
+from ept.processors.storage.sql_http import SqlRunner
 from ept.processors.storage.tables import migrate
 
 log = logging.getLogger("ept.sink")
@@ -75,7 +76,7 @@ def run_sink(settings: Settings, stop: threading.Event | None = None,
         if link is not None:
             sql_app = SqlEndpoint(settings, AnalystEngine(link)).application()
             sql_server = ServerThread(sql_app, settings.sql_bind, settings.sql_port,
-                                      RUNNER_OPTIONS)
+                                      SqlRunner)
             sql_server.start()
             log.info("sink: analysts' SQL (ClickHouse HTTP interface) on http://%s:%d/",
                      settings.sql_bind, settings.sql_port)

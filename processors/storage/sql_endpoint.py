@@ -25,14 +25,11 @@ from ept.processors.storage import transport
 from ept.processors.storage.analyst import AnalystEngine, ClickHouseError, SqlResult
 from ept.processors.storage.engine_protocol import Analyst
 from ept.processors.storage.sql_access import AccessGuard
+from ept.processors.storage.sql_http import clickhouse_errors, error_response
 from ept.processors.storage.sql_slots import QuerySlots
 
 log = logging.getLogger("ept.sql")
 MAX_BODY_BYTES = 1024 ** 2
-# For the AppRunner: a client that leaves cancels its handler (and so its query); a URL
-# may be as long as ClickHouse takes (http_max_uri_size, 1 MiB).
-RUNNER_OPTIONS = {"handler_cancellation": True, "max_line_size": 1024 ** 2,
-                  "max_field_size": 64 * 1024}
 
 # URL parameters of the HTTP interface that are not settings.
 _TRANSPORT = frozenset({
@@ -42,12 +39,6 @@ _TRANSPORT = frozenset({
     "enable_http_compression", "http_zlib_compression_level", "send_progress_in_http_headers",
     "http_headers_progress_interval_ms",
 }) | transport.PARAMETERS
-_STATUS = {  # ClickHouse's HTTP status for an error code (the rest: 500)
-    62: 400, 36: 400, 47: 400, 115: 400, 184: 400, 457: 400, 456: 400,  # bad query
-    60: 404, 81: 404,                                                      # unknown table/db
-    164: 403, 497: 403, 516: 403,                                          # refused
-    159: 408,                                                              # timeout
-}
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
     "TSV": "text/tab-separated-values; charset=UTF-8",
@@ -90,8 +81,10 @@ class SqlEndpoint:
 
     def application(self) -> web.Application:
         """An application serving ``routes()`` with a 1 MiB body limit (a larger body is
-        ClickHouse's error). Serve it with :data:`RUNNER_OPTIONS`."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        ClickHouse's error), every error in ClickHouse's form. Serve it with
+        :class:`~ept.processors.storage.sql_http.SqlRunner`."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES,
+                              middlewares=[clickhouse_errors])
         app.add_routes(self.routes())
         return app
 
@@ -172,12 +165,3 @@ class SqlEndpoint:
                 raise ClickHouseError(36, "BAD_ARGUMENTS", "the query is not UTF-8") from None
         return "\n".join(part for part in parts if part)
 
-
-def error_response(error: ClickHouseError, query_id: str, status: int | None = None
-                   ) -> web.Response:
-    """ClickHouse's error reply: its text, its code in ``X-ClickHouse-Exception-Code``."""
-    return web.Response(
-        status=status or _STATUS.get(error.code, 500), text=f"{error}\n",
-        content_type="text/plain", charset="utf-8",
-        headers={"X-ClickHouse-Exception-Code": str(error.code),
-                 "X-ClickHouse-Query-Id": query_id})
