@@ -35,12 +35,9 @@ class ErrorPerformanceStats:
 
 
 _COUNTERS = tuple(ErrorPerformanceStats.__dataclass_fields__)
-# The counters one tracked event adds to (successes add to none).
-_EVENT_COUNTERS = {
-    "render_failed": ("renders_failed", "total_errors"),
-    "api_error": ("api_errors", "total_errors"),
-    "slow_render": ("slow_renders", "total_performance_issues"),
-}
+# The counter one tracked event adds to (successes add to none); the totals are sums.
+_EVENT_COUNTER = {"render_failed": "renders_failed", "api_error": "api_errors",
+                  "slow_render": "slow_renders"}
 
 
 class StatsRecorder:
@@ -56,16 +53,17 @@ class StatsRecorder:
 
     def record_event(self, event_name: str) -> None:
         """Count one tracked event under the specification's counters."""
-        counters = _EVENT_COUNTERS.get(event_name)
-        if counters is not None:
+        counter = _EVENT_COUNTER.get(event_name)
+        if counter is not None:
             with self._lock:
-                values = self._values
-                for name in counters:
-                    values[name] += 1
+                self._values[counter] += 1
 
     def snapshot(self, queued: int = 0) -> ErrorPerformanceStats:
         with self._lock:
-            return ErrorPerformanceStats(**{**self._values, "queued": queued})
+            values = {**self._values, "queued": queued}
+        values["total_errors"] = values["renders_failed"] + values["api_errors"]
+        values["total_performance_issues"] = values["slow_renders"]
+        return ErrorPerformanceStats(**values)
 
     def reset(self) -> None:
         with self._lock:
