@@ -78,9 +78,10 @@ def check_syntax(ast: str) -> str:
     return root
 
 
-def check_columns(query_tree: str) -> None:
+def check_columns(query_tree: str) -> list[str]:
     """Refuses a SELECT whose query tree (``EXPLAIN QUERY TREE``'s dump) reads a withheld
-    column, with ClickHouse's ACCESS_DENIED as a server with column grants would."""
+    column, with ClickHouse's ACCESS_DENIED as a server with column grants would; returns
+    the tables it reads, one name (``database.table``) for each read."""
     tables: dict[str, str] = {}
     columns: list[tuple[str, str]] = []
     for line in query_tree.splitlines():
@@ -95,6 +96,7 @@ def check_columns(query_tree: str) -> None:
             raise ClickHouseError(
                 497, "ACCESS_DENIED", "Not enough privileges. To execute this query, it's "
                 f"necessary to have the grant SELECT({name}) ON {table_name}")
+    return list(tables.values())
 
 
 def _withheld_name(identifier: str) -> bool:

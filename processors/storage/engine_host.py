@@ -19,6 +19,7 @@ import argparse
 import concurrent.futures
 import concurrent.futures.thread  # loaded now: after the sandbox, Python cannot read it
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ept.processors.storage import analyst_policy, landlock
+from ept.processors.storage import analyst_policy, landlock, session_view
 from ept.processors.storage.analyst import (
     ClickHouseError,
     SqlLimits,
@@ -45,15 +46,11 @@ from ept.processors.storage.engine_protocol import (
     decode_request,
     encode,
 )
+from ept.processors.storage.session_view import marked, quoted
 from ept.processors.storage.sql_settings import analyst_settings
 
 log = logging.getLogger("ept.engine_host")
 _TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+\w+\s*$")
-
-
-def quoted(text: str) -> str:
-    """``text`` as a ClickHouse string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def session_of(analyst: Analyst, query_id: str) -> str:
@@ -76,9 +73,10 @@ class AnalystSession:
     (and so lets ``KILL QUERY`` reach only those), the client's settings that loosen
     nothing, ``readonly = 1``, the client's other settings (ClickHouse refuses any that
     would change a value). Then ClickHouse parses the query (one statement only), the
-    policy judges the parse, and the query runs. ``KILL QUERY`` is answered here: it
-    reaches the session's queries and the analyst's queries it names by ``query_id``.
-    Every method raises ClickHouseError.
+    policy judges the parse, and the query runs, reading ``system.processes`` through
+    :mod:`~ept.processors.storage.session_view` (the client's query ids, the analyst's
+    user). ``KILL QUERY`` is answered here: it reaches the session's queries and the
+    analyst's queries it names by ``query_id``. Every method raises ClickHouseError.
     """
 
     def __init__(self, connect: Callable[[], Any], limits: SqlLimits, request: Request,
@@ -130,30 +128,33 @@ class AnalystSession:
         self._open(self._visible_filter())
         sql = self._single_statement(request.sql)
         fmt = output_format(sql, request.format)
-        root = self._judge(sql)
+        root, tables = self._judge(sql)
         if root == "KillQueryQuery":
             return self._kill(sql, fmt)
+        if root in analyst_policy.SELECT_ROOTS:  # system.processes as the session sees it
+            sql = session_view.rewrite(sql, self._analyst.user,
+                                       tables.count(session_view.PROCESSES))
         result = self._call(sql, fmt)
         return Reply(request.id, bytes(result.bytes()), fmt, int(result.rows_read()),
                      int(result.bytes_read()), float(result.elapsed()))
 
-    def _judge(self, sql: str) -> str:
-        """The policy's verdict on ``sql`` (raises ClickHouseError); its root's kind."""
+    def _judge(self, sql: str) -> tuple[str, list[str]]:
+        """The policy's verdict on ``sql`` (raises ClickHouseError): its root's kind and,
+        for a SELECT, the tables it reads (one name for each read)."""
         explained = _TRAILING_FORMAT.sub("", sql)
         root = analyst_policy.check_syntax(self._query(f"EXPLAIN AST {explained}",
                                                        "TabSeparatedRaw"))
-        if root in analyst_policy.SELECT_ROOTS:
-            analyst_policy.check_columns(self._query(f"EXPLAIN QUERY TREE {explained}",
-                                                     "TabSeparatedRaw"))
-        return root
+        if root not in analyst_policy.SELECT_ROOTS:
+            return root, []
+        return root, analyst_policy.check_columns(self._query(
+            f"EXPLAIN QUERY TREE {explained}", "TabSeparatedRaw"))
 
     def _visible_filter(self, named: tuple[str, ...] = ()) -> str:
-        marker = "JSONExtractString(Settings['log_comment'], '{}')"
-        condition = f"{marker.format('session')} = {quoted(self._session)}"
+        condition = f"{marked('session')} = {quoted(self._session)}"
         if named:
             ids = ", ".join(quoted(query_id) for query_id in named)
-            condition += (f" OR ({marker.format('user')} = {quoted(self._analyst.user)} "
-                          f"AND {marker.format('query_id')} IN ({ids}))")
+            condition += (f" OR ({marked('user')} = {quoted(self._analyst.user)} "
+                          f"AND {marked('query_id')} IN ({ids}))")
         return condition
 
     def _single_statement(self, sql: str) -> str:
@@ -182,18 +183,16 @@ class AnalystSession:
         self._connection.close()  # the same session, seeing the queries it names too
         visible = self._visible_filter(named)
         self._open(visible)
-        rows = ("WITH JSONExtractString(Settings['log_comment'], 'query_id') AS query_id "
-                "SELECT {columns} FROM system.processes WHERE ({condition}) "
-                "AND query_id != {own}")
-        own = quoted(self._request.query_id)
-        self._judge(rows.format(columns="query", condition=condition, own=own))
-        markers = self._query(rows.format(columns="Settings['log_comment']",
-                                          condition=condition, own=own),
+        rows = functools.partial(
+            "SELECT {columns} FROM {view} AS processes WHERE ({condition}) "
+            "AND query_id != {own}".format, view=session_view.view(self._analyst.user),
+            condition=condition, own=quoted(self._request.query_id))
+        self._judge(rows(columns="query"))
+        markers = self._query(rows(columns="Settings['log_comment']"),
                               "TabSeparatedRaw").splitlines()
-        listing = self._call(rows.format(
+        listing = self._call(rows(
             columns=f"'{'waiting' if mode != 'TEST' else 'test'}' AS kill_status, query_id, "
-                    f"{quoted(self._analyst.user)} AS user, query",
-            condition=condition, own=own), fmt)
+                    "user, query"), fmt)
         if markers and mode != "TEST":
             _KILLER.kill(markers, sync=mode == "SYNC")
         return Reply(self._request.id, bytes(listing.bytes()), fmt)
@@ -313,12 +312,22 @@ def serve(connection: Connection, host: EngineHost, workers: int) -> None:
         pool.submit(answer, decode_request(frame))
 
 
+def loaded_library_dirs() -> set[Path]:
+    """The directories of the shared libraries this process has loaded (the C library's
+    among them): the engine's own system dependencies (``librt``, ``libdl``, ...) are
+    found there, wherever Python is installed (a pyenv Python's prefix is not ``/usr``)."""
+    with open(f"/proc/{os.getpid()}/maps") as maps:
+        files = {line.split()[-1] for line in maps if line.count(" ") >= 5}
+    return {Path(file).resolve().parent for file in files
+            if file.startswith("/") and ".so" in Path(file).name}
+
+
 def sandbox(path: Path, scratch: Path) -> None:
     """Confines this process (still one thread: the engine is not loaded yet) to ``path``
     and ``scratch`` (read-write) and, read-only, what Python and the engine load: the
-    Python installation and virtualenv, ept's own packages, ``/proc/<this pid>/maps``
-    (the engine reads its stack from it) and the cgroup limits. Raises
-    LandlockUnavailable or OSError."""
+    Python installation and virtualenv, the directories of the shared libraries loaded
+    so far, ept's own packages, ``/proc/<this pid>/maps`` (the engine reads its stack
+    from it) and the cgroup limits. Raises LandlockUnavailable or OSError."""
     import ept
 
     # ept's SDK package and this package's parent, ept.processors (not imported from
@@ -326,7 +335,7 @@ def sandbox(path: Path, scratch: Path) -> None:
     packages = [*map(Path, ept.__path__), Path(__file__).resolve().parents[1]]
     landlock.restrict_to(
         [path, scratch],
-        [Path(sys.prefix), Path(sys.base_prefix), *packages,
+        [Path(sys.prefix), Path(sys.base_prefix), *loaded_library_dirs(), *packages,
          Path(f"/proc/{os.getpid()}/maps"), Path("/sys/fs/cgroup")])
 
 

@@ -4,6 +4,7 @@ holding when the SQL-level check is bypassed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,6 +284,76 @@ def test_an_analyst_sees_and_kills_only_their_own_queries(sink: SecuredSink) -> 
     assert results[victim][0] != 200 and b"(QUERY_WAS_CANCELLED)" in results[victim][1]
 
 
+def test_system_processes_shows_a_session_its_own_queries_under_the_clients_ids(
+        tmp_path: Path) -> None:
+    """While ept's own query (a trusted one: the sink's writer, the dashboard) and an
+    analyst's run in one engine host, each analyst session's system.processes holds its
+    own queries only, under the ids the client sent and the analyst's user, never the
+    engine's UUIDs or its user ``default``; a KILL of an id it shows stops that query."""
+    from ept.processors.storage.analyst import AnalystEngine, ClickHouseError
+    from ept.processors.storage.engine_protocol import Analyst
+
+    link = start_engine_host(tmp_path / "data", SqlLimits(60, 1000, 10 ** 9, 2 ** 31))
+    engine, trusted = AnalystEngine(link), hosted_client(link)
+    alice, bob = Analyst("analyst", "alice"), Analyst("analyst", "bob")
+    failures: dict[str, str] = {}
+
+    def run(name: str, call: Callable[[], object]) -> threading.Thread:
+        def target() -> None:
+            try:
+                call()
+            except Exception as exc:  # the test reads it below
+                failures[name] = str(exc)
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        return thread
+
+    def processes(analyst: Analyst, sql: str = "SELECT query_id, initial_query_id, user, "
+                  "initial_user, query FROM system.processes", database: str = ""
+                  ) -> list[list[str]]:
+        result = engine.run(sql, default_format="TSV", analyst=analyst, database=database,
+                            query_id=f"look-{uuid.uuid4()}")
+        return [line.split("\t") for line in result.body.decode().splitlines()]
+
+    try:
+        ept_own = run("ept", lambda: trusted.command(
+            "SELECT sleepEachRow(0.5) FROM numbers(12) SETTINGS max_block_size = 1"))
+        alices = run("alice", lambda: engine.run(
+            "SELECT sleepEachRow(0.5) FROM numbers(12)", settings={"max_block_size": "1"},
+            query_id="alice-report-1", analyst=alice))
+        deadline = time.monotonic() + 10
+        while not any(row[0] == "alice-report-1" for row in processes(alice)):
+            assert time.monotonic() < deadline, "alice's query did not start"
+            time.sleep(0.1)
+        for analyst, own in ((alice, {"alice-report-1"}), (bob, set()),
+                             (Analyst("analyst"), set())):
+            rows = processes(analyst)
+            looking = {row[0] for row in rows if row[0].startswith("look-")}
+            assert {row[0] for row in rows} - looking == own, (analyst, rows)
+            assert len(looking) == 1
+            for query_id, initial_query_id, user, initial_user, query in rows:
+                assert initial_query_id == query_id and user == initial_user == "analyst"
+                assert "numbers(12)" not in query or query_id == "alice-report-1"
+        # the engine's ids appear nowhere, in a subquery, a join or under an alias
+        counted = processes(
+            alice, "SELECT count() FROM system.processes AS p INNER JOIN "
+            "(SELECT query_id FROM system.processes) AS q ON p.query_id = q.query_id "
+            "WHERE q.query_id = 'alice-report-1' AND 'FROM system.processes' != ''")
+        assert counted == [["1"]]
+        with pytest.raises(ClickHouseError, match=r"\(ACCESS_DENIED\)"):
+            processes(alice, "SELECT query_id FROM processes", database="system")
+        # alice's KILL of the id she sees stops her query, and nothing of ept's
+        killed = processes(alice, "KILL QUERY WHERE query_id = 'alice-report-1' SYNC")
+        assert [row[1] for row in killed] == ["alice-report-1"], killed
+        alices.join(10)
+        assert not alices.is_alive() and "QUERY_WAS_CANCELLED" in failures["alice"]
+        assert ept_own.is_alive()
+        ept_own.join(20)
+        assert "ept" not in failures
+    finally:
+        link.close()
+
+
 def test_a_client_that_leaves_frees_its_slot_and_over_the_limit_is_202(
         sink: SecuredSink) -> None:
     port = int(sink.url.rsplit(":", 1)[1].strip("/"))
@@ -351,6 +422,85 @@ def test_every_error_is_clickhouses_and_no_traceback_is_logged(sink: SecuredSink
     assert "Traceback" not in log, log[-3000:]
 
 
+def raw_exchange(sink: SecuredSink, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """Sends ``request`` on a socket of its own (from a thread: the server may answer and
+    close before it has read all of it) and reads the reply: (status line, headers, body)."""
+    port = int(sink.url.rsplit(":", 1)[1].strip("/"))
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+
+    def send() -> None:
+        # refused before the whole request was read: its reply says why
+        with contextlib.suppress(OSError):
+            connection.sendall(request)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    reply = b""
+    try:
+        while chunk := connection.recv(65536):
+            reply += chunk
+            head, _, body = reply.partition(b"\r\n\r\n")
+            length = [line for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")]
+            if length and len(body) >= int(length[0].split(b":")[1]):
+                break
+    except ConnectionResetError:
+        pass
+    finally:
+        connection.close()
+        sender.join(10)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return status.encode(), dict(line.split(": ", 1) for line in lines), body
+
+
+def test_requests_aiohttp_cannot_parse_get_clickhouses_errors(sink: SecuredSink) -> None:
+    """A URL over ClickHouse's 1 MiB, a header over its 128 KiB, too many headers, a
+    malformed request line or framing, an unknown path or method: each is ClickHouse's
+    error (its text, code header and status), and the log holds no traceback and none
+    of the request's bytes (the password in the URL)."""
+    credentials = f"user=analyst&password={PASSWORD}"
+    host = b"Host: 127.0.0.1\r\n"
+    cases = {
+        "a 2 MiB URL": (b"GET /?" + credentials.encode() + b"&query=SELECT%20%27"
+                        + b"x" * (2 * 1024 ** 2) + b"%27 HTTP/1.1\r\n" + host + b"\r\n",
+                        400, "1000", b"URI is longer than 1048576 bytes"),
+        "a 200 KB header": (b"GET /?query=SELECT%201&" + credentials.encode()
+                            + b" HTTP/1.1\r\n" + host + b"X-Long: " + b"y" * 200_000
+                            + b"\r\n\r\n", 400, "1000", b"header field is longer"),
+        "300 headers": (b"GET /?query=SELECT%201 HTTP/1.1\r\n" + host
+                        + b"".join(b"X-H%d: v\r\n" % index for index in range(300))
+                        + b"\r\n", 400, "1000", b"Too many HTTP header fields"),
+        "a bad request line": (b"G@T / HTTP/1.1\r\n" + host + b"\r\n", 400, "1000",
+                               b"Malformed HTTP request"),
+        "a bad chunk": (b"POST /?" + credentials.encode() + b" HTTP/1.1\r\n" + host
+                        + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nSELECT 1\r\n0\r\n\r\n",
+                        400, "1000", b"Malformed HTTP request"),
+        "an unknown path": (b"GET /play HTTP/1.1\r\n" + host + b"\r\n", 404, "1012",
+                            b"There is no handle /play"),
+        "an unknown method": (b"PUT /?" + credentials.encode() + b" HTTP/1.1\r\n" + host
+                              + b"Content-Length: 0\r\n\r\n", 405, "1", b"method PUT"),
+    }
+    for case, (request, status, code, text) in cases.items():
+        status_line, headers, body = raw_exchange(sink, request)
+        assert status_line.split(b" ")[1] == str(status).encode(), (case, status_line, body)
+        assert headers.get("X-ClickHouse-Exception-Code") == code, (case, headers)
+        assert body.startswith(f"Code: {code}. DB::Exception: ".encode()), (case, body)
+        assert text in body and body.endswith(b")\n"), (case, body)
+        assert PASSWORD.encode() not in body, case
+    # up to ClickHouse's limits, long URLs and headers are served: 8 KB to 1 MiB
+    for size in (8 * 1024, 16 * 1024, 64 * 1024, 1000 * 1000):
+        status_line, _, body = raw_exchange(
+            sink, f"GET /?{credentials}&query=SELECT%20length({{s:String}})&param_s={'x' * size} "
+            f"HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: {'y' * 100_000}\r\n\r\n".encode())
+        assert status_line.endswith(b"200 OK") and body == f"{size}\n".encode(), size
+    time.sleep(0.5)  # the sink's log is written by another process
+    log = sink.log.read_text()
+    assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
+    assert PASSWORD not in log
+    assert "refused an unparsable request" in log
+
+
 def test_settings_that_loosen_nothing_are_taken(sink: SecuredSink) -> None:
     for settings in ({"max_execution_time": "60"}, {"max_execution_time": "30"},
                      {"network_compression_method": "lz4", "client_protocol_version": "54460"},
@@ -378,13 +528,14 @@ def test_without_a_password_only_a_loopback_host_is_served(tmp_path: Path) -> No
     Host; without a password the endpoint serves loopback names only."""
     from ept.processors.http import ServerThread
     from ept.processors.storage.analyst import AnalystEngine
-    from ept.processors.storage.sql_endpoint import RUNNER_OPTIONS, SqlEndpoint
+    from ept.processors.storage.sql_endpoint import SqlEndpoint
+    from ept.processors.storage.sql_http import SqlRunner
 
     settings = load_settings(state_dir=tmp_path, clickhouse_path=tmp_path / "ch",
                              sql_port=free_port())
     link = start_engine_host(settings.clickhouse_data_dir, SqlLimits.of(settings))
     server = ServerThread(SqlEndpoint(settings, AnalystEngine(link)).application(),
-                          "127.0.0.1", settings.sql_port, RUNNER_OPTIONS)
+                          "127.0.0.1", settings.sql_port, SqlRunner)
     server.start()
     try:
         for host, served in ((f"127.0.0.1:{settings.sql_port}", True), ("localhost", True),

@@ -7,7 +7,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
+from ept.processors.storage import session_view, sql_http
 from ept.processors.storage.analyst import ClickHouseError, SqlLimits
 from ept.processors.storage.analyst_policy import check_columns, check_syntax
 from ept.processors.storage.engine_host import EngineHost
@@ -135,3 +137,40 @@ def test_an_unsandboxed_host_refuses_analysts(tmp_path: Path) -> None:
                                 query_id="q"))
     assert reply.error_code == 497 and "could not be sandboxed" in reply.error_message
     assert host.answer(Request(2, "status")).body == b"the kernel has no Landlock"
+
+
+def test_system_processes_is_read_through_the_sessions_view() -> None:
+    view = session_view.view("analyst")
+    assert session_view.rewrite("SELECT query_id\nFROM system.processes\n", "analyst", 1) \
+        == f"SELECT query_id\nFROM {view} AS processes\n"
+    joined = session_view.rewrite(
+        "SELECT *\nFROM system.processes AS p\nINNER JOIN system.processes AS `the q` "
+        "USING (query_id)\nWHERE query = 'FROM system.processes'", "analyst", 2)
+    assert joined == (f"SELECT *\nFROM {view} AS p\nINNER JOIN {view} AS `the q` "
+                      "USING (query_id)\nWHERE query = 'FROM system.processes'")
+    untouched = "SELECT `FROM system.processes`, 'JOIN system.processes'\nFROM numbers(1)"
+    assert session_view.rewrite(untouched, "analyst", 0) == untouched
+    assert "'o\\'brien' AS user" in session_view.view("o'brien")
+    for sql, reads in (("SELECT *\nFROM processes", 1),  # under database=system
+                       ("SELECT *\nFROM system.processes", 2),
+                       ("SELECT 1\nFROM system.processes", 0)):
+        with pytest.raises(ClickHouseError, match=r"\(ACCESS_DENIED\)"):
+            session_view.rewrite(sql, "analyst", reads)
+
+
+def test_what_aiohttp_cannot_parse_is_clickhouses_400() -> None:
+    too_long = sql_http.unparsable(LineTooLong(b"GET /?password=secret", sql_http.MAX_URI_BYTES))
+    assert too_long is not None and (too_long.code, too_long.name) == (1000, "POCO_EXCEPTION")
+    assert "URI is longer than 1048576 bytes" in str(too_long)
+    header = sql_http.unparsable(LineTooLong(b"X-Key: secret", sql_http.MAX_FIELD_BYTES))
+    assert header is not None and "header field is longer than 131072" in str(header)
+    many = sql_http.unparsable(BadHttpMessage("Too many headers received"))
+    assert many is not None and "Too many HTTP header fields" in str(many)
+    for error in (too_long, header, many):
+        assert "secret" not in str(error)
+    assert sql_http.unparsable(RuntimeError("a bug of ours")) is None
+    assert sql_http.unparsable(None) is None
+    response = sql_http.error_response(too_long)
+    assert response.status == 400 and response.headers["X-ClickHouse-Exception-Code"] == "1000"
+    assert sql_http.error_response(ClickHouseError(202, "TOO_MANY_SIMULTANEOUS_QUERIES",
+                                                   "x")).status == 500
