@@ -107,13 +107,14 @@ class KafkaDelivery:
         self._draining: _Draining | None = None
         self._producer = Producer({**producer_config, "on_delivery": self._on_delivery,
                                    "error_cb": self._on_error})
+        self._produce = self._producer.produce  # looked up once for the hot path
         self._thread = threading.Thread(target=self._serve, name="ept-delivery", daemon=True)
         self._thread.start()
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queue one message. Never blocks on the network, never raises."""
         try:
-            self._producer.produce(topic, value, key, headers=stamp_headers())
+            self._produce(topic, value, key, headers=stamp_headers())
         except BufferError:
             self._spool_or_drop(topic, key, value)
         except KafkaException as exc:

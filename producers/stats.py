@@ -55,8 +55,10 @@ class StatsRecorder:
         """Count one tracked event under the specification's counters."""
         counter = _EVENT_COUNTER.get(event_name)
         if counter is not None:
-            with self._lock:
-                self._values[counter] += 1
+            lock = self._lock
+            lock.acquire()  # no ``with``: the hot path's cheaper form; nothing here raises
+            self._values[counter] += 1
+            lock.release()
 
     def snapshot(self, queued: int = 0) -> ErrorPerformanceStats:
         with self._lock:
