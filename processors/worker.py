@@ -2,13 +2,15 @@
 
 Two stages, each a thin Faust wrapper around pure logic:
 
-1. ``collect`` (:class:`~ept.processors.collect_stage.CollectStage`) consumes the five
-   event topics (keyed by template / endpoint, so they are co-partitioned). Its
-   :class:`~ept.processors.collection.Collector` makes each batch one
+1. ``collect`` (:class:`~ept.processors.collect_stage.CollectStage`, a task of the app)
+   reads the five event topics in bulk with confluent-kafka, outside Faust's streams
+   (:class:`~ept.processors.event_reader.EventReader`, in the ``{prefix}worker-events``
+   group). Its :class:`~ept.processors.collection.Collector` makes each batch one
    :class:`~ept.processors.records.Signal` per scope (sent to the internal signals topic,
-   keyed by scope) and then a :class:`~ept.processors.records.Progress` report of its
-   source partitions, sent to every signals partition — after the signals, so a
-   watermark never overtakes its own events. A timer re-sends the report each second.
+   keyed by scope); once the broker acknowledged them the batch's offsets are committed,
+   then a :class:`~ept.processors.records.Progress` report of its source partitions is
+   sent to every signals partition — after the signals, so a watermark never overtakes
+   its own events. A timer re-sends the report each second.
 2. ``evaluate`` (:class:`~ept.processors.evaluate_stage.EvaluateStage`) counts signals
    into each scope's :class:`~ept.processors.records.ScopeState` (the ``scopes`` table)
    and, as reports move a family's event-time frontier, judges its scopes up to it and
@@ -20,8 +22,9 @@ breaks). Exactness is restored here: a scope applies an event only if its source
 is beyond the last one it applied from that source partition, and a notice is published
 only if it was decided at a later event time than the last notice of its fingerprint on
 the alert topic — so a killed worker neither repeats nor misses one, re-notifications
-included. It consumes through :mod:`ept.processors.faust_kafka`, so no offset is
-committed that an agent was not handed.
+included. Faust consumes the signals through :mod:`ept.processors.faust_kafka`, so no
+offset is committed that an agent was not handed; the event reader commits an event's
+offset only after its signals are acknowledged.
 """
 
 from __future__ import annotations
@@ -142,35 +145,29 @@ def create_app(settings: Settings, rules: list[Rule],
     evaluate_stage = EvaluateStage(
         settings, rules, source_partitions or dict.fromkeys(EVENT_NAMES, partitions),
         scopes, alerts, controls)
-    collect_stage = CollectStage(app, settings, signals, evaluate_stage.evaluator.families)
-    event_topics = app.topic(*collect_stage.event_of_topic, key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw")
+    collect_stage = CollectStage(settings, signals, evaluate_stage.evaluator.families)
 
     def lag() -> int:
         monitor = app.monitor
         ends = getattr(monitor, "tp_end_offsets", {})
         committed = getattr(monitor, "tp_committed_offsets", {})
-        return sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
+        signals_lag = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
+        return signals_lag + collect_stage.reader.lag()
 
     metrics = WorkerMetrics(collect_stage, evaluate_stage, lag)
 
     def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         evaluate_stage.on_assigned()
-        collect_stage.on_assigned(args[0])
-
-    def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        collect_stage.on_revoked(args[0])
 
     app.on_partitions_assigned.connect(on_assigned)
-    app.on_partitions_revoked.connect(on_revoked)
 
-    @app.agent(event_topics)
-    async def collect(stream: faust.StreamT[bytes]) -> None:
-        # Batches of up to 2,000 or 1 s: each batch costs a signal per scope it touches,
-        # so small batches (50 ms gave ~45 events) cost more than one send per event.
-        # The second is nothing next to the lateness an alert waits for anyway.
-        async for events in stream.take_events(2000, within=1.0):  # type: ignore[attr-defined]
-            await collect_stage.handle_batch(events)
+    @app.task
+    async def collect() -> None:
+        try:
+            await collect_stage.run()
+        except Exception as exc:  # a worker that no longer reads events must not live on
+            await app.crash(exc)
+            raise
 
     @app.timer(1.0)
     async def heartbeat() -> None:
@@ -189,7 +186,8 @@ def create_app(settings: Settings, rules: list[Rule],
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
         events = collect_stage.events
-        assignment = sorted((tp.topic, tp.partition) for tp in app.consumer.assignment())
+        assignment = sorted({(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+                            | collect_stage.assignment())
         return web.json({
             "rendersFailed": events["render_failed"], "apiErrors": events["api_error"],
             "slowRenders": events["slow_render"],
