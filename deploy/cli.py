@@ -321,16 +321,27 @@ def dlq_replay(dry_run: bool) -> None:
               help="rules file (TOML) [default: $EPT_RULES_FILE or the built-in rules]")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warn", "error"]))
-def worker(rules_file: Path | None, loglevel: str) -> None:
+@click.option("--processes", type=click.IntRange(1, 256), default=1, show_default=True,
+              envvar="EPT_WORKER_PROCESSES",
+              help="worker processes on this host (one per core), pages on EPT_WORKER_PORT "
+                   "and the ports after it [env: EPT_WORKER_PROCESSES]")
+def worker(rules_file: Path | None, loglevel: str, processes: int) -> None:
     """Run the Faust worker: windowed rules, alerts and live stats."""
     from ept.processors.rules import RulesError, load_rules
-    from ept.processors.worker import run_worker
 
     settings = _settings()
     try:
         rules = load_rules(rules_file or settings.rules_file)
     except RulesError as exc:
         raise click.ClickException(str(exc)) from None
+    if processes > 1:
+        from ept.deploy.worker_processes import run_processes
+
+        arguments = ["-l", loglevel] + (["--rules", str(rules_file)] if rules_file else [])
+        run_processes(processes, arguments, settings.worker_port, click.echo)
+        return
+    from ept.processors.worker import run_worker
+
     run_worker(settings, rules, loglevel)
 
 
@@ -562,12 +573,15 @@ def notify(verbose: bool) -> None:
 
 @main.command()
 @click.option("--demo", is_flag=True, help="also drive synthetic traffic with scripted incidents")
-def run(demo: bool) -> None:
+@click.option("--worker-processes", type=click.IntRange(1, 256), default=1, show_default=True,
+              envvar="EPT_WORKER_PROCESSES",
+              help="worker processes (`ept worker --processes`) [env: EPT_WORKER_PROCESSES]")
+def run(demo: bool, worker_processes: int) -> None:
     """Run the whole pipeline locally: broker, topics, worker, sink, dashboard."""
     from ept.deploy.supervisor import run_pipeline
 
     try:
-        run_pipeline(_settings(), demo, click.echo)
+        run_pipeline(_settings(), demo, click.echo, worker_processes)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
 

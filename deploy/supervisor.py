@@ -111,9 +111,11 @@ class Component:
 class Supervisor:
     """Runs the pipeline until :meth:`request_stop`. ``run`` blocks."""
 
-    def __init__(self, settings: Settings, demo: bool, echo: Echo) -> None:
+    def __init__(self, settings: Settings, demo: bool, echo: Echo,
+                 worker_processes: int = 1) -> None:
         self.settings = settings
         self.demo = demo
+        self.worker_processes = worker_processes
         self.echo = resilient(echo)
         self.stopping = threading.Event()
         self.broker: LocalBroker | None = None
@@ -129,7 +131,7 @@ class Supervisor:
         settings = self.settings
         environment = {**os.environ, "EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                        "EPT_STATE_DIR": str(settings.state_dir)}
-        worker_args = ["worker"]
+        worker_args = ["worker", "--processes", str(self.worker_processes)]
         if self.demo and settings.rules_file is None:
             with resources.as_file(resources.files("ept.processors") / "rules.demo.toml") as path:
                 worker_args += ["--rules", str(path)]
@@ -325,8 +327,8 @@ class Supervisor:
             self.echo("[ok] broker stopped")
 
 
-def run_pipeline(settings: Settings, demo: bool, echo: Echo) -> None:
-    supervisor = Supervisor(settings, demo, echo)
+def run_pipeline(settings: Settings, demo: bool, echo: Echo, worker_processes: int = 1) -> None:
+    supervisor = Supervisor(settings, demo, echo, worker_processes)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     try:
