@@ -69,8 +69,18 @@ bench-sdk: setup
 bench-sink: setup
 	$(PY) -m bench.sink
 
-bench-processors: setup
-	$(PY) -m bench.processors
+# quixstreams, the peer it is measured against, pins confluent-kafka below ept's: it runs
+# from a virtualenv of its own.
+PEERS_VENV ?= build/peers-venv
+
+$(PEERS_VENV)/.installed: bench/peers.txt
+	@test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers.txt
+	@touch $@
+
+bench-processors: setup $(PEERS_VENV)/.installed
+	EPT_BENCH_PEER_PYTHON=$(PEERS_VENV)/bin/python EPT_BENCH_PY_SPY=$(PEERS_VENV)/bin/py-spy \
+		$(PY) -m bench.processors
 
 # Alert quality on a simulated day: live, backlog, a fast clock, re-sends (~10 min).
 bench-alerts: setup

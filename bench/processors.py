@@ -1,24 +1,42 @@
-"""``make bench-processors``: one worker's events/s and threshold-to-alert latency.
+"""``make bench-processors``: the worker's events/s against two baselines, its peak RSS,
+and crossing-event-to-notice latency.
 
-Baseline, measured in the same run: a minimal Faust agent that only counts the same
-events. Target: >= 20,000 events/s per worker. Alert latency is printed for a burst
-followed by silence and under steady traffic: alerts wait for event time (the idle
-interval, the allowed lateness), see docs/alerts.md.
-``EPT_BENCH_EVENTS`` (default 100,000) sets the throughput load.
+Throughput over a backlog of ``EPT_BENCH_EVENTS`` (default 100,000) events on 2 topics
+x 6 partitions, published before each consumer starts and timed from its first event
+counted to the last. Measured in the same run:
+
+* a Faust agent that only counts the events (Faust's own per-event cost);
+* quixstreams, the engine a user would pick instead: a tumbling 60 s count per key
+  (RocksDB state). It runs from ``EPT_BENCH_PEER_PYTHON`` (``make bench-processors``
+  builds ``build/peers-venv``): quixstreams pins confluent-kafka below the version ept
+  uses, so it cannot share ept's environment;
+* ``ept worker`` with the default rules, 1 and 2 processes (``--processes``).
+
+Then the worker's peak RSS (``VmHWM``) over that backlog and over one of
+``EPT_BENCH_BIG_EVENTS`` (default 1,000,000). Latency: under steady traffic, from
+publishing the event whose count crosses a rule's threshold to its firing notice on the
+alert topic, for a count rule (``template_failures``, many templates at once) and a
+ratio rule (``high_error_rate``, a fresh worker per sample: it stays firing).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psutil
 from confluent_kafka import Consumer
 
 from bench.common import kafka_bootstrap, percentile, print_table
@@ -28,7 +46,19 @@ from tests.conftest import free_port
 from tests.events import EventPublisher, record
 
 EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "100000"))
-BURST_SAMPLES, STEADY_SAMPLES = 10, 5
+BIG_EVENTS = int(os.environ.get("EPT_BENCH_BIG_EVENTS", "1000000"))
+PEER_PYTHON = os.environ.get("EPT_BENCH_PEER_PYTHON", sys.executable)
+TOPICS = ("render_completed", "api_request_completed")
+PARTITIONS = 6
+TEMPLATE_SAMPLES, RATE_SAMPLES = 12, 2
+# py-spy's path (make bench-processors installs it beside the peer): the one-process
+# worker's run is profiled and where its time goes is printed.
+PY_SPY = os.environ.get("EPT_BENCH_PY_SPY")
+# Inclusive shares of the profile printed for these frames (function name, file part).
+PROFILED = [("_collect", "collect_stage"), ("consume", "event_reader"),
+            ("decode", "codec"), ("collect", "collection"), ("_deliver", "collect_stage"),
+            ("handle", "evaluate_stage"), ("handle", "judging"), ("from_json", "records"),
+            ("_publish", "evaluate_stage"), ("report_progress", "collect_stage")]
 REPO = Path(__file__).resolve().parents[1]
 
 COUNTER_APP = '''
@@ -49,25 +79,65 @@ async def page(web, request):
     return web.json(seen)
 '''
 
+PEER_APP = '''
+import json, os, threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from quixstreams import Application
 
-def events_for_load(now_ms: int) -> list:
-    load = []
-    for index in range(EVENTS):
+app = Application(broker_address=os.environ["BOOTSTRAP"], consumer_group=os.environ["APP_ID"],
+                  auto_offset_reset="earliest", state_dir=os.environ["DATADIR"],
+                  loglevel="WARNING")
+seen = {"n": 0}
+
+def bump(value):
+    seen["n"] += 1
+
+class Count(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(json.dumps(seen).encode())
+
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Count)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+for name in os.environ["TOPICS"].split(","):
+    events = app.dataframe(app.topic(name, key_deserializer="bytes", value_deserializer="bytes"))
+    events.update(bump).tumbling_window(timedelta(seconds=60)).count().final()
+app.run()
+'''
+
+
+def events_for_load(count: int, now_ms: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    for index in range(count):
         kind = index % 4
         at = now_ms + index  # event time moves forward: every minute is a new bucket
         if kind == 0:  # durations spread over ~130 sketch buckets
-            load.append(("render_completed", record(
+            yield ("render_completed", record(
                 "render_completed", at, template_id=f"tpl{index % 97}",
-                duration_ms=float(100 + index * 7919 % 20_000))))
+                duration_ms=float(100 + index * 7919 % 20_000)))
         elif kind == 1:
-            load.append(("api_request_completed", record("api_request_completed", at,
-                                                         endpoint=f"/api/{index % 13}")))
+            yield ("api_request_completed", record("api_request_completed", at,
+                                                   endpoint=f"/api/{index % 13}"))
         elif kind == 2:
-            load.append(("render_completed", record("render_completed", at,
-                                                    template_id=f"tpl{index % 89}")))
+            yield ("render_completed", record("render_completed", at,
+                                              template_id=f"tpl{index % 89}"))
         else:
-            load.append(("api_request_completed", record("api_request_completed", at)))
-    return load
+            yield ("api_request_completed", record("api_request_completed", at))
+
+
+def publish_load(settings: Settings, count: int) -> None:
+    publisher = EventPublisher(settings)
+    chunk: list[tuple[str, dict[str, Any]]] = []
+    for event in events_for_load(count, int(time.time() * 1000) - 3_600_000):
+        chunk.append(event)
+        if len(chunk) == 50_000:  # within the producer's queue
+            publisher.publish(chunk)
+            chunk = []
+    publisher.publish(chunk)
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -75,159 +145,352 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def wait_for(url: str, count, timeout: float = 600.0) -> float:  # type: ignore[no-untyped-def]
-    """Events/s at ``url`` from the first event counted (``count(json)``) to the last:
-    start-up and the consumer group join are not the processing rate."""
+def count_at(urls: list[str], count: Callable[[Any], int]) -> int:
+    total = 0
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                total += count(json.loads(reply.read()))
+        except OSError:
+            pass
+    return total
+
+
+def rate_until(expected: int, counted: Callable[[], int], timeout: float = 1200.0) -> float:
+    """Events/s from the first event counted to the last (start-up and the consumer group
+    join are not the processing rate)."""
     began = time.perf_counter()
     first: tuple[float, int] | None = None
     while time.perf_counter() - began < timeout:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                seen = count(json.loads(reply.read()))
-        except OSError:
-            seen = 0
+        seen = counted()
         now = time.perf_counter()
         if seen and first is None:
             first = (now, seen)
-        if seen >= EVENTS and first is not None:
+        if seen >= expected and first is not None:
             return (seen - first[1]) / (now - first[0])
         time.sleep(0.05)
-    raise TimeoutError(url)
+    raise TimeoutError(f"{counted()} of {expected} counted")
 
 
-def wait_ready(log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while b"[^Worker]: Ready" not in log.read_bytes():
-        if time.monotonic() > deadline:
-            raise TimeoutError(log.read_text()[-2000:])
-        time.sleep(0.2)
+def peak_rss_mb(process: subprocess.Popen[bytes], processes: int) -> list[float]:
+    """The peak resident set (VmHWM) of each worker process (the children of a
+    ``--processes`` parent), in MB."""
+    parent = psutil.Process(process.pid)
+    workers = parent.children() if processes > 1 else [parent]
+    peaks = []
+    for worker in workers:
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        kb = next(int(line.split()[1]) for line in status.splitlines()
+                  if line.startswith("VmHWM:"))
+        peaks.append(kb / 1024)
+    return peaks
 
 
-def rules_without_regression(folder: Path) -> Path:
-    """The default rules but duration_regression (the run to compare its cost with)."""
-    text = (REPO / "processors" / "rules.default.toml").read_text()
-    kept = [part for part in text.split("[[rules]]")
-            if 'kind = "duration_regression"' not in part]
-    path = folder / "rules-without-regression.toml"
-    path.write_text("[[rules]]".join(kept))
-    return path
+def worker_environment(settings: Settings, port: int) -> dict[str, str]:
+    return {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
+            "EPT_STATE_DIR": str(settings.state_dir),
+            "EPT_TOPIC_PARTITIONS": str(settings.topic_partitions)}
 
 
-def run_load(settings: Settings, log: Path, baseline: bool, rules: Path | None = None
-             ) -> float:
-    """Publish the load first, then start the worker (on ``rules``, default: the built-in
-    rules) and time it through the backlog."""
-    EventPublisher(settings).publish(events_for_load(int(time.time() * 1000) - 3_600_000))
+def start_worker(settings: Settings, log: Path, processes: int = 1
+                 ) -> tuple[subprocess.Popen[bytes], list[str]]:
     port = free_port()
-    if baseline:
-        app = log.parent / f"counter_{uuid.uuid4().hex[:6]}.py"
-        app.write_text(COUNTER_APP)
-        topics = ",".join(settings.topics.event(n)
-                          for n in ("render_completed", "api_request_completed"))
-        process = spawn([sys.executable, "-m", "faust", "-A", app.stem, "worker", "-l", "warn"],
-                        {"APP_ID": f"{settings.topic_prefix}counter", "PORT": str(port),
-                         "BOOTSTRAP": settings.kafka_bootstrap, "TOPICS": topics,
-                         "PYTHONPATH": str(app.parent),
-                         "DATADIR": str(log.parent / f"{app.stem}-data")}, log)
-        url, count = f"http://127.0.0.1:{port}/count", lambda data: data["n"]
-    else:
-        environment = {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                       "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
-                       "EPT_STATE_DIR": str(settings.state_dir)}
-        if rules is not None:
-            environment["EPT_RULES_FILE"] = str(rules)
-        process = spawn([sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info"],
-                        environment, log)
-        url = f"http://127.0.0.1:{port}/stats"
-        count = lambda data: sum(data["events"].values())  # noqa: E731
+    process = spawn([sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info",
+                     "--processes", str(processes)], worker_environment(settings, port), log)
+    return process, [f"http://127.0.0.1:{port + i}/stats" for i in range(processes)]
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(90)
+
+
+@dataclass
+class Throughput:
+    events_per_s: float
+    rss_mb: list[float]
+
+
+def run_baseline(settings: Settings, log: Path, peer: bool) -> float:
+    """The Faust counting agent or the quixstreams peer through the backlog."""
+    publish_load(settings, EVENTS)
+    port = free_port()
+    app = log.parent / f"{'peer' if peer else 'counter'}_{uuid.uuid4().hex[:6]}.py"
+    app.write_text(PEER_APP if peer else COUNTER_APP)
+    environment = {"APP_ID": f"{settings.topic_prefix}{app.stem}", "PORT": str(port),
+                   "BOOTSTRAP": settings.kafka_bootstrap, "PYTHONPATH": str(app.parent),
+                   "TOPICS": ",".join(settings.topics.event(name) for name in TOPICS),
+                   "DATADIR": str(log.parent / f"{app.stem}-data")}
+    command = ([PEER_PYTHON, str(app)] if peer
+               else [sys.executable, "-m", "faust", "-A", app.stem, "worker", "-l", "warn"])
+    process = spawn(command, environment, log)
     try:
-        return wait_for(url, count)  # type: ignore[no-any-return]
+        url = f"http://127.0.0.1:{port}/count"
+        return rate_until(EVENTS, lambda: count_at([url], lambda data: data["n"]))
     finally:
-        process.terminate()
-        process.wait(60)
+        stop(process)
 
 
-def alert_latencies(settings: Settings, log: Path, steady: bool) -> list[float]:
-    """Seconds from publishing the 11th API error of an endpoint to its alert on the topic.
+def worker_progress(settings: Settings, urls: list[str]) -> tuple[int, int, int]:
+    """(events collected, processes reading event partitions, signals sent and not yet
+    evaluated) over the worker processes at ``urls``."""
+    events = set(settings.topics.events.values())
+    counted = reading = unevaluated = 0
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                stats = json.loads(reply.read())
+        except OSError:
+            return 0, 0, 1
+        counted += sum(stats["events"].values())
+        reading += any(topic in events for topic, _ in stats["assignment"])
+        unevaluated += stats["signals"]["sent"] - stats["signals"]["evaluated"]
+    return counted, reading, unevaluated
 
-    The worker decides an instant once every source has passed it (event time): with
-    ``steady`` traffic on the API topics that is ``EPT_ALLOWED_LATENESS_S`` after the
-    event; when the burst is followed by silence, ``EPT_SOURCE_IDLE_S`` after it.
-    """
-    port = free_port()
-    process = spawn([sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info"],
-                    {"EPT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-                     "EPT_TOPIC_PREFIX": settings.topic_prefix, "EPT_WORKER_PORT": str(port),
-                     "EPT_STATE_DIR": str(settings.state_dir)}, log)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "latest"})
-    consumer.subscribe([settings.topics.alerts])
+
+def run_worker_load(settings: Settings, log: Path, processes: int, events: int,
+                    profile: Path | None = None) -> Throughput:
+    """Time ``ept worker --processes N`` through ``events``: from the first event
+    collected until every event is collected and every signal evaluated. The backlog is
+    published once every process reads event partitions (the group's first rebalances
+    are not the processing rate), except for one process. With ``profile``, py-spy
+    records the worker meanwhile."""
+    if processes == 1:
+        publish_load(settings, events)
+    process, urls = start_worker(settings, log, processes)
+    spy = None
+    try:
+        deadline = time.monotonic() + 300
+        while (progress := worker_progress(settings, urls))[1] < processes:
+            assert time.monotonic() < deadline, f"not every process reads: {progress}"
+            time.sleep(0.05)
+        if processes > 1:
+            threading.Thread(target=publish_load, args=(settings, events), daemon=True).start()
+        while (progress := worker_progress(settings, urls))[0] == 0:
+            assert time.monotonic() < deadline, "nothing collected"
+            time.sleep(0.01)
+        began, counted_then = time.perf_counter(), progress[0]
+        if profile is not None and PY_SPY:
+            spy = subprocess.Popen([PY_SPY, "record", "--format", "raw", "--rate", "200",
+                                    "--nonblocking", "-o", str(profile), "--pid",
+                                    str(process.pid)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        while (progress := worker_progress(settings, urls))[0] < events or progress[2] > 0:
+            assert time.monotonic() < deadline + 900, f"not through: {progress}"
+            time.sleep(0.05)
+        rate = (events - counted_then) / (time.perf_counter() - began)
+        return Throughput(rate, peak_rss_mb(process, processes))
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        stop(process)
+
+
+def print_profile(samples: str) -> None:
+    """Where the worker's busy samples went: the listed frames' inclusive shares, and the
+    functions the samples were in (self time), from py-spy's collapsed stacks."""
+    stacks: list[tuple[list[str], int]] = []
+    for line in samples.splitlines():
+        frames, _, count = line.rpartition(" ")
+        stacks.append((frames.split(";"), int(count)))
+    total = sum(count for _, count in stacks) or 1
+    rows = []
+    for name, file in PROFILED:
+        hits = sum(count for frames, count in stacks if any(
+            frame.split(" (")[0].rpartition(".")[2] == name and file in frame
+            for frame in frames))
+        rows.append([f"{name} ({file})", f"{100 * hits / total:.1f}%"])
+    print_table(f"Where the one-process worker's time goes ({total:,} busy samples, "
+                "inclusive)", ["frame", "share"], rows)
+    own: dict[str, int] = {}
+    for frames, count in stacks:
+        leaf = frames[-1].split(" (")[0] + " (" + frames[-1].split(" (")[-1].split(":")[0]
+        own[leaf] = own.get(leaf, 0) + count
+    top = sorted(own.items(), key=lambda item: -item[1])[:15]
+    print_table("Self time, top 15", ["function (file)", "share"],
+                [[leaf[-90:] + ")", f"{100 * count / total:.1f}%"] for leaf, count in top])
+
+
+class AlertWatch:
+    """The firing notices on the alert topic, with the wall time each was read."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                                   "group.id": f"bench-{uuid.uuid4()}",
+                                   "auto.offset.reset": "earliest"})
+        self._consumer.subscribe([settings.topics.alerts])
+        self.firing: list[tuple[float, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.05)
+            if message is None or message.error():
+                continue
+            alert = json.loads(message.value())
+            if alert["status"] == "firing" and not alert.get("renotify"):
+                self.firing.append((time.time(), alert))
+
+    def first(self, rule: str, labels: dict[str, str]) -> tuple[float, dict[str, Any]] | None:
+        return next(((at, alert) for at, alert in list(self.firing)
+                     if alert["rule"] == rule and alert["labels"] == labels), None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+class SteadyTraffic:
+    """Completed renders and API calls on every partition, ``per_s`` a second each, stamped
+    now, until closed: event time moves on everywhere as in production."""
+
+    def __init__(self, settings: Settings, per_s: int) -> None:
+        self._settings, self._per_s = settings, per_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        publisher = EventPublisher(self._settings)
+        while not self._stop.wait(0.1):
+            at = int(time.time() * 1000)
+            events = []
+            for partition in range(self._settings.topic_partitions):
+                for i in range(max(1, self._per_s // 10)):
+                    events.append(("render_completed", partition, at, record(
+                        "render_completed", at, template_id=f"steady{partition}-{i}")))
+                    events.append(("api_request_completed", partition, at, record(
+                        "api_request_completed", at, endpoint="/api/steady")))
+            publisher.publish_to_partitions(events)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def crossing_latency(sent: dict[int, float], notice: tuple[float, dict[str, Any]]) -> float:
+    """Seconds from publishing the crossing event (the last one published by the second
+    the notice was decided at: one a second) to reading its notice."""
+    read_at, alert = notice
+    decided = (alert["decided_at_ms"] - 1) // 1000
+    return read_at - sent[max(second for second in sent if second <= decided)]
+
+
+def template_latencies(settings: Settings, log: Path) -> list[float]:
+    """Failing templates started 2 s apart, one failure a second each, while 100 renders a
+    second succeed (the overall error rate stays below high_error_rate's)."""
+    process, _ = start_worker(settings, log)
+    watch = AlertWatch(settings)
+    traffic = SteadyTraffic(settings, per_s=20)
     publisher = EventPublisher(settings)
-    background = EventPublisher(settings)
-    latencies = []
+    sent: dict[str, dict[int, float]] = {}
     try:
-        wait_ready(log)
-        consumer.poll(1.0)
-        for sample in range(STEADY_SAMPLES if steady else BURST_SAMPLES):
-            endpoint = f"/api/bench/{sample}"
-            now = int(time.time() * 1000)
-            publisher.publish([("api_error", record("api_error", now, endpoint=endpoint))
-                               for _ in range(10)])
-            time.sleep(0.3)
-            published = time.perf_counter()
-            publisher.publish([("api_error", record("api_error", now, endpoint=endpoint))])
-            while time.perf_counter() - published < 90:
-                if steady:  # ~10 requests/s on each partition of api_request_completed
-                    at = int(time.time() * 1000)
-                    background.publish_to_partitions(
-                        ("api_request_completed", partition, at,
-                         record("api_request_completed", at, endpoint="/api/steady"))
-                        for partition in range(settings.topic_partitions))
-                message = consumer.poll(0.1)
-                if message is None or message.error():
-                    continue
-                alert = json.loads(message.value())
-                if alert["labels"] == {"endpoint": endpoint} and alert["status"] == "firing":
-                    latencies.append(time.perf_counter() - published)
-                    break
+        started = time.time()
+        while time.time() - started < 120 and len(
+                [t for t in sent if watch.first("template_failures", {"template_id": t})]
+        ) < TEMPLATE_SAMPLES:
+            now = time.time()
+            if len(sent) < TEMPLATE_SAMPLES and now - started >= 2 * len(sent):
+                sent[f"failing{len(sent)}"] = {}
+            for template, times in sent.items():
+                second = int(now)
+                if second not in times and not watch.first("template_failures",
+                                                           {"template_id": template}):
+                    at = int(now * 1000)
+                    publisher.publish([("render_failed", record(
+                        "render_failed", at, template_id=template))])
+                    times[second] = time.time()
+            time.sleep(0.05)
+        time.sleep(1)
+        return [crossing_latency(times, notice) for template, times in sent.items()
+                if (notice := watch.first("template_failures", {"template_id": template}))]
     finally:
-        consumer.close()
-        process.terminate()
-        process.wait(60)
-    return latencies
+        traffic.close()
+        watch.close()
+        stop(process)
+
+
+def rate_latency(settings: Settings, log: Path) -> float | None:
+    """A fresh worker under steady traffic; then 30 failed renders a second (in one go)
+    until the overall error rate pages."""
+    process, urls = start_worker(settings, log)
+    watch = AlertWatch(settings)
+    traffic = SteadyTraffic(settings, per_s=20)
+    publisher = EventPublisher(settings)
+    sent: dict[int, float] = {}
+    try:
+        deadline = time.time() + 90
+        while count_at(urls, lambda data: sum(data["events"].values())) == 0:
+            assert time.time() < deadline, "the worker read nothing"
+            time.sleep(0.2)
+        time.sleep(2)
+        while time.time() < deadline and not watch.first("high_error_rate", {}):
+            now = time.time()
+            if int(now) not in sent:
+                at = int(now * 1000)
+                publisher.publish([("render_failed", record(
+                    "render_failed", at, template_id=f"broken{i}")) for i in range(30)])
+                sent[int(now)] = time.time()
+            time.sleep(0.05)
+        notice = watch.first("high_error_rate", {})
+        return crossing_latency(sent, notice) if notice else None
+    finally:
+        traffic.close()
+        watch.close()
+        stop(process)
 
 
 def main() -> None:
     with kafka_bootstrap() as bootstrap, tempfile.TemporaryDirectory() as state:
         def fresh(name: str) -> Settings:
             settings = load_settings(kafka_bootstrap=bootstrap, state_dir=Path(state),
-                                     topic_prefix=f"bench{uuid.uuid4().hex[:6]}{name}.")
+                                     topic_prefix=f"bench{uuid.uuid4().hex[:6]}{name}.",
+                                     topic_partitions=PARTITIONS)
             ensure_topics(settings)
             return settings
 
         logs = Path(state)
-        baseline = run_load(fresh("b"), logs / "baseline.log", baseline=True)
-        # Alternated, best of two: on a shared machine one run alone can meet a busy minute.
-        worker = without = 0.0
-        for _ in range(2):
-            without = max(without, run_load(fresh("r"), logs / "without.log", baseline=False,
-                                            rules=rules_without_regression(logs)))
-            worker = max(worker, run_load(fresh("w"), logs / "worker.log", baseline=False))
-        bursts = alert_latencies(fresh("l"), logs / "latency.log", steady=False)
-        steady = alert_latencies(fresh("s"), logs / "steady.log", steady=True)
-    print_table(f"Worker throughput over a backlog of {EVENTS:,} events (target >= 20,000/s)",
-                ["what", "events/s", "ratio"],
-                [["baseline: Faust agent that only counts", f"{baseline:,.0f}", "1.00"],
-                 ["ept worker, the four rules without duration_regression (best of 2)",
-                  f"{without:,.0f}", f"{without / baseline:.2f}"],
-                 ["ept worker, default rules with duration_regression (best of 2)",
-                  f"{worker:,.0f}", f"{worker / baseline:.2f}"]])
-    print_table("Threshold-crossing event -> alert on the topic (decided once event time "
-                "has passed it everywhere)", ["traffic", "samples", "p50 s", "max s"],
+        faust_rate = run_baseline(fresh("b"), logs / "baseline.log", peer=False)
+        peer_rate = run_baseline(fresh("q"), logs / "peer.log", peer=True)
+        profile = logs / "worker1.profile"
+        one = run_worker_load(fresh("w1"), logs / "worker1.log", 1, EVENTS, profile)
+        two = run_worker_load(fresh("w2"), logs / "worker2.log", 2, EVENTS)
+        big = run_worker_load(fresh("big"), logs / "big.log", 1, BIG_EVENTS)
+        samples = profile.read_text() if profile.exists() else ""
+        templates = template_latencies(fresh("t"), logs / "templates.log")
+        rates = [found for sample in range(RATE_SAMPLES)
+                 if (found := rate_latency(fresh(f"r{sample}"), logs / "rate.log")) is not None]
+    print_table(f"Throughput over a backlog of {EVENTS:,} events (2 topics x {PARTITIONS} "
+                "partitions), one run", ["what", "events/s", "/ Faust", "/ quixstreams",
+                                         "peak RSS MB"],
+                [["Faust agent that only counts", f"{faust_rate:,.0f}", "1.00",
+                  f"{faust_rate / peer_rate:.2f}", "-"],
+                 ["quixstreams: tumbling 60 s count per key", f"{peer_rate:,.0f}",
+                  f"{peer_rate / faust_rate:.2f}", "1.00", "-"],
+                 ["ept worker, default rules, 1 process", f"{one.events_per_s:,.0f}",
+                  f"{one.events_per_s / faust_rate:.2f}", f"{one.events_per_s / peer_rate:.2f}",
+                  " + ".join(f"{mb:.0f}" for mb in one.rss_mb)],
+                 ["ept worker, default rules, 2 processes", f"{two.events_per_s:,.0f}",
+                  f"{two.events_per_s / faust_rate:.2f}", f"{two.events_per_s / peer_rate:.2f}",
+                  " + ".join(f"{mb:.0f}" for mb in two.rss_mb)],
+                 [f"ept worker, 1 process, {BIG_EVENTS:,}-event backlog",
+                  f"{big.events_per_s:,.0f}", f"{big.events_per_s / faust_rate:.2f}",
+                  f"{big.events_per_s / peer_rate:.2f}",
+                  " + ".join(f"{mb:.0f}" for mb in big.rss_mb)]])
+    print(f"2 processes / 1: {two.events_per_s / one.events_per_s:.2f}")
+    if samples:
+        print_profile(samples)
+    print_table("Crossing event -> firing notice on the alert topic, steady traffic",
+                ["rule", "samples", "p50 s", "p99 s"],
                 [[what, len(found), f"{percentile(found, 0.5):.1f}" if found else "-",
-                  f"{max(found):.1f}" if found else "-"]
-                 for what, found in (("burst, then silence (EPT_SOURCE_IDLE_S=10)", bursts),
-                                     ("steady (EPT_ALLOWED_LATENESS_S=30)", steady))])
+                  f"{percentile(found, 0.99):.1f}" if found else "-"]
+                 for what, found in (("template_failures (count)", templates),
+                                     ("high_error_rate (ratio)", rates))])
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class CollectStage:
         self.reader = EventReader(settings, list(self.event_of_topic))
         self.events = Counter[str]()
         self.decode_errors = 0
+        self.signals_sent = 0  # acknowledged by the broker
         self._assignment: set[Partition] = set()  # as the collector knows it
         self._read_up_to: dict[Partition, int] = {}  # the next offset to hand to collect
         # Event partitions taken over whose recent event ids are yet to be read back
@@ -145,12 +146,12 @@ class CollectStage:
             except DecodeError:
                 self.decode_errors += 1
                 continue
-            self.events[decoded.name] += 1
             batch.append(SourceEvent(decoded.name, partition[1], offset,
                                      message.timestamp()[1], decoded.record,
                                      _stamp_of(message.headers())))
         self._read_up_to.update(next_offsets)
         await self._deliver(self.collector.collect(batch, wall_ms()))
+        self.events.update(event.event_name for event in batch)  # counted once delivered
         return next_offsets
 
     async def _deliver(self, signals: list[Signal]) -> None:
@@ -164,6 +165,7 @@ class CollectStage:
                     partition=scope_partition(signal.scope, self._partitions))
                     for signal in signals]
                 await asyncio.gather(*pending)
+                self.signals_sent += len(signals)
                 return
             except Exception as exc:  # the producer's own retries are exhausted
                 pause = min(30.0, 2.0 ** attempt)

@@ -148,10 +148,13 @@ def create_app(settings: Settings, rules: list[Rule],
     collect_stage = CollectStage(settings, signals, evaluate_stage.evaluator.families)
 
     def lag() -> int:
+        """Events not yet committed by the reader, and signals not yet by evaluate (the
+        standby changelogs Faust also reads are never committed)."""
         monitor = app.monitor
         ends = getattr(monitor, "tp_end_offsets", {})
         committed = getattr(monitor, "tp_committed_offsets", {})
-        signals_lag = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
+        signals_lag = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items()
+                          if tp.topic == settings.topics.worker_signals)
         return signals_lag + collect_stage.reader.lag()
 
     metrics = WorkerMetrics(collect_stage, evaluate_stage, lag)
@@ -174,10 +177,14 @@ def create_app(settings: Settings, rules: list[Rule],
         if collect_stage.reads_events():
             await collect_stage.report_progress()
 
+    signals_evaluated = [0]  # signal messages (not reports) evaluated here
+
     @app.agent(signals)
     async def evaluate(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             await evaluate_stage.handle(event.message.partition, event.value)
+            if "progress" not in event.value:
+                signals_evaluated[0] += 1
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -194,6 +201,10 @@ def create_app(settings: Settings, rules: list[Rule],
             "totalErrors": events["render_failed"] + events["api_error"],
             "totalPerformanceIssues": events["slow_render"],
             "events": dict(events), "rates": evaluate_stage.current_rates(),
+            # signals sent by this collect stage, evaluated by this evaluate stage (a
+            # signal read again after a rebalance counts again)
+            "signals": {"sent": collect_stage.signals_sent,
+                        "evaluated": signals_evaluated[0]},
             "assignment": assignment})
 
     @app.page("/metrics")
