@@ -9,17 +9,14 @@ configuration (``EPT_THRESHOLDS``, ``Thresholds(...)``) applies again.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from ept.core.compacted import CompactedTopicFollower, publish_record
+from ept.core.compacted import ControlView, publish
+from ept.core.json_record import ControlRecord
 from ept.core.settings import SdkSettings
 from ept.thresholds import PERFORMANCE_THRESHOLDS
-
-log = logging.getLogger("ept.thresholds")
 
 TunedKey = tuple[str, str | None]
 """(operation, template id or None for every template of the operation)."""
@@ -30,8 +27,10 @@ class BadSlowThreshold(ValueError):
 
 
 @dataclass(frozen=True)
-class SlowThreshold:
+class SlowThreshold(ControlRecord):
     """One message of the slow thresholds topic (JSON), keyed by :attr:`key`."""
+
+    invalid = BadSlowThreshold
 
     operation: str  # render_video, api_call, ... (a key of PERFORMANCE_THRESHOLDS)
     template_id: str | None  # None: every template of the operation
@@ -57,25 +56,10 @@ class SlowThreshold:
         return self.operation if self.template_id is None else \
             f"{self.operation}/{self.template_id}"
 
-    def encode(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self)).encode()
-
     @classmethod
-    def decode(cls, payload: bytes | None) -> SlowThreshold:
-        """Raises BadSlowThreshold when ``payload`` is not a JSON slow threshold."""
-        try:
-            data = json.loads(payload or b"")
-        except ValueError as exc:
-            raise BadSlowThreshold(f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise BadSlowThreshold("not a JSON object")
-        try:
-            return cls(str(data["operation"]), data["template_id"], data["threshold_ms"],
-                       str(data["by"]), int(data["at_ms"]), str(data.get("reason", "")))
-        except KeyError as exc:
-            raise BadSlowThreshold(f"missing field {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise BadSlowThreshold(f"bad field: {exc}") from None
+    def from_json(cls, data: dict[str, Any]) -> SlowThreshold:
+        return cls(str(data["operation"]), data["template_id"], data["threshold_ms"],
+                   str(data["by"]), int(data["at_ms"]), str(data.get("reason", "")))
 
 
 def publish_threshold(settings: SdkSettings, threshold: SlowThreshold, timeout_s: float = 30.0
@@ -84,25 +68,18 @@ def publish_threshold(settings: SdkSettings, threshold: SlowThreshold, timeout_s
 
     Raises KafkaException when it was not delivered within ``timeout_s``.
     """
-    publish_record(settings, settings.topics.slow_thresholds, threshold.key,
-                   threshold.encode(), timeout_s)
+    publish(settings, settings.topics.slow_thresholds, threshold, timeout_s)
 
 
 def read_thresholds(settings: SdkSettings, timeout_s: float = 20.0) -> list[SlowThreshold]:
     """Every key's latest threshold (cleared ones left out), read to the topic's end.
     Blocks; raises TimeoutError when the broker did not answer within ``timeout_s``."""
-    view = SlowThresholdView(settings).start()
-    try:
-        if not view.wait_loaded(timeout_s):
-            raise TimeoutError(f"{settings.topics.slow_thresholds} on "
-                               f"{settings.kafka_bootstrap} not read within {timeout_s:.0f} s")
-        return view.thresholds()
-    finally:
-        view.close()
+    return SlowThresholdView(settings).read_to_end(timeout_s).thresholds()
 
 
-class SlowThresholdView:
-    """The tuned thresholds, kept by a daemon thread that follows the topic from its start.
+class SlowThresholdView(ControlView[SlowThreshold]):
+    """The tuned thresholds, kept by a daemon thread that follows the topic from its start
+    (:class:`~ept.core.compacted.ControlView`).
 
     :attr:`tuned` is a plain mapping (operation, template or None) -> ms, read without a
     lock: it never blocks nor raises. Until the topic has been read it is empty, and the
@@ -110,21 +87,9 @@ class SlowThresholdView:
     """
 
     def __init__(self, settings: SdkSettings, poll_s: float = 0.5) -> None:
+        super().__init__(settings, settings.topics.slow_thresholds, SlowThreshold, poll_s)
         self._latest: dict[str, SlowThreshold] = {}
         self._tuned: dict[TunedKey, float] = {}
-        self._follower = CompactedTopicFollower(settings, settings.topics.slow_thresholds,
-                                                self._apply, poll_s)
-
-    def start(self) -> SlowThresholdView:
-        self._follower.start()
-        return self
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        self._follower.close(timeout_s)
-
-    def wait_loaded(self, timeout_s: float | None = None) -> bool:
-        """Block until the topic was read to its end (True) or ``timeout_s`` passed."""
-        return self._follower.wait_loaded(timeout_s)
 
     @property
     def tuned(self) -> Mapping[TunedKey, float]:
@@ -135,16 +100,7 @@ class SlowThresholdView:
         return [self._latest[key] for key in sorted(self._latest)
                 if self._latest[key].threshold_ms is not None]
 
-    def _apply(self, key: bytes | None, value: bytes | None, live: bool) -> None:
-        try:
-            threshold = SlowThreshold.decode(value)
-        except BadSlowThreshold as exc:
-            log.warning("slow thresholds: a record skipped: %s", exc)
-            return
-        if key is not None and key.decode(errors="replace") != threshold.key:
-            log.warning("slow thresholds: a record skipped: key %r is not its key %r",
-                        key, threshold.key)
-            return
+    def keep(self, threshold: SlowThreshold, live: bool) -> None:
         self._latest[threshold.key] = threshold
         tuned_key = (threshold.operation, threshold.template_id)
         if threshold.threshold_ms is None:

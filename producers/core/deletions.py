@@ -8,17 +8,13 @@ Kafka, so nothing of it is stored after the deletion completes.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ept.core.compacted import CompactedTopicFollower, publish_record
+from ept.core.compacted import ControlView, publish
+from ept.core.json_record import ControlRecord
 from ept.core.settings import SdkSettings
-
-log = logging.getLogger("ept.deletions")
 
 ACCOUNT, USER = "account", "user"
 
@@ -28,8 +24,10 @@ class BadDeletion(ValueError):
 
 
 @dataclass(frozen=True)
-class Deletion:
+class Deletion(ControlRecord):
     """One deleted subject (JSON on the topic, keyed ``<kind>:<subject_id>``)."""
+
+    invalid = BadDeletion
 
     kind: str  # ACCOUNT or USER
     subject_id: str
@@ -46,28 +44,21 @@ class Deletion:
     def key(self) -> str:
         return f"{self.kind}:{self.subject_id}"
 
-    def encode(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self)).encode()
-
     @classmethod
-    def decode(cls, payload: bytes | None) -> Deletion:
-        """Raises BadDeletion when ``payload`` is not a JSON deletion."""
-        try:
-            data = json.loads(payload or b"")
-            return cls(str(data["kind"]), str(data["subject_id"]), int(data["at_ms"]),
-                       str(data["by"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadDeletion(f"not a deletion record: {exc}") from None
+    def from_json(cls, data: dict[str, Any]) -> Deletion:
+        return cls(str(data["kind"]), str(data["subject_id"]), int(data["at_ms"]),
+                   str(data["by"]))
 
 
 def publish_deletion(settings: SdkSettings, deletion: Deletion) -> None:
     """Record ``deletion``; blocks until the broker acknowledged it (raises KafkaException
     otherwise)."""
-    publish_record(settings, settings.topics.deletions, deletion.key, deletion.encode())
+    publish(settings, settings.topics.deletions, deletion)
 
 
-class DeletionView:
-    """Every deleted account and user, kept by a daemon thread following the topic.
+class DeletionView(ControlView[Deletion]):
+    """Every deleted account and user, kept by a daemon thread following the topic
+    (:class:`~ept.core.compacted.ControlView`).
 
     :meth:`may_hold` is the cheap test a consumer runs on each raw message (does it
     contain a deleted id at all?); :meth:`is_deleted` the exact one on decoded fields.
@@ -77,22 +68,11 @@ class DeletionView:
 
     def __init__(self, settings: SdkSettings,
                  on_deleted: Callable[[Deletion], None] | None = None) -> None:
+        super().__init__(settings, settings.topics.deletions, Deletion)
         self._on_deleted = on_deleted
         self._accounts: frozenset[str] = frozenset()
         self._users: frozenset[str] = frozenset()
         self._needles: tuple[bytes, ...] = ()
-        self._follower = CompactedTopicFollower(settings, settings.topics.deletions,
-                                                self._apply)
-
-    def start(self) -> DeletionView:
-        self._follower.start()
-        return self
-
-    def close(self) -> None:
-        self._follower.close()
-
-    def wait_loaded(self, timeout_s: float | None = None) -> bool:
-        return self._follower.wait_loaded(timeout_s)
 
     def may_hold(self, payload: bytes) -> bool:
         """False when ``payload`` cannot belong to a deleted subject (no deleted id occurs
@@ -106,12 +86,7 @@ class DeletionView:
         return (record.get("account_id") in self._accounts
                 or record.get("user_id") in self._users)
 
-    def _apply(self, key: bytes | None, value: bytes | None, live: bool) -> None:
-        try:
-            deletion = Deletion.decode(value)
-        except BadDeletion as exc:
-            log.warning("deletions: a record skipped: %s", exc)
-            return
+    def keep(self, deletion: Deletion, live: bool) -> None:
         if deletion.kind == ACCOUNT:
             self._accounts = self._accounts | {deletion.subject_id}
         else:

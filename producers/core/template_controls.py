@@ -8,17 +8,13 @@ the latest control of every template in memory, fed by a background consumer.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ept.core.compacted import CompactedTopicFollower, publish_record
+from ept.core.compacted import ControlView, publish
+from ept.core.json_record import ControlRecord
 from ept.core.settings import SdkSettings
-
-log = logging.getLogger("ept.templates")
 
 DISABLED, ENABLED = "disabled", "enabled"
 STATES = (DISABLED, ENABLED)
@@ -39,8 +35,10 @@ class TemplateDisabledError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TemplateControl:
+class TemplateControl(ControlRecord):
     """One message of the template controls topic (JSON), keyed by ``template_id``."""
+
+    invalid = BadTemplateControl
 
     template_id: str
     state: str  # DISABLED or ENABLED
@@ -57,33 +55,17 @@ class TemplateControl:
                                      f"got {self.state!r}")
 
     @property
+    def key(self) -> str:
+        return self.template_id
+
+    @property
     def disabled(self) -> bool:
         return self.state == DISABLED
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def encode(self) -> bytes:
-        return json.dumps(self.to_json()).encode()
-
     @classmethod
-    def decode(cls, payload: bytes | None) -> TemplateControl:
-        """Raises BadTemplateControl when ``payload`` is not a JSON template control."""
-        try:
-            data = json.loads(payload or b"")
-        except ValueError as exc:
-            raise BadTemplateControl(f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise BadTemplateControl("not a JSON object")
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [name for name in names[:5] if name not in data]
-        if missing:
-            raise BadTemplateControl(f"missing fields: {', '.join(missing)}")
-        try:
-            return cls(str(data["template_id"]), str(data["state"]), str(data["reason"]),
-                       str(data["by"]), int(data["at_ms"]), data.get("alert_fingerprint"))
-        except (TypeError, ValueError) as exc:
-            raise BadTemplateControl(f"bad field: {exc}") from None
+    def from_json(cls, data: dict[str, Any]) -> TemplateControl:
+        return cls(str(data["template_id"]), str(data["state"]), str(data["reason"]),
+                   str(data["by"]), int(data["at_ms"]), data.get("alert_fingerprint"))
 
 
 def publish_control(settings: SdkSettings, control: TemplateControl, timeout_s: float = 30.0
@@ -92,26 +74,18 @@ def publish_control(settings: SdkSettings, control: TemplateControl, timeout_s: 
 
     Raises KafkaException when it was not delivered within ``timeout_s``.
     """
-    publish_record(settings, settings.topics.template_controls, control.template_id,
-                   control.encode(), timeout_s)
+    publish(settings, settings.topics.template_controls, control, timeout_s)
 
 
 def read_controls(settings: SdkSettings, timeout_s: float = 20.0) -> list[TemplateControl]:
     """Every template's latest control, read to the topic's end. Blocks; raises
     TimeoutError when the broker did not answer within ``timeout_s``."""
-    view = TemplateControlView(settings).start()
-    try:
-        if not view.wait_loaded(timeout_s):
-            raise TimeoutError(f"{settings.topics.template_controls} on "
-                               f"{settings.kafka_bootstrap} not read within {timeout_s:.0f} s")
-        return view.controls()
-    finally:
-        view.close()
+    return TemplateControlView(settings).read_to_end(timeout_s).controls()
 
 
-class TemplateControlView:
+class TemplateControlView(ControlView[TemplateControl]):
     """The latest control of every template, kept by a daemon thread that follows the topic
-    from its start.
+    from its start (:class:`~ept.core.compacted.ControlView`).
 
     :meth:`is_enabled` is a set lookup: it never blocks nor raises. Until the topic has
     been read to the end seen at start (:attr:`loaded`), templates count as enabled:
@@ -121,26 +95,10 @@ class TemplateControlView:
 
     def __init__(self, settings: SdkSettings, poll_s: float = 0.2,
                  on_update: Callable[[TemplateControl], None] | None = None) -> None:
+        super().__init__(settings, settings.topics.template_controls, TemplateControl, poll_s)
         self._on_update = on_update
         self._controls: dict[str, TemplateControl] = {}
         self._disabled: set[str] = set()  # the hot path's answer, kept beside the controls
-        self._follower = CompactedTopicFollower(settings, settings.topics.template_controls,
-                                                self._apply, poll_s)
-
-    def start(self) -> TemplateControlView:
-        self._follower.start()
-        return self
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        self._follower.close(timeout_s)
-
-    @property
-    def loaded(self) -> bool:
-        return self._follower.loaded
-
-    def wait_loaded(self, timeout_s: float | None = None) -> bool:
-        """Block until the topic was read to its end (True) or ``timeout_s`` passed."""
-        return self._follower.wait_loaded(timeout_s)
 
     def is_enabled(self, template_id: str) -> bool:
         return template_id not in self._disabled
@@ -152,16 +110,7 @@ class TemplateControlView:
         """Every template's latest control, by template id."""
         return [self._controls[key] for key in sorted(self._controls)]
 
-    def _apply(self, key: bytes | None, value: bytes | None, live: bool) -> None:
-        try:
-            control = TemplateControl.decode(value)
-        except BadTemplateControl as exc:
-            log.warning("template controls: a record skipped: %s", exc)
-            return
-        if key is not None and key.decode(errors="replace") != control.template_id:
-            log.warning("template controls: a record skipped: key %r is not its template %r",
-                        key, control.template_id)
-            return
+    def keep(self, control: TemplateControl, live: bool) -> None:
         self._controls[control.template_id] = control
         if control.disabled:
             self._disabled.add(control.template_id)

@@ -20,7 +20,7 @@ def test_a_threshold_round_trips_and_is_keyed_by_operation_and_template() -> Non
 @pytest.mark.parametrize(("payload", "message"), [
     (b"{", "not JSON"),
     (b"[]", "not a JSON object"),
-    (b'{"operation": "render_video"}', "missing field 'template_id'"),
+    (b'{"operation": "render_video"}', "missing fields: template_id, threshold_ms, by, at_ms"),
     (b'{"operation": "render_gif", "template_id": null, "threshold_ms": 5, "by": "x", '
      b'"at_ms": 1}', "operation: must be one of render_still"),
     (b'{"operation": "render_video", "template_id": null, "threshold_ms": -5, "by": "x", '
