@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ept.processors.alert_topic import AlertNotice
+from ept.processors.alert_notice import AlertNotice
 from ept.processors.evidence import lower_bound, upper_bound
 from ept.processors.rules import REGRESSION, Rule
 from ept.processors.signals import Measurement

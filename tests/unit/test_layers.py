@@ -5,11 +5,14 @@
     2  ept               the SDK: tracker, delivery, measurement, integrations
     1  ept.core          settings, topic names, Kafka clients by role
     0  ept.schemas       the wire contract
+
+and the worker's pure logic (:data:`PURE`) loads no I/O library, through any import.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 FOLDER_OF_PACKAGE = {"ept.schemas": "schemas", "ept.processors": "processors",
                      "ept.deploy": "deploy", "ept": "producers"}
 STORAGE = "ept.processors.storage"
+PURE = tuple(f"ept.processors.{name}" for name in (
+    "alerting", "alert_notice", "collection", "durations", "evaluation", "event_time",
+    "evidence", "judging", "records", "rules", "signals"))
+IO_LIBRARIES = ("confluent_kafka", "faust", "aiohttp")
 
 
 def layer(module: str) -> int:
@@ -37,6 +44,55 @@ def module_name(path: Path) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join([package, *parts])
+
+
+def source_of(module: str) -> str | None:
+    """The source of ``module`` (an ``ept`` module or package); None for any other name."""
+    package = next((name for name in sorted(FOLDER_OF_PACKAGE, key=len, reverse=True)
+                    if module == name or module.startswith(name + ".")), None)
+    if package is None:
+        return None
+    base = REPO / FOLDER_OF_PACKAGE[package] / Path(*module[len(package) + 1:].split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path.read_text()
+    return None
+
+
+def loaded_by_import(source: str) -> list[str]:
+    """Every module importing ``source`` may load, at any depth (lazy imports too), with
+    the packages above each: ``from a.b import c`` names ``a``, ``a.b`` and ``a.b.c``
+    (which is a module or not). Imports only type checkers see are left out."""
+    def walk(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return [name for child in node.orelse for name in walk(child)]
+        if isinstance(node, ast.Import):
+            named = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            named = [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            return [name for child in ast.iter_child_nodes(node) for name in walk(child)]
+        parts = [name.split(".") for name in named]
+        return [".".join(part[:n]) for part in parts for n in range(1, len(part) + 1)]
+
+    return list(dict.fromkeys(walk(ast.parse(source))))
+
+
+def io_loaded(module: str, source_of: Callable[[str], str | None] = source_of) -> list[str]:
+    """The chains of imports by which ``module`` loads an I/O library, e.g.
+    ``a -> b -> confluent_kafka``."""
+    chains = {module: [module]}
+    todo, found = [module], []
+    while todo:
+        importer = todo.pop()
+        for imported in loaded_by_import(source_of(importer) or ""):
+            chain = [*chains[importer], imported]
+            if imported in IO_LIBRARIES:
+                found.append(" -> ".join(chain))
+            elif imported not in chains and source_of(imported) is not None:
+                chains[imported] = chain
+                todo.append(imported)
+    return sorted(found)
 
 
 def imports_of(source: str) -> list[tuple[int, str]]:
@@ -80,3 +136,22 @@ def test_the_check_sees_upward_imports() -> None:
                       "z.py") == ["z.py:1: storage imports ept.processors.sink"]
     assert violations("ept.deploy.cli", "from ept.processors.worker import run_worker",
                       "c.py") == []
+
+
+def test_the_pure_logic_loads_no_io_library() -> None:
+    found = [chain for module in PURE for chain in io_loaded(module)]
+    assert not found, "pure logic that loads an I/O library:\n" + "\n".join(found)
+
+
+def test_the_check_sees_io_loaded_through_other_modules() -> None:
+    planted = {"ept.processors.alerting": "def f():\n    from ept.processors.alert_topic "
+                                          "import AlertNotice\n",
+               "ept.processors.alert_topic": "from ept.core.compacted import read_topic\n",
+               "ept.core.compacted": "import typing\nimport confluent_kafka.admin\n",
+               "ept.processors": "", "ept.core": "", "ept": ""}
+    assert io_loaded("ept.processors.alerting", planted.get) == [
+        "ept.processors.alerting -> ept.processors.alert_topic -> ept.core.compacted"
+        " -> confluent_kafka"]
+    only_typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import faust\n"
+    assert io_loaded("m", {"m": only_typed}.get) == []
+    assert io_loaded("m", {"m": "import aiohttp.web"}.get) == ["m -> aiohttp"]
