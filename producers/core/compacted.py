@@ -221,6 +221,7 @@ class ControlView(Generic[C]):
         key = message.key()
         if key is not None and key.decode(errors="replace") != record.key:
             log.warning("%s[%s]@%s: a record skipped: key %r is not its key %r",
-                        self._topic, message.partition(), message.offset(), key, record.key)
+                        message.topic(), message.partition(), message.offset(), key,
+                        record.key)
             return
         self.keep(record, self._loaded.is_set())
