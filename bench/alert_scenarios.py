@@ -672,13 +672,32 @@ def judge(scenario: Scenario, setup: Setup, seconds: float) -> Result:
     false_firings: list[Told] = []
     explained: list[Told] = []
     healthy_disabled: set[str] = set()
-    storm_rank, storm_told = None, 0  # told since the storm began
+    storm_rank, storm_told = None, 0  # alerts told since the storm began
     storm_start = min((i.start_ms for i in setup.incidents), default=0)
+    # Told ahead of the frontier: a firing withdrawn is a false page; one confirmed is the
+    # same page as the frontier's firing, told at the earlier time.
+    withdrawn = {(t.notice.rule.name, _labels(t.notice), t.notice.at_ms)
+                 for t in setup.platform.told
+                 if t.notice.note.ahead and t.notice.note.status == RESOLVED}
+    told_ahead: dict[tuple[str, Labels], int] = {}  # alert -> true time told ahead
     for told in setup.platform.told:
         note, notice = told.notice.note, told.notice
         about = explaining(told)
-        if setup.storm and notice.at_ms >= storm_start:
+        alert = (notice.rule.name, _labels(notice))
+        first_tell = (note.status == FIRING and not note.renotify
+                      and (note.ahead or alert not in told_ahead))
+        if setup.storm and notice.at_ms >= storm_start and first_tell:
             storm_told += 1
+            if (storm_rank is None and notice.rule.name == "high_error_rate"
+                    and not notice.scope.labels):
+                storm_rank = storm_told - 1
+        if note.ahead:
+            if note.status == FIRING and (*alert, notice.at_ms) in withdrawn:
+                firings += 1
+                false_firings.append(told)
+            elif note.status == FIRING:
+                told_ahead[alert] = told.told_ms
+            continue
         if note.status == FIRING and note.renotify:
             if isinstance(about, AlertOutcome):
                 about.renotified += 1
@@ -691,9 +710,7 @@ def judge(scenario: Scenario, setup: Setup, seconds: float) -> Result:
                     candidate.resolved_after_first = True
             continue
         firings += 1
-        if (setup.storm and storm_rank is None and notice.rule.name == "high_error_rate"
-                and not notice.scope.labels):
-            storm_rank = storm_told - 1
+        told_ms = min(told.told_ms, told_ahead.pop(alert, told.told_ms))
         if about is None:
             false_firings.append(told)
             if notice.rule.action == "disable_template" and "template_id" in notice.scope.labels:
@@ -703,7 +720,7 @@ def judge(scenario: Scenario, setup: Setup, seconds: float) -> Result:
         else:
             about.pages += 1
             if about.first_ms is None:
-                about.first_ms, about.told_ms = notice.at_ms, told.told_ms
+                about.first_ms, about.told_ms = notice.at_ms, told_ms
     return Result(scenario, setup, seconds, firings, false_firings, explained,
                   list(outcomes.values()), healthy_disabled, storm_rank,
                   len(setup.platform.told), setup.platform.evaluator.late_events)

@@ -162,7 +162,7 @@ def test_a_host_with_a_wrong_clock_moves_no_event_time(worker_settings: Settings
         "api_error", ahead, endpoint="/api/skewed"))])
     publisher.publish_to_partitions(("api_error", 0, now + i * 1000, record(
         "api_error", now + i * 1000, endpoint="/api/real")) for i in range(12))
-    worker.wait_judged(int(time.time() * 1000), worker_settings.topic_partitions)
+    worker.wait_judged(now + 12_000, worker_settings.topic_partitions)  # past the burst
     alerts = alerts_of(worker_settings, settle=0)
     assert scoped(alerts, "api_degradation", endpoint="/api/real") == [("firing", 11.0)]
     firing = next(a for a in alerts if a["labels"] == {"endpoint": "/api/real"})
@@ -343,3 +343,25 @@ def test_a_storm_publishes_the_page_for_all_traffic_with_the_first(
     assert len(templates) == 300
     first_template = min(published[a["fingerprint"]] for a in templates)
     assert published[page["fingerprint"]] <= first_template + 1_000
+
+
+def test_a_count_pages_seconds_after_its_crossing_ahead_of_the_frontier(
+        worker_settings: Settings, worker: Worker) -> None:
+    """11 API errors in one second: api_degradation is told firing ahead of the frontier
+    within seconds of the crossing error's publication, well before the frontier's own
+    firing (it waits out the lateness, or the sources' silence), which follows at the
+    same instant."""
+    now = int(time.time() * 1000) // 1000 * 1000
+    published_ms = int(time.time() * 1000)
+    EventPublisher(worker_settings).publish_to_partitions(("api_error", 0, now + i, record(
+        "api_error", now + i, endpoint="/api/early")) for i in range(11))
+    alerts_of(worker_settings, lambda found: any(
+        a["labels"] == {"endpoint": "/api/early"} for a in found), timeout=60, settle=0)
+    told = [(json.loads(m.value()), m.timestamp()[1]) for m in read_topics(
+        worker_settings.kafka_bootstrap, [worker_settings.topics.alerts], timeout=10, idle=1.5)]
+    early = [(a["status"], a["ahead"], a["decided_at_ms"], at) for a, at in told
+             if a["labels"] == {"endpoint": "/api/early"}]
+    assert [e[:3] for e in early] == [("firing", True, now + 1000), ("firing", False, now + 1000)]
+    ahead_at, frontier_at = early[0][3], early[1][3]
+    assert ahead_at - published_ms < 5_000, early
+    assert frontier_at - ahead_at > 5_000, early
