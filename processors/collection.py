@@ -200,8 +200,8 @@ class Collector:
     def progress(self, wall_ms: int) -> Progress:
         """The report of every source this collector reads, with the broker's clock."""
         self._tick(wall_ms)
-        return Progress({source: SourceProgress(self._watermark(state),
-                                                self._idle(state))
+        return Progress({source: SourceProgress(self._watermark(state), self._idle(state),
+                                                self._settled(state))
                          for source, state in self._sources.items()}, self._broker_ms)
 
     def _tick(self, wall_ms: int) -> None:
@@ -219,6 +219,12 @@ class Collector:
             return state.watermark_ms
         return min(max(state.watermark_ms, state.record_ms - self._max_skew_ms),
                    state.record_ms)
+
+    def _settled(self, state: _SourceState) -> int | None:
+        watermark = self._watermark(state)
+        if state.caught_up and self._broker_ms is not None and watermark is not None:
+            return max(watermark, self._broker_ms)
+        return watermark
 
     def _clock_error(self, stamp: SendStamp, record_ms: int) -> int:
         offset_ms = record_ms - stamp.sent_ms

@@ -58,15 +58,20 @@ class Frontiers:
     def update(self, progress: Progress) -> dict[str, int]:
         """Apply a report; returns the families whose frontier advanced, with the new one.
 
-        A source's watermark never goes back (a stale report from a previous owner of the
-        partition cannot lower it), nor does the broker's clock: the newest any report
-        carried.
+        A source's watermark and settled time never go back (a stale report from a
+        previous owner of the partition cannot lower them), nor does the broker's clock:
+        the newest any report carried.
         """
         for source, reported in progress.sources.items():
             before = self._reported.get(source)
             if before is not None and before.watermark_ms is not None and (
                     reported.watermark_ms is None or reported.watermark_ms < before.watermark_ms):
-                reported = SourceProgress(before.watermark_ms, reported.idle)
+                reported = SourceProgress(before.watermark_ms, reported.idle,
+                                          reported.settled_ms)
+            if before is not None and before.settled_ms is not None and (
+                    reported.settled_ms is None or reported.settled_ms < before.settled_ms):
+                reported = SourceProgress(reported.watermark_ms, reported.idle,
+                                          before.settled_ms)
             self._reported[source] = reported
         if progress.clock_ms is not None and (self._clock_ms is None
                                               or progress.clock_ms > self._clock_ms):
@@ -83,18 +88,24 @@ class Frontiers:
         return self._frontier.get(family, 0)
 
     def settled(self, family: str) -> int:
-        """The event time (ms) every active source of ``family`` has been read past,
-        without the allowed lateness: what a rule may be judged ahead of the frontier on
-        (only out-of-order events can still come before it). The frontier when that is
-        not known (a source unreported, or active before its first event)."""
+        """The event time (ms) every active source of ``family`` has been read past
+        (:attr:`SourceProgress.settled_ms`), without the allowed lateness: what a rule may
+        be judged ahead of the frontier on (only out-of-order events can still come before
+        it). The frontier when that is not known (a source unreported, or active before
+        its first event)."""
         frontier = self._frontier.get(family, 0)
         active: list[int] = []
         for source in self._sources.get(family, ()):
             reported = self._reported.get(source)
-            if reported is None or (not reported.idle and reported.watermark_ms is None):
+            if reported is None:
                 return frontier
-            if not reported.idle and reported.watermark_ms is not None:
-                active.append(reported.watermark_ms)
+            if reported.idle:
+                continue
+            settled = (reported.watermark_ms if reported.settled_ms is None
+                       else reported.settled_ms)
+            if settled is None:
+                return frontier
+            active.append(settled)
         return max(frontier, min(active)) if active else frontier
 
     def _candidate(self, sources: list[Source]) -> int | None:

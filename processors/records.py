@@ -50,11 +50,14 @@ class SourceProgress:
     clock skew behind the newest record timestamp read and not ahead of it; None before
     its first event. ``idle`` says it holds nothing more to read now (caught up to its
     high-water mark, or silent for ``EPT_SOURCE_IDLE_S``), so it does not hold event time
-    back.
+    back. ``settled_ms`` is how far it has been read, for judging ahead of the frontier:
+    the broker's clock when it is caught up to its high-water mark (what comes next is
+    stamped later), else its watermark.
     """
 
     watermark_ms: int | None
     idle: bool
+    settled_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,13 +76,16 @@ class Progress:
     clock_ms: int | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"progress": {s: [p.watermark_ms, p.idle] for s, p in self.sources.items()},
+        return {"progress": {s: [p.watermark_ms, p.idle, p.settled_ms]
+                             for s, p in self.sources.items()},
                 "wall_ms": self.clock_ms or 0}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Progress:
-        return cls({s: SourceProgress(w, bool(i)) for s, (w, i) in data["progress"].items()},
-                   int(data["wall_ms"]) or None)
+        """Reads reports of collectors before ``settled_ms`` too (settled at the
+        watermark)."""
+        return cls({s: SourceProgress(p[0], bool(p[1]), p[2] if len(p) > 2 else p[0])
+                    for s, p in data["progress"].items()}, int(data["wall_ms"]) or None)
 
 
 def signal_or_progress(data: dict[str, Any]) -> Signal | Progress:

@@ -277,18 +277,46 @@ def test_a_source_lagging_its_records_by_more_than_the_skew_stops_holding_the_fr
               SourceEvent("api_error", 1, 0, now, {"event_time": now - 1000, "endpoint": "/b"})]
     collector.collect(events, now)
     progress = collector.progress(now)
-    assert progress.sources["api_error:0"] == SourceProgress(now - SKEW_MS, False)
-    assert progress.sources["api_error:1"] == SourceProgress(now - 1000, False)
+    assert progress.sources["api_error:0"] == SourceProgress(now - SKEW_MS, False,
+                                                             now - SKEW_MS)
+    assert progress.sources["api_error:1"] == SourceProgress(now - 1000, False, now - 1000)
     frontiers = Frontiers({"api_error": 2}, LATENESS_MS)
     assert frontiers.update(progress) == {"api": now - SKEW_MS - LATENESS_MS}
 
 
 def test_progress_keeps_its_wire_form() -> None:
-    progress = Progress({"api_error:0": SourceProgress(T0, True)}, T0 + 5)
-    assert progress.to_json() == {"progress": {"api_error:0": [T0, True]}, "wall_ms": T0 + 5}
+    progress = Progress({"api_error:0": SourceProgress(T0, True, T0 + 5)}, T0 + 5)
+    assert progress.to_json() == {"progress": {"api_error:0": [T0, True, T0 + 5]},
+                                  "wall_ms": T0 + 5}
     assert Progress.from_json(progress.to_json()) == progress
     unknown = Progress({"api_error:0": SourceProgress(None, False)}, None)
     assert Progress.from_json(unknown.to_json()) == unknown
+    # a report of a collector before settled_ms: settled at its watermark
+    assert Progress.from_json({"progress": {"api_error:0": [T0, False]}, "wall_ms": T0}
+                              ) == Progress({"api_error:0": SourceProgress(T0, False, T0)}, T0)
+
+
+def test_a_caught_up_source_is_settled_to_the_brokers_clock() -> None:
+    """Read to its high-water mark, a source has been read past everything stamped so
+    far: a rate may be judged ahead up to the broker's clock, not only up to its own
+    newest event (a sparse partition would hold it back up to the idle interval)."""
+    collector = Collector(SKEW_MS, idle_ms=10_000, dedup_horizon_ms=300_000)
+    now = T0 + 60 * MINUTE_MS
+    collector.collect([SourceEvent("api_error", 0, 0, now - 4000,
+                                   {"event_time": now - 4000, "endpoint": "/a"}),
+                       SourceEvent("api_error", 1, 0, now, {"event_time": now, "endpoint": "/b"})],
+                      now)
+    collector.caught_up("api_error:0", True)
+    collector.caught_up("api_error:1", False)
+    progress = collector.progress(now)
+    assert progress.sources["api_error:0"].settled_ms == now  # the broker's clock
+    assert progress.sources["api_error:1"].settled_ms == now
+    frontiers = Frontiers({"api_error": 2}, LATENESS_MS)
+    frontiers.update(progress)
+    assert frontiers.settled("api") == now
+    collector.caught_up("api_error:0", False)  # behind again: its own newest event
+    frontiers.update(collector.progress(now))
+    assert frontiers.settled("api") == now  # never goes back
 
 
 def test_a_jump_back_of_the_worker_clock_does_not_keep_a_source_busy() -> None:
