@@ -27,7 +27,14 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from ept.core.kafka import ConsumerRole, consumer_config
 from ept.core.settings import Settings
@@ -168,10 +175,14 @@ class EventReader:
                 log.warning("event reader: offsets not committed (%s)", exc)
 
     def highwater(self, partition: Partition) -> int | None:
-        """The partition's high-water mark as of the last fetch (None: not fetched yet).
-        Never blocks."""
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(*partition),
-                                                        cached=True)
+        """The partition's high-water mark as of the last fetch (None: not fetched yet,
+        or no longer assigned: librdkafka has no cache for it). Never blocks; raises
+        nothing."""
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(*partition),
+                                                            cached=True)
+        except KafkaException:  # revoked between the copy of the assignment and now
+            return None
         return high if high >= 0 else None
 
     def started_at(self, partition: Partition) -> int | None:
