@@ -103,7 +103,9 @@ class EvaluateStage:
         :mod:`~ept.processors.judging` for why in that order)."""
         judge = self.judge_of(partition)
         try:
-            await self._publish(judge.handle(signal_or_progress(value)))
+            for notices in judge.steps(signal_or_progress(value)):
+                await self._publish(notices)
+                await asyncio.sleep(0)  # the event loop's other tasks, between steps
         except BaseException:
             # The judge's memory is now ahead of the table: rebuilt from the table, the
             # next message judges those instants again rather than skip their notices.

@@ -14,13 +14,16 @@ lose them: the restored state would say the alert fires, and nothing would re-ju
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 from ept.processors.evaluation import BLOCK_S, Evaluator, Notice
-from ept.processors.event_time import Frontiers
+from ept.processors.event_time import FAMILIES, Frontiers
 from ept.processors.records import Progress, ScopeState, Signal
 from ept.processors.signals import Scope
+
+# The event time one step of judging covers at most (see PartitionJudge.steps).
+STEP_MS = 3_600_000
 
 
 class PartitionJudge:
@@ -50,18 +53,41 @@ class PartitionJudge:
     def handle(self, record: Signal | Progress) -> list[Notice]:
         """The notices ``record`` causes, in order. Call :meth:`save` once they are
         delivered."""
+        return [notice for step in self.steps(record) for notice in step]
+
+    def steps(self, record: Signal | Progress) -> Iterator[list[Notice]]:
+        """:meth:`handle` in steps of at most :data:`STEP_MS` of event time each (a report
+        after a backlog can move event time by days: judging them at once would hold
+        the caller's event loop for seconds). Each step's notices in order."""
         if isinstance(record, Signal):
             state, family = self._state(record.scope), _family(record.scope)
             scope = Scope.parse(record.scope)
             self._evaluator.add(scope, state, record.events)
             notices = self._judge(record.scope, state, self.frontiers.frontier(family),
                                   counted=True)
-            return notices + self._judge_ahead(
+            yield notices + self._judge_ahead(
                 record.scope, state, {event.time_ms // 1000 for event in record.events})
+            return
+        before = {family: self.frontiers.frontier(family) for family in FAMILIES}
         advanced = self.frontiers.update(record)
+        keys = sorted(self._live)  # each judged to the end, live at each step or not
+        if advanced and keys:
+            start = min(before[family] for family in advanced)
+            end = max(advanced.values())
+            if end - start > STEP_MS:  # from the oldest instant any live scope awaits
+                start = max(start, min(self._awaited_ms(key) for key in keys))
+            at = start + STEP_MS
+            while at < end:
+                notices = []
+                for key in keys:
+                    family = _family(key)
+                    if family in advanced and at < advanced[family]:
+                        notices += self._judge(key, self._state(key), at, counted=False)
+                yield notices
+                at += STEP_MS
         settling = self._newly_settled()
         notices = []
-        for key in sorted(self._live):
+        for key in keys:
             family = _family(key)
             if family in advanced:
                 notices += self._judge(key, self._state(key), advanced[family], counted=False)
@@ -75,7 +101,16 @@ class PartitionJudge:
         if "duration" in advanced and advanced["duration"] // 1000 // BLOCK_S > self._expiry_block:
             self._expiry_block = advanced["duration"] // 1000 // BLOCK_S
             self._expire_resting(advanced["duration"])
-        return notices
+        yield notices
+
+    def _awaited_ms(self, key: str) -> int:
+        """The event time from which ``key`` has anything to judge: after its judged
+        second, and not before its oldest count unless an alert of it is active."""
+        state = self._state(key)
+        judged_ms = (state.judged_s + 1) * 1000
+        if state.has_active_alert or not state.seconds:
+            return judged_ms
+        return max(judged_ms, min(state.seconds) * 1000)
 
     def _newly_settled(self) -> dict[str, tuple[int, int]]:
         """Per family a rule may fire ahead in, the seconds settled since the last report

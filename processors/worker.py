@@ -29,6 +29,7 @@ offset only after its signals are acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -185,6 +186,10 @@ def create_app(settings: Settings, rules: list[Rule],
             await evaluate_stage.handle(event.message.partition, event.value)
             if "progress" not in event.value:
                 signals_evaluated[0] += 1
+            # A message with nothing to publish never suspends, and Faust hands buffered
+            # ones over without suspending either: through a backlog this loop would keep
+            # the event loop (the web pages, the collect stage's deliveries) for seconds.
+            await asyncio.sleep(0)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
