@@ -33,6 +33,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -230,7 +231,18 @@ def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") ->
     if not _wait_for_broker(settings):
         return
     ensure_topics(settings)
-    partitions = topic_partitions(settings, list(settings.topics.events.values()))
+    topics = list(settings.topics.events.values())
+    # A topic just created (a broker that just came up) can take a moment to show in the
+    # metadata a broker answers with: asked again for up to 30 s before giving up.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            partitions = topic_partitions(settings, topics)
+            break
+        except LookupError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     event_of_topic = {topic: name for name, topic in settings.topics.events.items()}
     app = create_app(settings, rules, {event_of_topic[t]: n for t, n in partitions.items()})
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
