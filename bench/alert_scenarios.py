@@ -44,15 +44,15 @@ from dataclasses import dataclass, field
 
 from bench.common import print_table
 from ept.core.send_stamp import SendStamp
-from ept.processors.alert_topic import FIRING, RESOLVED
-from ept.processors.collect_stage import DEDUP_HORIZON_MS
-from ept.processors.collection import MAX_CLOCK_STEP_MS, Collector, SourceEvent
-from ept.processors.evaluate_stage import publication_order
-from ept.processors.evaluation import Evaluator, Notice
-from ept.processors.event_time import Frontiers, source_of
-from ept.processors.judging import PartitionJudge
-from ept.processors.rules import Rule, load_rules
-from ept.processors.signals import scope_partition
+from ept.processors.alerts.topic import FIRING, RESOLVED
+from ept.processors.worker.collect_stage import DEDUP_HORIZON_MS
+from ept.processors.worker.evaluate_stage import publication_order
+from ept.processors.worker.logic.collector import MAX_CLOCK_STEP_MS, Collector, SourceEvent
+from ept.processors.worker.logic.event_time import Frontiers, source_of
+from ept.processors.worker.logic.partition_judge import PartitionJudge
+from ept.processors.worker.logic.rules import Rule, load_rules
+from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice
+from ept.processors.worker.logic.scopes import scope_partition
 from ept.schemas.registry import EVENT_NAMES
 
 SECOND_MS, MINUTE_MS, HOUR_MS, DAY_MS = 1000, 60_000, 3_600_000, 86_400_000
@@ -856,7 +856,7 @@ def print_results(results: list[Result]) -> None:
 
 
 def _summary(notice: Notice) -> str:
-    from ept.processors.alerting import alert_notice
+    from ept.processors.worker.logic.alert_state import alert_notice
     return alert_notice(notice.rule, notice.scope.labels, notice.note, notice.at_ms).summary
 
 

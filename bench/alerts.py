@@ -47,9 +47,9 @@ from bench import alert_scenarios, storm
 from bench.common import kafka_bootstrap, percentile, print_table
 from ept.core.kafka import connection_config, ensure_topics
 from ept.core.settings import Settings, load_settings
-from ept.processors.alert_topic import FIRING, AlertNotice, read_alerts
-from ept.processors.collection import SourceEvent
-from ept.processors.rules import load_rules
+from ept.processors.alerts.topic import FIRING, AlertNotice, read_alerts
+from ept.processors.worker.logic.collector import SourceEvent
+from ept.processors.worker.logic.rules import load_rules
 from ept.schemas.registry import EVENT_NAMES
 from tests.alert_streams import (
     EXPECTED_RULE,

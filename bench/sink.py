@@ -30,16 +30,16 @@ from confluent_kafka import Consumer, Producer
 from bench.common import kafka_bootstrap, median, print_table
 from ept.core.kafka import SINK_FETCH, ensure_topics
 from ept.core.settings import Settings, load_settings
-from ept.processors.http import ServerThread
 from ept.processors.sink.consumer import Sink
 from ept.processors.storage import queries
 from ept.processors.storage.analyst import AnalystEngine
 from ept.processors.storage.connection import engine_host
-from ept.processors.storage.engine_link import EngineLink
-from ept.processors.storage.hosted_client import hosted_client
-from ept.processors.storage.sql_endpoint import SqlEndpoint
-from ept.processors.storage.sql_http import SqlRunner
+from ept.processors.storage.engine.hosted_client import hosted_client
+from ept.processors.storage.engine.link import EngineLink
 from ept.processors.storage.tables import migrate
+from ept.processors.web.http import ServerThread
+from ept.processors.web.sql.endpoint import SqlEndpoint
+from ept.processors.web.sql.server import SqlRunner
 from ept.schemas import SingleObjectEncoder
 from tests.conftest import free_port
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 
 from ept.core.settings import Settings
-from ept.processors.alert_topic import FIRING, AlertNotice, read_alerts
+from ept.processors.alerts.topic import FIRING, AlertNotice, read_alerts
 
 _COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "low": "cyan",
             "info": "white"}

@@ -170,7 +170,7 @@ def query(name: str | None, since: str | None, until: str | None, template: str 
           fmt: str) -> None:
     """Run a named analytics query (no NAME: list them)."""
     from ept.processors.storage import queries
-    from ept.processors.storage.client import run_query
+    from ept.processors.web.query_client import run_query
 
     if name is None:
         for named in queries.QUERIES.values():
@@ -327,7 +327,7 @@ def dlq_replay(dry_run: bool) -> None:
                    "and the ports after it [env: EPT_WORKER_PROCESSES]")
 def worker(rules_file: Path | None, loglevel: str, processes: int) -> None:
     """Run the Faust worker: windowed rules, alerts and live stats."""
-    from ept.processors.rules import RulesError, load_rules
+    from ept.processors.worker.logic.rules import RulesError, load_rules
 
     settings = _settings()
     try:
@@ -340,7 +340,7 @@ def worker(rules_file: Path | None, loglevel: str, processes: int) -> None:
         arguments = ["-l", loglevel] + (["--rules", str(rules_file)] if rules_file else [])
         run_processes(processes, arguments, settings.worker_port, click.echo)
         return
-    from ept.processors.worker import run_worker
+    from ept.processors.worker.service import run_worker
 
     run_worker(settings, rules, loglevel)
 
@@ -457,8 +457,8 @@ def thresholds_suggest(since: str, quantile: float, min_renders: int, apply: boo
     from confluent_kafka import KafkaException
 
     from ept.processors.storage.analyst import ClickHouseError
-    from ept.processors.storage.api import parse_time
     from ept.processors.storage.slow_thresholds import suggest
+    from ept.processors.web.query_api import parse_time
     from ept.threshold_controls import SlowThreshold, publish_threshold, read_thresholds
     from ept.thresholds import Thresholds
 
@@ -561,7 +561,7 @@ def thresholds_list() -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def notify(verbose: bool) -> None:
     """Deliver the alert topic to Alertmanager (EPT_ALERTMANAGER_URLS)."""
-    from ept.processors.notifier import run_notifier
+    from ept.processors.alerts.notifier import run_notifier
 
     settings = _settings()
     if not settings.alertmanager_url_list:

@@ -62,7 +62,7 @@ def component_grants(topics: Topics) -> dict[str, list[Grant]]:
                        *each([topics.alerts], "Read", "Write", "Describe"),
                        *each([topics.template_controls], "Write", "Describe"),
                        Grant("group", f"{topics.prefix}worker", "literal", ("Read",)),
-                       # the event readers' group (ept.processors.event_reader)
+                       # the event readers' group (ept.processors.worker.event_reader)
                        Grant("group", f"{topics.prefix}worker-events", "literal", ("Read",)),
                        create_missing, readers, idempotent],
         # The sink and its dashboard: read events, deletions, alerts, controls; write

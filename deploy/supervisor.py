@@ -133,7 +133,8 @@ class Supervisor:
                        "EPT_STATE_DIR": str(settings.state_dir)}
         worker_args = ["worker", "--processes", str(self.worker_processes)]
         if self.demo and settings.rules_file is None:
-            with resources.as_file(resources.files("ept.processors") / "rules.demo.toml") as path:
+            demo_rules = resources.files("ept.processors.worker.logic") / "rules.demo.toml"
+            with resources.as_file(demo_rules) as path:
                 worker_args += ["--rules", str(path)]
         logs = settings.state_dir / "logs"
         base = f"http://{settings.http_host}"
@@ -300,7 +301,7 @@ class Supervisor:
 
     def _follow_alerts(self) -> None:
         from ept.deploy.alert_tail import format_alert
-        from ept.processors.alert_topic import AlertNotice, read_alerts
+        from ept.processors.alerts.topic import AlertNotice, read_alerts
 
         def show(alert: AlertNotice) -> None:
             self.alert_counts[alert.status] = self.alert_counts.get(alert.status, 0) + 1

@@ -10,14 +10,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ept.processors.alert_topic import AlertNotice
-from ept.processors.collection import Collector, SourceEvent
-from ept.processors.evaluation import Evaluator
-from ept.processors.event_time import Frontiers, source_of
-from ept.processors.judging import PartitionJudge
-from ept.processors.records import Progress, Signal
-from ept.processors.rules import Rule, load_rules
-from ept.processors.signals import scope_partition
+from ept.processors.alerts.topic import AlertNotice
+from ept.processors.worker.logic.collector import Collector, SourceEvent
+from ept.processors.worker.logic.event_time import Frontiers, source_of
+from ept.processors.worker.logic.partition_judge import PartitionJudge
+from ept.processors.worker.logic.records import Progress, Signal
+from ept.processors.worker.logic.rules import Rule, load_rules
+from ept.processors.worker.logic.scope_evaluation import Evaluator
+from ept.processors.worker.logic.scopes import scope_partition
 from ept.schemas.registry import EVENT_NAMES
 from tests.events import record as full_record
 

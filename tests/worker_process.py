@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ept.core.settings import Settings
-from ept.processors.event_time import FAMILIES
+from ept.processors.worker.logic.event_time import FAMILIES
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]

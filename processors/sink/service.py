@@ -11,20 +11,20 @@ from aiohttp import web
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.core.template_controls import TemplateControlView
-from ept.processors.dashboard import AlertFeed, dashboard_routes
-from ept.processors.http import OPEN_PATHS, ServerThread, login_route, token_middleware
 from ept.processors.sink.consumer import DEFAULT_GROUP, Sink
 from ept.processors.storage.analyst import AnalystEngine, SqlLimits
-from ept.processors.storage.api import QueryApi
 from ept.processors.storage.connection import (
     clickhouse_client,
     engine_host,
     hosted_reader,
 )
-from ept.processors.storage.hosted_client import hosted_client
-from ept.processors.storage.sql_endpoint import SqlEndpoint
-from ept.processors.storage.sql_http import SqlRunner
+from ept.processors.storage.engine.hosted_client import hosted_client
 from ept.processors.storage.tables import migrate
+from ept.processors.web.dashboard import AlertFeed, dashboard_routes
+from ept.processors.web.http import OPEN_PATHS, ServerThread, login_route, token_middleware
+from ept.processors.web.query_api import QueryApi
+from ept.processors.web.sql.endpoint import SqlEndpoint
+from ept.processors.web.sql.server import SqlRunner
 
 log = logging.getLogger("ept.sink")
 

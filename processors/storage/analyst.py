@@ -2,7 +2,7 @@
 handle ept's processes run it through.
 
 The queries themselves run in the engine host, a process of their own that holds no
-secret and is sandboxed (:mod:`~ept.processors.storage.engine_host`); each gets a fresh
+secret and is sandboxed (:mod:`~ept.processors.storage.engine.host`); each gets a fresh
 engine connection there (about 4 ms), so nothing of one analyst's session leaks into
 another's.
 """
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ept.core.settings import Settings
-from ept.processors.storage.engine_protocol import Analyst, Request
+from ept.processors.storage.engine.protocol import Analyst, Request
 
 if TYPE_CHECKING:
-    from ept.processors.storage.engine_link import EngineLink
+    from ept.processors.storage.engine.link import EngineLink
 
 DEFAULT_FORMAT = "TabSeparated"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -99,7 +99,7 @@ def setting_literal(name: str, value: str) -> str:
 
 class AnalystEngine:
     """Analysts' queries, run by the engine host behind ``link`` (see
-    :class:`~ept.processors.storage.engine_host.AnalystSession` for what a session may
+    :class:`~ept.processors.storage.engine.host.AnalystSession` for what a session may
     do). ``run`` blocks for the query's duration (at most the time limit) and raises
     ClickHouseError for anything refused. Safe to call from many threads."""
 

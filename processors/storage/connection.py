@@ -18,8 +18,8 @@ from clickhouse_connect.driver.client import Client
 
 from ept.core.settings import Settings
 from ept.processors.storage.analyst import SqlLimits
-from ept.processors.storage.engine_link import EngineLink, start_engine_host
-from ept.processors.storage.hosted_client import hosted_client
+from ept.processors.storage.engine.hosted_client import hosted_client
+from ept.processors.storage.engine.link import EngineLink, start_engine_host
 
 
 class EngineHeldElsewhere(RuntimeError):

@@ -3,7 +3,7 @@ clock, the record was handed to the producer, and which producer process sent it
 
 The worker compares it with the broker's timestamp of the record (LogAppendTime):
 broker time - send time is the host's clock error plus the transport delay (see
-:mod:`ept.processors.collection`), while send time - event time is how long the event
+:mod:`ept.processors.worker.logic.collector`), while send time - event time is how long the event
 waited in the SDK's spool, which is real and kept.
 
 Wire format: header ``ept-sent``, 16 bytes: the send time in ms since the epoch and the

@@ -23,9 +23,9 @@ from confluent_kafka import Producer
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.deploy.local_alertmanager import INSTALL_HINT, LocalAlertmanager, find_binary
-from ept.processors.alert_topic import FIRING, RESOLVED, AlertNotice
-from ept.processors.alerting import fingerprint
-from ept.processors.notifier import Notifier
+from ept.processors.alerts.notifier import Notifier
+from ept.processors.alerts.topic import FIRING, RESOLVED, AlertNotice
+from ept.processors.worker.logic.alert_state import fingerprint
 from tests.conftest import free_port
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
-from ept.processors.alert_topic import AlertNotice, read_alerts
-from ept.processors.evaluation import BLOCK_S
+from ept.processors.alerts.topic import AlertNotice, read_alerts
+from ept.processors.worker.logic.scope_evaluation import BLOCK_S
 from tests.alert_streams import (
     EXPECTED_RULE,
     INCIDENTS,

@@ -27,8 +27,8 @@ from ept import Tracker
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.core.template_controls import DISABLED, TemplateControl
-from ept.processors.alert_topic import AlertNotice
-from ept.processors.alerting import fingerprint
+from ept.processors.alerts.topic import AlertNotice
+from ept.processors.worker.logic.alert_state import fingerprint
 from tests.conftest import free_port
 from tests.worker_process import Worker
 

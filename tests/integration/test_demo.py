@@ -12,13 +12,13 @@ from pathlib import Path
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
 from ept.deploy.demo import DemoTraffic
-from ept.processors.alert_topic import AlertNotice, read_alerts
+from ept.processors.alerts.topic import AlertNotice, read_alerts
 from tests.worker_process import Worker
 
 
 def test_the_demo_slowdown_is_a_duration_regression(settings: Settings, tmp_path: Path) -> None:
     ensure_topics(settings)
-    rules = resources.files("ept.processors") / "rules.demo.toml"
+    rules = resources.files("ept.processors.worker.logic") / "rules.demo.toml"
     worker = Worker(settings, tmp_path / "worker.log", EPT_RULES_FILE=str(rules))
     demo = DemoTraffic(settings)
     thread = threading.Thread(target=demo.run, daemon=True)

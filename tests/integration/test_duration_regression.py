@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings
-from ept.processors.alert_topic import AlertNotice, read_alerts
+from ept.processors.alerts.topic import AlertNotice, read_alerts
 from tests.events import EventPublisher, record
 from tests.worker_process import Worker
 

@@ -23,7 +23,7 @@ import clickhouse_connect
 import lz4.frame
 import pytest
 
-from ept.processors.storage import compression
+from ept.processors.web.sql import compression
 from tests.integration import test_sql_endpoint
 from tests.integration.test_sql_endpoint import (
     CLIENTS,

@@ -24,11 +24,11 @@ import pytest
 
 from ept.core.kafka import ensure_topics
 from ept.core.settings import load_settings
-from ept.processors.storage import landlock
 from ept.processors.storage.analyst import SqlLimits
-from ept.processors.storage.analyst_policy import TABLE_FUNCTIONS
-from ept.processors.storage.engine_link import start_engine_host
-from ept.processors.storage.hosted_client import hosted_client
+from ept.processors.storage.engine import landlock
+from ept.processors.storage.engine.analyst_policy import TABLE_FUNCTIONS
+from ept.processors.storage.engine.hosted_client import hosted_client
+from ept.processors.storage.engine.link import start_engine_host
 from tests.conftest import KafkaService, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,7 +166,7 @@ def test_no_secret_of_the_sink_reaches_the_engine_host(sink: SecuredSink) -> Non
     """The engine host (the process analysts' SQL runs in) holds no secret: its
     environment and command line name none, and the sink's memory is not its own."""
     children = psutil.Process(sink.pid).children()
-    hosts = [child for child in children if "engine_host" in " ".join(child.cmdline())]
+    hosts = [child for child in children if "storage.engine.host" in " ".join(child.cmdline())]
     assert len(hosts) == 1
     host = hosts[0]
     environment = Path(f"/proc/{host.pid}/environ").read_bytes()
@@ -291,7 +291,7 @@ def test_system_processes_shows_a_session_its_own_queries_under_the_clients_ids(
     own queries only, under the ids the client sent and the analyst's user, never the
     engine's UUIDs or its user ``default``; a KILL of an id it shows stops that query."""
     from ept.processors.storage.analyst import AnalystEngine, ClickHouseError
-    from ept.processors.storage.engine_protocol import Analyst
+    from ept.processors.storage.engine.protocol import Analyst
 
     link = start_engine_host(tmp_path / "data", SqlLimits(60, 1000, 10 ** 9, 2 ** 31))
     engine, trusted = AnalystEngine(link), hosted_client(link)
@@ -526,10 +526,10 @@ def test_settings_that_loosen_nothing_are_taken(sink: SecuredSink) -> None:
 def test_without_a_password_only_a_loopback_host_is_served(tmp_path: Path) -> None:
     """DNS rebinding: a page re-binding its own name to 127.0.0.1 sends that name as
     Host; without a password the endpoint serves loopback names only."""
-    from ept.processors.http import ServerThread
     from ept.processors.storage.analyst import AnalystEngine
-    from ept.processors.storage.sql_endpoint import SqlEndpoint
-    from ept.processors.storage.sql_http import SqlRunner
+    from ept.processors.web.http import ServerThread
+    from ept.processors.web.sql.endpoint import SqlEndpoint
+    from ept.processors.web.sql.server import SqlRunner
 
     settings = load_settings(state_dir=tmp_path, clickhouse_path=tmp_path / "ch",
                              sql_port=free_port())

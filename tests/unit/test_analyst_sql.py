@@ -10,7 +10,7 @@ from ept.processors.storage.analyst import (
     output_format,
     setting_literal,
 )
-from ept.processors.storage.sql_endpoint import content_type
+from ept.processors.web.sql.endpoint import content_type
 
 
 def test_engine_errors_keep_clickhouses_code_name_and_message() -> None:

@@ -14,7 +14,7 @@ import pytest
 from ept import delivery as delivery_module
 from ept.core.send_stamp import HEADER, PRODUCER_ID, SendStamp, read_stamp, stamp_headers
 from ept.delivery import KafkaDelivery
-from ept.processors.collect_stage import _stamp_of
+from ept.processors.worker.collect_stage import _stamp_of
 from ept.spool import Spool
 from ept.stats import StatsRecorder
 

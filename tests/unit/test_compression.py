@@ -1,5 +1,5 @@
 """ClickHouse's compressed blocks and HTTP content encodings, as the SQL endpoint speaks
-them (processors/storage/compression.py)."""
+them (processors/web/sql/compression.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import zlib
 import lz4.frame
 import pytest
 
-from ept.processors.storage import compression
 from ept.processors.storage.analyst import ClickHouseError
+from ept.processors.web.sql import compression
 
 TEXT = b"hello hello hello hello, ClickHouse compressed blocks"
 # The same text as ClickHouse's Go client library frames it (ch-go v0.75.0's

@@ -17,7 +17,7 @@ from ept.core.template_controls import (
     TemplateControl,
     TemplateControlView,
 )
-from ept.processors.alert_notice import AlertNotice, BadAlertRecord
+from ept.processors.alerts.notice import AlertNotice, BadAlertRecord
 from ept.threshold_controls import BadSlowThreshold, SlowThreshold
 
 pytestmark = pytest.mark.unit

@@ -9,14 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ept.processors import durations
-from ept.processors.alerting import alert_notice
-from ept.processors.evaluation import Evaluator, Notice, measured
-from ept.processors.event_time import Frontiers
-from ept.processors.judging import PartitionJudge
-from ept.processors.records import Counted, Progress, ScopeState, Signal, SourceProgress
-from ept.processors.rules import RulesError, parse_rules
-from ept.processors.signals import Scope, signals_of
+from ept.processors.worker.logic import durations
+from ept.processors.worker.logic.alert_state import alert_notice
+from ept.processors.worker.logic.event_time import Frontiers
+from ept.processors.worker.logic.partition_judge import PartitionJudge
+from ept.processors.worker.logic.records import (
+    Counted,
+    Progress,
+    ScopeState,
+    Signal,
+    SourceProgress,
+)
+from ept.processors.worker.logic.rules import RulesError, parse_rules
+from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice, measured
+from ept.processors.worker.logic.scopes import Scope, signals_of
 
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 START_MS = 20_000 * DAY_MS  # a UTC midnight

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from ept.core.settings import Settings
-from ept.processors.collection import Collector, SourceEvent
-from ept.processors.evaluate_stage import EvaluateStage, PublishedAlerts
-from ept.processors.records import ScopeState
-from ept.processors.rules import parse_rules
+from ept.processors.worker.evaluate_stage import EvaluateStage, PublishedAlerts
+from ept.processors.worker.logic.collector import Collector, SourceEvent
+from ept.processors.worker.logic.records import ScopeState
+from ept.processors.worker.logic.rules import parse_rules
 
 T0 = 1_700_000_000_000
 RULES = parse_rules("""
@@ -101,7 +101,7 @@ def test_an_unreadable_alert_topic_delays_the_notice_and_loses_nothing(
         await real_sleep(0)
 
     monkeypatch.setattr(PublishedAlerts, "_read", read)
-    monkeypatch.setattr("ept.processors.evaluate_stage.asyncio.sleep", no_pause)
+    monkeypatch.setattr("ept.processors.worker.evaluate_stage.asyncio.sleep", no_pause)
     table: dict[str, Any] = {}
     topic = HeldTopic()
     stage, collector, events = burst_of_api_errors(table, topic)

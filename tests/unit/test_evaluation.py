@@ -11,12 +11,12 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ept.processors.collection import Collector, SourceEvent
-from ept.processors.evaluation import Evaluator
-from ept.processors.event_time import Frontiers
-from ept.processors.judging import PartitionJudge
-from ept.processors.records import Progress, SourceProgress
-from ept.processors.rules import parse_rules
+from ept.processors.worker.logic.collector import Collector, SourceEvent
+from ept.processors.worker.logic.event_time import Frontiers
+from ept.processors.worker.logic.partition_judge import PartitionJudge
+from ept.processors.worker.logic.records import Progress, SourceProgress
+from ept.processors.worker.logic.rules import parse_rules
+from ept.processors.worker.logic.scope_evaluation import Evaluator
 from tests.alert_streams import (
     EXPECTED_RULE,
     INCIDENTS,

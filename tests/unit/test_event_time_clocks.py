@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ept.core.send_stamp import SendStamp
-from ept.processors.collection import MAX_CLOCK_STEP_MS, Collector, SourceEvent
-from ept.processors.evaluation import Evaluator, Notice
-from ept.processors.event_time import Frontiers, source_of
-from ept.processors.judging import PartitionJudge
-from ept.processors.records import Progress, Signal, SourceProgress
-from ept.processors.rules import parse_rules
+from ept.processors.worker.logic.collector import MAX_CLOCK_STEP_MS, Collector, SourceEvent
+from ept.processors.worker.logic.event_time import Frontiers, source_of
+from ept.processors.worker.logic.partition_judge import PartitionJudge
+from ept.processors.worker.logic.records import Progress, Signal, SourceProgress
+from ept.processors.worker.logic.rules import parse_rules
+from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice
 from tests.alert_streams import MINUTE_MS, T0
 
 LATENESS_MS = 30_000

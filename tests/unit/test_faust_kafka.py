@@ -10,7 +10,7 @@ from faust.transport.drivers import aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from ept.processors.faust_kafka import Consumer, use_transport
+from ept.processors.worker.faust_kafka import Consumer, use_transport
 
 PARTITION = TP("events", 0)
 
@@ -62,7 +62,7 @@ def test_a_skipped_message_is_not_committed(consumer: aiokafka.Consumer) -> None
         assert committable == 6  # offset 6 is read again after the rebalance
     else:
         # Faust's own consumer commits past it (the message is lost). If this fails,
-        # Faust fixed it and processors/faust_kafka.py can go.
+        # Faust fixed it and processors/worker/faust_kafka.py can go.
         assert committable == 7
 
 

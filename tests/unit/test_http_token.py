@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from ept.core.settings import load_settings
-from ept.processors.http import TOKEN_COOKIE, ServerThread, login_route, token_middleware
+from ept.processors.web.http import TOKEN_COOKIE, ServerThread, login_route, token_middleware
 from tests.conftest import free_port
 
 

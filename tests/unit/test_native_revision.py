@@ -1,5 +1,5 @@
 """The engine's Native output rewritten for a client's protocol version
-(processors/storage/native.py): what clickhouse-go reads over HTTP."""
+(processors/web/sql/native.py): what clickhouse-go reads over HTTP."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from ept.processors.storage import native
 from ept.processors.storage.analyst import ClickHouseError
+from ept.processors.web.sql import native
 
 # One column of each type the walker knows, three rows each.
 COLUMNS = {

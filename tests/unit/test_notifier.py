@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from ept.core.settings import load_settings
-from ept.processors.alert_topic import FIRING, RESOLVED, AlertNotice
-from ept.processors.alerting import fingerprint
-from ept.processors.alertmanager import DeliveryError, alert_of, where
-from ept.processors.notifier import MAX_BACKOFF_S, RESOLVED_KEPT_S, Delivery, Notifier
+from ept.processors.alerts.alertmanager import DeliveryError, alert_of, where
+from ept.processors.alerts.notifier import MAX_BACKOFF_S, RESOLVED_KEPT_S, Delivery, Notifier
+from ept.processors.alerts.topic import FIRING, RESOLVED, AlertNotice
+from ept.processors.worker.logic.alert_state import fingerprint
 
 NOW_S = 1_800_000_000.0
 AM = "http://127.0.0.1:9093"

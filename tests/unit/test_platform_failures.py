@@ -8,15 +8,21 @@ import random
 import zlib
 from dataclasses import replace
 
-from ept.processors.alerting import alert_notice
-from ept.processors.collection import Collector, SourceEvent
-from ept.processors.evaluate_stage import publication_order
-from ept.processors.evaluation import Evaluator, Notice
-from ept.processors.event_time import Frontiers
-from ept.processors.judging import PartitionJudge
-from ept.processors.records import Counted, Progress, ScopeState, Signal, SourceProgress
-from ept.processors.rules import Rule, load_rules
-from ept.processors.signals import Scope
+from ept.processors.worker.evaluate_stage import publication_order
+from ept.processors.worker.logic.alert_state import alert_notice
+from ept.processors.worker.logic.collector import Collector, SourceEvent
+from ept.processors.worker.logic.event_time import Frontiers
+from ept.processors.worker.logic.partition_judge import PartitionJudge
+from ept.processors.worker.logic.records import (
+    Counted,
+    Progress,
+    ScopeState,
+    Signal,
+    SourceProgress,
+)
+from ept.processors.worker.logic.rules import Rule, load_rules
+from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice
+from ept.processors.worker.logic.scopes import Scope
 from ept.schemas.registry import EVENT_NAMES
 from tests.alert_streams import MINUTE_MS, T0, Notices, Traffic, drive, event_time_order
 

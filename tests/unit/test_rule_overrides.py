@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from ept.processors.evaluation import Evaluator
-from ept.processors.records import Counted, ScopeState
-from ept.processors.rules import RulesError, parse_rules
-from ept.processors.signals import Scope
+from ept.processors.worker.logic.records import Counted, ScopeState
+from ept.processors.worker.logic.rules import RulesError, parse_rules
+from ept.processors.worker.logic.scope_evaluation import Evaluator
+from ept.processors.worker.logic.scopes import Scope
 
 T0 = 1_800_000_000_000 // 60_000 * 60_000
 RULES = """

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ept.processors.alerting import (
+from ept.processors.worker.logic.alert_state import (
     FIRING,
     INACTIVE,
     PENDING,
@@ -13,10 +13,10 @@ from ept.processors.alerting import (
     fingerprint,
     step,
 )
-from ept.processors.evaluation import measured
-from ept.processors.records import ScopeState
-from ept.processors.rules import RulesError, load_rules, parse_rules
-from ept.processors.signals import Measurement, Scope, measure, signals_of
+from ept.processors.worker.logic.records import ScopeState
+from ept.processors.worker.logic.rules import RulesError, load_rules, parse_rules
+from ept.processors.worker.logic.scope_evaluation import measured
+from ept.processors.worker.logic.scopes import Measurement, Scope, measure, signals_of
 
 RULE = """
 [[rules]]

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
-from ept.processors.storage import session_view, sql_http
 from ept.processors.storage.analyst import ClickHouseError, SqlLimits
-from ept.processors.storage.analyst_policy import check_columns, check_syntax
-from ept.processors.storage.engine_host import EngineHost
-from ept.processors.storage.engine_protocol import (
+from ept.processors.storage.engine import session_view
+from ept.processors.storage.engine.analyst_policy import check_columns, check_syntax
+from ept.processors.storage.engine.host import EngineHost
+from ept.processors.storage.engine.protocol import (
     Analyst,
     Reply,
     Request,
@@ -21,9 +21,10 @@ from ept.processors.storage.engine_protocol import (
     decode_request,
     encode,
 )
-from ept.processors.storage.sql_access import is_loopback_host, is_loopback_peer
-from ept.processors.storage.sql_settings import analyst_settings
-from ept.processors.storage.sql_slots import QuerySlots
+from ept.processors.storage.engine.session_settings import analyst_settings
+from ept.processors.web.sql import server as sql_server
+from ept.processors.web.sql.access import is_loopback_host, is_loopback_peer
+from ept.processors.web.sql.slots import QuerySlots
 
 LIMITS = SqlLimits(60, 1000, 10 ** 9, 2 ** 31)
 
@@ -159,18 +160,19 @@ def test_system_processes_is_read_through_the_sessions_view() -> None:
 
 
 def test_what_aiohttp_cannot_parse_is_clickhouses_400() -> None:
-    too_long = sql_http.unparsable(LineTooLong(b"GET /?password=secret", sql_http.MAX_URI_BYTES))
+    too_long = sql_server.unparsable(LineTooLong(b"GET /?password=secret",
+                                                 sql_server.MAX_URI_BYTES))
     assert too_long is not None and (too_long.code, too_long.name) == (1000, "POCO_EXCEPTION")
     assert "URI is longer than 1048576 bytes" in str(too_long)
-    header = sql_http.unparsable(LineTooLong(b"X-Key: secret", sql_http.MAX_FIELD_BYTES))
+    header = sql_server.unparsable(LineTooLong(b"X-Key: secret", sql_server.MAX_FIELD_BYTES))
     assert header is not None and "header field is longer than 131072" in str(header)
-    many = sql_http.unparsable(BadHttpMessage("Too many headers received"))
+    many = sql_server.unparsable(BadHttpMessage("Too many headers received"))
     assert many is not None and "Too many HTTP header fields" in str(many)
     for error in (too_long, header, many):
         assert "secret" not in str(error)
-    assert sql_http.unparsable(RuntimeError("a bug of ours")) is None
-    assert sql_http.unparsable(None) is None
-    response = sql_http.error_response(too_long)
+    assert sql_server.unparsable(RuntimeError("a bug of ours")) is None
+    assert sql_server.unparsable(None) is None
+    response = sql_server.error_response(too_long)
     assert response.status == 400 and response.headers["X-ClickHouse-Exception-Code"] == "1000"
-    assert sql_http.error_response(ClickHouseError(202, "TOO_MANY_SIMULTANEOUS_QUERIES",
+    assert sql_server.error_response(ClickHouseError(202, "TOO_MANY_SIMULTANEOUS_QUERIES",
                                                    "x")).status == 500

@@ -1,5 +1,5 @@
 """What the SQL endpoint does to a reply between the engine and the client
-(processors/storage/transport.py): Native for the client's protocol version, then
+(processors/web/sql/transport.py): Native for the client's protocol version, then
 ClickHouse's compressed blocks, then the HTTP content encoding, as ClickHouse layers them."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import gzip
 
 import pytest
 
-from ept.processors.storage import compression, native, transport
 from ept.processors.storage.analyst import ClickHouseError
+from ept.processors.web.sql import compression, native, transport
 
 # SELECT 1 AS x in the engine's Native (revision 0): 1 column, 1 row, "x", "UInt8", 0x01.
 NATIVE = b"\x01\x01\x01x\x05UInt8\x01"

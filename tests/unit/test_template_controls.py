@@ -15,12 +15,12 @@ from ept.core.template_controls import (
     TemplateControl,
     TemplateDisabledError,
 )
-from ept.processors.alerting import Notification
-from ept.processors.collection import Collector, SourceEvent
-from ept.processors.evaluate_stage import EvaluateStage, PublishedAlerts, automatic_control
-from ept.processors.evaluation import Notice
-from ept.processors.rules import RulesError, parse_rules
-from ept.processors.signals import Scope
+from ept.processors.worker.evaluate_stage import EvaluateStage, PublishedAlerts, automatic_control
+from ept.processors.worker.logic.alert_state import Notification
+from ept.processors.worker.logic.collector import Collector, SourceEvent
+from ept.processors.worker.logic.rules import RulesError, parse_rules
+from ept.processors.worker.logic.scope_evaluation import Notice
+from ept.processors.worker.logic.scopes import Scope
 
 T0 = 1_700_000_000_000
 TEMPLATE_RULE = """

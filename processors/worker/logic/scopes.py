@@ -10,8 +10,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from ept.processors.durations import bucket_of
-from ept.processors.rules import LABEL_OF_SCOPE_TYPE
+from ept.processors.worker.logic.durations import bucket_of
+from ept.processors.worker.logic.rules import LABEL_OF_SCOPE_TYPE
 
 OVERALL = "overall"
 

@@ -3,7 +3,7 @@
 clickhouse-connect drives chdb through one seam: a connection object with ``query(sql,
 format, params=)`` returning a result (``bytes()``, ``rows_read()``, ...), ``send_query``
 for streams and ``close``. :class:`HostedConnection` is that object over an
-:class:`~ept.processors.storage.engine_link.EngineLink`, so ept's code (migrations, the
+:class:`~ept.processors.storage.engine.link.EngineLink`, so ept's code (migrations, the
 sink's Avro inserts, the dashboard's reads) keeps its ``Client`` unchanged. An insert's
 ``FROM INFILE`` file, which clickhouse-connect writes in this process, travels with the
 request: the host cannot read this process's files.
@@ -23,8 +23,8 @@ from clickhouse_connect.driver._chdbclient import ChdbClient
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.transform import NativeTransform
 
-from ept.processors.storage.engine_link import EngineLink
-from ept.processors.storage.engine_protocol import Reply, Request
+from ept.processors.storage.engine.link import EngineLink
+from ept.processors.storage.engine.protocol import Reply, Request
 
 _INFILE = re.compile(r"FROM INFILE '((?:[^'\\]|\\.)*)'")
 _handles = count(1)

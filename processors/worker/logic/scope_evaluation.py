@@ -2,7 +2,7 @@
 
 Events are counted into a scope's per-second counters as they arrive, in any order.
 The scope is judged only up to its family's event-time frontier
-(:mod:`ept.processors.event_time`), at instants fixed by the events alone:
+(:mod:`ept.processors.worker.logic.event_time`), at instants fixed by the events alone:
 
 * the end of every minute, for every rule (ratio rules are judged only there: their
   windows are exact to the minute they end in);
@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 
 from ddsketch import DDSketch
 
-from ept.processors import durations
-from ept.processors.alerting import (
+from ept.processors.worker.logic import durations
+from ept.processors.worker.logic.alert_state import (
     FIRING,
     INACTIVE,
     RESOLVED,
@@ -33,9 +33,9 @@ from ept.processors.alerting import (
     step,
     verdict,
 )
-from ept.processors.records import Counted, ScopeState
-from ept.processors.rules import BASELINE_KINDS, REGRESSION, Rule
-from ept.processors.signals import (
+from ept.processors.worker.logic.records import Counted, ScopeState
+from ept.processors.worker.logic.rules import BASELINE_KINDS, REGRESSION, Rule
+from ept.processors.worker.logic.scopes import (
     COUNTED_BY_KIND,
     FAMILY_OF_KIND,
     MINUTE_FAMILIES,

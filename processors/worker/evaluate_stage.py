@@ -1,7 +1,7 @@
 """The worker's second stage: signals and progress reports judged per signals partition
-(:class:`~ept.processors.judging.PartitionJudge`), notices published on the alert topic
-exactly once, and a rule's ``auto_action`` carried out (a failing template disabled on the
-template controls topic, before its alert is told).
+(:class:`~ept.processors.worker.logic.partition_judge.PartitionJudge`), notices published
+on the alert topic exactly once, and a rule's ``auto_action`` carried out (a failing
+template disabled on the template controls topic, before its alert is told).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import faust
 
 from ept.core.settings import Settings
 from ept.core.template_controls import DISABLED, TemplateControl
-from ept.processors.alert_topic import FIRING, read_alerts, told_first
-from ept.processors.alerting import alert_notice, fingerprint
-from ept.processors.evaluation import Evaluator, Notice, measured
-from ept.processors.event_time import Frontiers
-from ept.processors.judging import PartitionJudge
-from ept.processors.records import ScopeState, signal_or_progress
-from ept.processors.rules import DISABLE_TEMPLATE, Rule
-from ept.processors.signals import Scope, scope_partition
+from ept.processors.alerts.topic import FIRING, read_alerts, told_first
+from ept.processors.worker.logic.alert_state import alert_notice, fingerprint
+from ept.processors.worker.logic.event_time import Frontiers
+from ept.processors.worker.logic.partition_judge import PartitionJudge
+from ept.processors.worker.logic.records import ScopeState, signal_or_progress
+from ept.processors.worker.logic.rules import DISABLE_TEMPLATE, Rule
+from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice, measured
+from ept.processors.worker.logic.scopes import Scope, scope_partition
 
 log = logging.getLogger("ept.worker")
 
@@ -100,7 +100,7 @@ class EvaluateStage:
     async def handle(self, partition: int, value: Any) -> None:
         """Apply one message of signals partition ``partition``, publish its notices and,
         once the broker holds them, save the states judged (see
-        :mod:`~ept.processors.judging` for why in that order)."""
+        :mod:`~ept.processors.worker.logic.partition_judge` for why in that order)."""
         judge = self.judge_of(partition)
         try:
             for notices in judge.steps(signal_or_progress(value)):
@@ -206,7 +206,7 @@ def told_key(fingerprint: str, ahead: bool) -> str:
 
 def publication_order(notice: Notice) -> tuple[int, int, int]:
     """The order notices judged together are published in: broadest scope, then most
-    severe (:func:`~ept.processors.alert_topic.told_first`), then event time (so each
+    severe (:func:`~ept.processors.alerts.topic.told_first`), then event time (so each
     alert's own notices keep their order)."""
     return (*told_first(notice.scope.labels, notice.rule.severity), notice.at_ms)
 

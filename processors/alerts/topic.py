@@ -1,6 +1,6 @@
 """The alert topic's one reader, which every consumer of it uses.
 
-Writers (the worker) publish :class:`~ept.processors.alert_notice.AlertNotice` records;
+Writers (the worker) publish :class:`~ept.processors.alerts.notice.AlertNotice` records;
 readers (``ept alerts``, the dashboard, the supervisor, the notifier, the worker's own
 reconciliation) go through :func:`read_alerts`, so the topic is decoded in one place. The
 record's names are re-exported here for those readers.
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ept.core.compacted import decoding, read_topic
 from ept.core.settings import Settings
-from ept.processors.alert_notice import (
+from ept.processors.alerts.notice import (
     FIRING,
     RESOLVED,
     AlertNotice,

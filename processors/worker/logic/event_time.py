@@ -7,7 +7,7 @@ ahead of it). For a family of scopes (render, slow, api):
 
 * each source partition of the family's topics reports its watermark (the newest sane
   event time read from it, kept within the clock skew behind its newest record timestamp
-  and not ahead of it: see :mod:`~ept.processors.collection`) and whether it is idle
+  and not ahead of it: see :mod:`~ept.processors.worker.logic.collector`) and whether it is idle
   (silent for ``EPT_SOURCE_IDLE_S`` and not behind its high-water mark);
 * while any source is unreported, or active without a first event, event time stands;
 * otherwise the frontier is the minimum watermark of the active sources, minus the
@@ -23,7 +23,7 @@ The frontier never goes back. Pure logic: no Faust, no Kafka.
 
 from __future__ import annotations
 
-from ept.processors.records import Progress, Source, SourceProgress
+from ept.processors.worker.logic.records import Progress, Source, SourceProgress
 
 FAMILIES_OF_EVENT = {"render_failed": ("render",),
                      "render_completed": ("render", "slow", "duration"),

@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
-from ept.processors.evaluation import BLOCK_S, Evaluator, Notice
-from ept.processors.event_time import FAMILIES, Frontiers
-from ept.processors.records import Progress, ScopeState, Signal
-from ept.processors.signals import Scope
+from ept.processors.worker.logic.event_time import FAMILIES, Frontiers
+from ept.processors.worker.logic.records import Progress, ScopeState, Signal
+from ept.processors.worker.logic.scope_evaluation import BLOCK_S, Evaluator, Notice
+from ept.processors.worker.logic.scopes import Scope
 
 # The event time one step of judging covers at most (see PartitionJudge.steps).
 STEP_MS = 3_600_000

@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ept.processors.alerts.notice import SEVERITIES
+
 # The label of each scope type but the overall one (as in the alert's labels).
 LABEL_OF_SCOPE_TYPE = {"template": "template_id", "endpoint": "endpoint",
                        "render_type": "render_type"}
@@ -46,7 +48,6 @@ NO_DATA_POLICIES = ("keep_firing", "resolve", "alert")
 # rate's lower bound must pass the threshold at CONFIDENCE; to resolve, its upper bound
 # must be at or below the resolve threshold at RESOLVE_CONFIDENCE.
 CONFIDENCE, RESOLVE_CONFIDENCE = 0.99, 0.8
-SEVERITIES = ("critical", "high", "medium", "low", "info")
 DISABLE_TEMPLATE = "disable_template"  # the action a rule may take itself (auto_action)
 RUNBOOK_BASE = "https://github.com/ept-project/ept/blob/main/docs/runbooks"
 
@@ -118,7 +119,8 @@ class Rule:
     @property
     def fires_ahead(self) -> bool:
         """Whether the rule may fire ahead of the frontier (a count or a ratio without a
-        pending period; :meth:`~ept.processors.evaluation.Evaluator.judge_ahead`)."""
+        pending period;
+        :meth:`~ept.processors.worker.logic.scope_evaluation.Evaluator.judge_ahead`)."""
         return self.kind in (*COUNTS, *RATIOS) and not self.pending_seconds
 
     @property
@@ -340,7 +342,7 @@ def parse_rules(text: str, source: str) -> list[Rule]:
 def load_rules(path: Path | None) -> list[Rule]:
     """The rules of ``path``, or the defaults (the specification's four) when None."""
     if path is None:
-        text = (resources.files("ept.processors") / "rules.default.toml").read_text()
+        text = (resources.files("ept.processors.worker.logic") / "rules.default.toml").read_text()
         return parse_rules(text, "default rules")
     try:
         text = path.read_text()

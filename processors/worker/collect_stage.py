@@ -1,5 +1,5 @@
-"""The worker's first stage around :class:`~ept.processors.collection.Collector`: event
-batches read in bulk (:class:`~ept.processors.event_reader.EventReader`) become signals
+"""The worker's first stage around :class:`~ept.processors.worker.logic.collector.Collector`: event
+batches read in bulk (:class:`~ept.processors.worker.event_reader.EventReader`) become signals
 on the internal signals topic, followed by progress reports of this worker's source
 partitions; a batch's offsets are committed once its signals are acknowledged.
 """
@@ -20,12 +20,12 @@ from confluent_kafka import Message
 
 from ept.core.send_stamp import HEADER, SendStamp, read_stamp
 from ept.core.settings import Settings
-from ept.processors.collection import Collector, SourceEvent
-from ept.processors.event_reader import Change, EventReader, Partition
-from ept.processors.event_time import source_of
-from ept.processors.recent_events import recent_event_ids
-from ept.processors.records import Signal, Source
-from ept.processors.signals import scope_partition
+from ept.processors.worker.event_reader import Change, EventReader, Partition
+from ept.processors.worker.logic.collector import Collector, SourceEvent
+from ept.processors.worker.logic.event_time import source_of
+from ept.processors.worker.logic.records import Signal, Source
+from ept.processors.worker.logic.scopes import scope_partition
+from ept.processors.worker.recent_events import recent_event_ids
 from ept.schemas.codec import DecodeError, Decoder
 
 log = logging.getLogger("ept.worker")

@@ -29,7 +29,7 @@ from ept.core.template_controls import (
     TemplateControlView,
     publish_control,
 )
-from ept.processors.alert_topic import AlertNotice, read_alerts
+from ept.processors.alerts.topic import AlertNotice, read_alerts
 
 
 class AlertFeed:
@@ -72,7 +72,7 @@ def content_policy(nonce: str) -> str:
 
 def dashboard_routes(settings: Settings, feed: AlertFeed, templates: TemplateControlView
                      ) -> list[web.RouteDef]:
-    page = (resources.files("ept.processors") / "dashboard" / "index.html").read_text()
+    page = (resources.files("ept.processors.web.dashboard") / "index.html").read_text()
     worker_stats = f"http://{settings.http_host}:{settings.worker_port}/stats"
 
     async def index(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from ept.processors.alert_topic import RESOLVED, AlertNotice
+from ept.processors.alerts.topic import RESOLVED, AlertNotice
 
 HOLD_RESENDS = 4  # a firing alert holds this many re-send intervals without news
 

@@ -21,12 +21,12 @@ import uuid
 from aiohttp import web
 
 from ept.core.settings import Settings
-from ept.processors.storage import transport
 from ept.processors.storage.analyst import AnalystEngine, ClickHouseError, SqlResult
-from ept.processors.storage.engine_protocol import Analyst
-from ept.processors.storage.sql_access import AccessGuard
-from ept.processors.storage.sql_http import clickhouse_errors, error_response
-from ept.processors.storage.sql_slots import QuerySlots
+from ept.processors.storage.engine.protocol import Analyst
+from ept.processors.web.sql import transport
+from ept.processors.web.sql.access import AccessGuard
+from ept.processors.web.sql.server import clickhouse_errors, error_response
+from ept.processors.web.sql.slots import QuerySlots
 
 log = logging.getLogger("ept.sql")
 MAX_BODY_BYTES = 1024 ** 2
@@ -82,7 +82,7 @@ class SqlEndpoint:
     def application(self) -> web.Application:
         """An application serving ``routes()`` with a 1 MiB body limit (a larger body is
         ClickHouse's error), every error in ClickHouse's form. Serve it with
-        :class:`~ept.processors.storage.sql_http.SqlRunner`."""
+        :class:`~ept.processors.web.sql.server.SqlRunner`."""
         app = web.Application(client_max_size=MAX_BODY_BYTES,
                               middlewares=[clickhouse_errors])
         app.add_routes(self.routes())

@@ -1,7 +1,7 @@
 """The alert topic's record, :class:`AlertNotice`, and the order alerts are told in.
 
 Pure: the alert state machine builds notices here without a Kafka client; the topic's
-reader is :mod:`ept.processors.alert_topic`.
+reader is :mod:`ept.processors.alerts.topic`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ept.core.json_record import JsonRecord
-from ept.processors.rules import SEVERITIES
 
 FIRING, RESOLVED = "firing", "resolved"
+SEVERITIES = ("critical", "high", "medium", "low", "info")  # the most severe first
 # How broad a scope is, by its label: all traffic first, templates last.
 _BREADTH = {"": 0, "endpoint": 1, "render_type": 2, "template_id": 3}
 

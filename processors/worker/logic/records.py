@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ept.processors.alerting import AlertState
+from ept.processors.worker.logic.alert_state import AlertState
 
 Source = str
 """A source partition, ``<event name>:<partition>`` (topic prefix left out)."""

@@ -1,11 +1,11 @@
 """The engine host: the one process that opens the embedded engine, and holds no secret.
 
-``python -m ept.processors.storage.engine_host --data DIR --fd N ...`` is started by
-:mod:`~ept.processors.storage.engine_link` with a scrubbed environment (no ``EPT_*``
+``python -m ept.processors.storage.engine.host --data DIR --fd N ...`` is started by
+:mod:`~ept.processors.storage.engine.link` with a scrubbed environment (no ``EPT_*``
 variable, ``HOME`` an empty directory) and the limits as arguments. It opens the engine
 on ``DIR``, then confines itself with Landlock to ``DIR`` (read-write) and nothing else:
 no ``/proc``, no ``/etc``, no other state, no TCP. Then it answers
-:class:`~ept.processors.storage.engine_protocol.Request` frames on the socket ``N``, each
+:class:`~ept.processors.storage.engine.protocol.Request` frames on the socket ``N``, each
 in a thread of its own, so an analyst's query never holds back the sink's inserts.
 
 Trusted requests (``open``/``query``/``close``) are ept's own: the sink's writer, the
@@ -32,22 +32,22 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ept.processors.storage import analyst_policy, landlock, session_view
 from ept.processors.storage.analyst import (
     ClickHouseError,
     SqlLimits,
     output_format,
     setting_literal,
 )
-from ept.processors.storage.engine_protocol import (
+from ept.processors.storage.engine import analyst_policy, landlock, session_view
+from ept.processors.storage.engine.protocol import (
     Analyst,
     Reply,
     Request,
     decode_request,
     encode,
 )
-from ept.processors.storage.session_view import marked, quoted
-from ept.processors.storage.sql_settings import analyst_settings
+from ept.processors.storage.engine.session_settings import analyst_settings
+from ept.processors.storage.engine.session_view import marked, quoted
 
 log = logging.getLogger("ept.engine_host")
 _TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+\w+\s*$")
@@ -74,7 +74,7 @@ class AnalystSession:
     nothing, ``readonly = 1``, the client's other settings (ClickHouse refuses any that
     would change a value). Then ClickHouse parses the query (one statement only), the
     policy judges the parse, and the query runs, reading ``system.processes`` through
-    :mod:`~ept.processors.storage.session_view` (the client's query ids, the analyst's
+    :mod:`~ept.processors.storage.engine.session_view` (the client's query ids, the analyst's
     user). ``KILL QUERY`` is answered here: it reaches the session's queries and the
     analyst's queries it names by ``query_id``. Every method raises ClickHouseError.
     """

@@ -1,7 +1,7 @@
 """What ``collect`` does with a batch of events, as pure logic: sane event times, no
 duplicates, one signal per scope, and the progress of each source partition.
 
-The Faust agent (:mod:`ept.processors.worker`) decodes the messages and hands them here
+The Faust agent (:mod:`ept.processors.worker.service`) decodes the messages and hands them here
 with their source partition, offset, Kafka record timestamp and the SDK's send stamp.
 
 Clocks both ways. Three clocks meet here: the producing host's (event time, send stamp),
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ept.core.send_stamp import SendStamp
-from ept.processors.event_time import source_of
-from ept.processors.records import Counted, Progress, Signal, Source, SourceProgress
-from ept.processors.signals import signals_of
+from ept.processors.worker.logic.event_time import source_of
+from ept.processors.worker.logic.records import Counted, Progress, Signal, Source, SourceProgress
+from ept.processors.worker.logic.scopes import signals_of
 
 
 @dataclass(frozen=True, slots=True)

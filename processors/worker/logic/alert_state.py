@@ -11,10 +11,10 @@ import hashlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ept.processors.alert_notice import AlertNotice
-from ept.processors.evidence import lower_bound, upper_bound
-from ept.processors.rules import REGRESSION, Rule
-from ept.processors.signals import Measurement
+from ept.processors.alerts.notice import AlertNotice
+from ept.processors.worker.logic.evidence import lower_bound, upper_bound
+from ept.processors.worker.logic.rules import REGRESSION, Rule
+from ept.processors.worker.logic.scopes import Measurement
 
 INACTIVE, PENDING, FIRING, RESOLVED = "inactive", "pending", "firing", "resolved"
 

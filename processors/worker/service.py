@@ -2,17 +2,17 @@
 
 Two stages, each a thin Faust wrapper around pure logic:
 
-1. ``collect`` (:class:`~ept.processors.collect_stage.CollectStage`, a task of the app)
+1. ``collect`` (:class:`~ept.processors.worker.collect_stage.CollectStage`, a task of the app)
    reads the five event topics in bulk with confluent-kafka, outside Faust's streams
-   (:class:`~ept.processors.event_reader.EventReader`, in the ``{prefix}worker-events``
-   group). Its :class:`~ept.processors.collection.Collector` makes each batch one
-   :class:`~ept.processors.records.Signal` per scope (sent to the internal signals topic,
-   keyed by scope); once the broker acknowledged them the batch's offsets are committed,
-   then a :class:`~ept.processors.records.Progress` report of its source partitions is
-   sent to every signals partition — after the signals, so a watermark never overtakes
-   its own events. A timer re-sends the report each second.
-2. ``evaluate`` (:class:`~ept.processors.evaluate_stage.EvaluateStage`) counts signals
-   into each scope's :class:`~ept.processors.records.ScopeState` (the ``scopes`` table)
+   (:class:`~ept.processors.worker.event_reader.EventReader`, in the ``{prefix}worker-events``
+   group). Its :class:`~ept.processors.worker.logic.collector.Collector` makes each batch one
+   :class:`~ept.processors.worker.logic.records.Signal` per scope (sent to the internal
+   signals topic, keyed by scope); once the broker acknowledged them the batch's offsets
+   are committed, then a :class:`~ept.processors.worker.logic.records.Progress` report of
+   its source partitions is sent to every signals partition — after the signals, so a
+   watermark never overtakes its own events. A timer re-sends the report each second.
+2. ``evaluate`` (:class:`~ept.processors.worker.evaluate_stage.EvaluateStage`) counts signals
+   into each scope's :class:`~ept.processors.worker.logic.records.ScopeState` (the ``scopes`` table)
    and, as reports move a family's event-time frontier, judges its scopes up to it and
    publishes the notices.
 
@@ -22,7 +22,7 @@ breaks). Exactness is restored here: a scope applies an event only if its source
 is beyond the last one it applied from that source partition, and a notice is published
 only if it was decided at a later event time than the last notice of its fingerprint on
 the alert topic — so a killed worker neither repeats nor misses one, re-notifications
-included. Faust consumes the signals through :mod:`ept.processors.faust_kafka`, so no
+included. Faust consumes the signals through :mod:`ept.processors.worker.faust_kafka`, so no
 offset is committed that an agent was not handed; the event reader commits an event's
 offset only after its signals are acknowledged.
 """
@@ -43,13 +43,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ept.core.kafka import faust_broker_options
 from ept.core.settings import Settings
-from ept.processors.broker_wait import wait_for_broker
-from ept.processors.collect_stage import CollectStage
-from ept.processors.evaluate_stage import EvaluateStage
-from ept.processors.event_time import FAMILIES
-from ept.processors.faust_kafka import use_transport
-from ept.processors.http import token_middleware
-from ept.processors.rules import Rule
+from ept.processors.web.http import token_middleware
+from ept.processors.worker.broker_wait import wait_for_broker
+from ept.processors.worker.collect_stage import CollectStage
+from ept.processors.worker.evaluate_stage import EvaluateStage
+from ept.processors.worker.faust_kafka import use_transport
+from ept.processors.worker.logic.event_time import FAMILIES
+from ept.processors.worker.logic.rules import Rule
 from ept.schemas.registry import EVENT_NAMES
 
 log = logging.getLogger("ept.worker")
@@ -223,7 +223,7 @@ def create_app(settings: Settings, rules: list[Rule],
 
 def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") -> None:
     """Run the worker until SIGTERM/SIGINT. Blocks, first until the broker answers
-    (:func:`~ept.processors.broker_wait.wait_for_broker`; SIGTERM meanwhile ends it)."""
+    (:func:`~ept.processors.worker.broker_wait.wait_for_broker`; SIGTERM meanwhile ends it)."""
     from faust.worker import Worker
 
     from ept.core.kafka import ensure_topics, topic_partitions

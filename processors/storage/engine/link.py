@@ -1,6 +1,6 @@
 """Starting the engine host, and talking to it from ept's own processes.
 
-:func:`start_engine_host` runs :mod:`~ept.processors.storage.engine_host` as a child
+:func:`start_engine_host` runs :mod:`~ept.processors.storage.engine.host` as a child
 with a scrubbed environment and one end of a Unix socket pair; :class:`EngineLink` is
 this side's end. Any number of threads call :meth:`EngineLink.call` at once: requests
 are tagged, one reader thread hands each reply to its caller, so a long analyst query
@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ept.processors.storage.analyst import ClickHouseError, SqlLimits
-from ept.processors.storage.engine_protocol import Reply, Request, decode_reply, encode
+from ept.processors.storage.engine.protocol import Reply, Request, decode_reply, encode
 
 # What the engine and Python need from the environment; nothing else is passed on.
 _KEPT_ENVIRONMENT = ("PATH", "TZ", "LANG", "LC_ALL", "PYTHONPATH")
@@ -126,7 +126,7 @@ def start_engine_host(path: Path, limits: SqlLimits) -> EngineLink:
                    if name in os.environ}
     environment["HOME"] = environment["TMPDIR"] = str(home)
     process = subprocess.Popen(
-        [sys.executable, "-m", "ept.processors.storage.engine_host", "--data", str(path),
+        [sys.executable, "-m", "ept.processors.storage.engine.host", "--data", str(path),
          "--fd", str(theirs.fileno()), "--limits", json.dumps(dataclasses.asdict(limits))],
         env=environment, cwd=home, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL)

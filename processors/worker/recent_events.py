@@ -5,7 +5,7 @@ group's committed offset; the ids of the events just before it are gone with the
 that read them. A producer's re-send of one of those events, arriving now at a new
 offset, would be counted twice. So the collect stage reads them back once per assignment
 (:func:`recent_event_ids`) and the collector remembers them
-(:meth:`~ept.processors.collection.Collector.remember`).
+(:meth:`~ept.processors.worker.logic.collector.Collector.remember`).
 """
 
 from __future__ import annotations

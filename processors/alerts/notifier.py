@@ -24,8 +24,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from ept.core.settings import Settings
-from ept.processors.alert_topic import FIRING, RESOLVED, AlertNotice, read_alerts, told_first
-from ept.processors.alertmanager import DeliveryError, alert_of, post_alerts, where
+from ept.processors.alerts.alertmanager import DeliveryError, alert_of, post_alerts, where
+from ept.processors.alerts.topic import FIRING, RESOLVED, AlertNotice, read_alerts, told_first
 
 log = logging.getLogger("ept.notifier")
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from aiohttp import web
 from aiohttp.http_exceptions import PayloadEncodingError
 
-from ept.processors.storage import compression, native
 from ept.processors.storage.analyst import ClickHouseError
+from ept.processors.web.sql import compression, native
 
 PARAMETERS = frozenset({
     "compress", "decompress", "client_protocol_version", "enable_http_compression",

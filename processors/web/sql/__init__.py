@@ -1,0 +1,1 @@
+"""The SQL endpoint: ClickHouse's HTTP interface over the embedded engine, for analysts."""
