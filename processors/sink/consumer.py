@@ -29,7 +29,7 @@ from ept.processors.sink.counters import SinkCounters
 from ept.processors.sink.deleted import DropDeleted
 from ept.processors.sink.dlq import DeadLetters
 from ept.processors.sink.insert import Insert
-from ept.processors.sink.pause import wait_in_group
+from ept.processors.sink.pause import Pause, wait_in_group
 from ept.processors.sink.runs import partition_runs
 from ept.processors.sink.stored import SkipStored
 from ept.processors.sink.validate import Validate
@@ -129,11 +129,14 @@ class Sink:
 
     def _apply_deletions(self) -> None:
         """Store everything consumed so far, then remove the new deletions' stored rows.
-        Retried on the next loop when ClickHouse refuses (nothing is committed past it)."""
+        When ClickHouse refuses, wait a second with the partitions paused and retry on
+        the next loop (nothing is committed past it)."""
         if not self._insert.join() or (self._batching.consumed and not self._flush()):
             return
         if not self._deleted.apply_new():
-            wait_in_group(self._consumer, 1.0, self._stop_requested)
+            with Pause(self._consumer) as pause:  # what the wait polls is read again
+                pause.hold()
+                wait_in_group(self._consumer, 1.0, self._stop_requested)
 
     # -- rebalancing --------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from ept.core.deletions import ACCOUNT, Deletion
 from ept.core.settings import Settings, load_settings
-from ept.processors.sink import backoff
+from ept.processors.sink import backoff, dlq
+from ept.processors.sink import consumer as sink_consumer
 from ept.processors.sink.batching import Batching
 from ept.processors.sink.commit import Commit
 from ept.processors.sink.counters import SinkCounters
@@ -267,3 +268,25 @@ def test_the_batch_in_flight_is_retried_when_joined_and_committed_once(monkeypat
     # The background failure counts at each join that meets it, the one here once.
     assert counters.insert_failures == 3 and len(clickhouse.tokens) == 1
 
+
+class Down:
+    """A ClickHouse client whose every call fails."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConnectionError("ClickHouse down")
+
+
+def test_a_deletion_clickhouse_refuses_is_retried_with_the_partitions_paused(
+        monkeypatch, settings: Settings) -> None:
+    """Waiting to retry the deletion polls the consumer: unpaused, what that poll fetched
+    would be dropped and its offsets committed past by the next batch."""
+    consumer = FakeConsumer()
+    monkeypatch.setattr(sink_consumer, "Consumer", lambda config: consumer)
+    monkeypatch.setattr(dlq, "Producer", lambda config: None)
+    sink = sink_consumer.Sink(settings, Down())  # type: ignore[arg-type]
+    sink._deleted._new.append(Deletion(ACCOUNT, "acct_gone", 0, "test"))
+    sink.stop()  # the wait ends at once
+    sink._apply_deletions()
+    assert consumer.calls == [("pause", [("a", 0)]), ("resume", [("a", 0)]),
+                              ("seek", ("a", 0, 42))]
+    assert sink._deleted.has_new  # kept for the next loop
