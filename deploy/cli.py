@@ -5,7 +5,10 @@ Subcommands import their component lazily, so ``ept broker status`` does not loa
 
 from __future__ import annotations
 
+import datetime as dt
+import getpass
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +26,21 @@ def _settings() -> Settings:
         return load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _who(by: str | None) -> str:
+    """``--by``, by default the current user."""
+    return by or getpass.getuser()
+
+
+def _now_ms() -> int:
+    """Now, in ms since the epoch: when a decision was made."""
+    return int(time.time() * 1000)
+
+
+def _iso(at_ms: int) -> str:
+    """``2026-11-29T10:00:00+00:00``: a decision's time as the lists print it."""
+    return dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 @click.group()
@@ -97,16 +115,20 @@ def kafka_access(passwords_file: Path) -> None:
     cluster of EPT_KAFKA_* (as an admin). Passwords come from a file, never arguments."""
     from confluent_kafka import KafkaException
 
-    from ept.deploy.kafka_access import apply_access, component_grants
+    from ept.deploy.kafka_access import (
+        apply_access,
+        component_grants,
+        missing_passwords,
+        parse_passwords,
+    )
 
     settings = _settings()
-    passwords = dict(line.split("=", 1) for line in passwords_file.read_text().splitlines()
-                     if "=" in line and not line.lstrip().startswith("#"))
-    missing = sorted(set(component_grants(settings.topics)) - passwords.keys())
+    passwords = parse_passwords(passwords_file.read_text())
+    missing = missing_passwords(settings.topics, passwords)
     if missing:
         raise click.ClickException(f"{passwords_file}: no password for {', '.join(missing)}")
     try:
-        apply_access(settings, {user: password.strip() for user, password in passwords.items()})
+        apply_access(settings, passwords)
     except KafkaException as exc:
         raise click.ClickException(f"the broker refused: {exc}") from None
     click.echo(f"users and ACLs applied: {', '.join(component_grants(settings.topics))}")
@@ -204,7 +226,9 @@ def sql(query_text: str | None, fmt: str, output: Path | None) -> None:
     elif not sys.stdin.isatty():
         _run_sql(settings, sys.stdin.read(), fmt, output)
     else:
-        _sql_prompt(settings, fmt)
+        from ept.deploy.sql_prompt import sql_prompt
+
+        sql_prompt(settings, fmt)
 
 
 def _run_sql(settings: Settings, query_text: str, fmt: str, output: Path | None) -> None:
@@ -222,40 +246,6 @@ def _run_sql(settings: Settings, query_text: str, fmt: str, output: Path | None)
         click.echo(result.decode(errors="replace"), nl=False)
 
 
-def _sql_prompt(settings: Settings, fmt: str) -> None:
-    """Read statements (ended by ';', over several lines) until Ctrl-D or ``exit``."""
-    import readline
-
-    from ept.processors.storage.analyst import ClickHouseError
-    from ept.processors.storage.sql_client import run_sql
-
-    history = settings.state_dir / "sql_history"
-    history.parent.mkdir(parents=True, exist_ok=True)
-    if history.exists():
-        readline.read_history_file(history)
-    click.echo("ept sql: end a statement with ';', leave with Ctrl-D or exit")
-    lines: list[str] = []
-    try:
-        while True:
-            try:
-                line = input("ept> " if not lines else "...> ")
-            except EOFError:
-                break
-            if not lines and line.strip().lower() in ("exit", "quit"):
-                break
-            lines.append(line)
-            if not line.rstrip().endswith(";"):
-                continue
-            statement = "\n".join(lines).rstrip().rstrip(";")
-            lines = []
-            try:
-                click.echo(run_sql(settings, statement, fmt).decode(errors="replace"), nl=False)
-            except (ClickHouseError, RuntimeError) as exc:
-                click.echo(str(exc), err=True)
-    finally:
-        readline.write_history_file(history)
-
-
 @main.command("delete-account")
 @click.argument("subject_id", metavar="ID")
 @click.option("--user", is_flag=True, help="ID is a user id (default: an account id)")
@@ -269,31 +259,24 @@ def delete_account_command(subject_id: str, user: bool, by: str | None) -> None:
     rows here too when ClickHouse can be opened (a server, or the embedded engine no sink
     holds).
     """
-    import getpass
-    import time
-
     from confluent_kafka import KafkaException
 
-    from ept.core.deletions import ACCOUNT, USER, BadDeletion, Deletion, publish_deletion
-    from ept.processors.storage.connection import EngineHeldElsewhere, clickhouse_client
-    from ept.processors.storage.deletion import delete_stored
+    from ept.core.deletions import ACCOUNT, USER, BadDeletion, Deletion
+    from ept.processors.storage.deletion import delete_subject
+
+    def recorded(deletion: Deletion) -> None:
+        click.echo(f"{deletion.kind} {deletion.subject_id}: deletion recorded; sinks drop its "
+                   "events from now on and remove its stored rows")
 
     settings = _settings()
     try:
-        deletion = Deletion(USER if user else ACCOUNT, subject_id.strip(),
-                            int(time.time() * 1000), by or getpass.getuser())
-        publish_deletion(settings, deletion)
+        deletion = Deletion(USER if user else ACCOUNT, subject_id.strip(), _now_ms(), _who(by))
+        removed = delete_subject(settings, deletion, recorded)
     except (BadDeletion, KafkaException) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{deletion.kind} {deletion.subject_id}: deletion recorded; sinks drop its "
-               "events from now on and remove its stored rows")
-    try:
-        client = clickhouse_client(settings)
-    except EngineHeldElsewhere:
+    if removed is None:
         click.echo("the running sink holds the embedded engine: it removes the stored rows")
         return
-    removed = delete_stored(client, deletion.kind, deletion.subject_id,
-                            settings.clickhouse_cluster)
     for table, rows in removed.items():
         click.echo(f"{table}: {rows} rows removed")
 
@@ -364,8 +347,6 @@ def templates() -> None:
 @click.option("--all", "show_all", is_flag=True, help="also templates enabled again")
 def templates_list(show_all: bool) -> None:
     """The disabled templates (with --all: every template ever controlled)."""
-    import datetime as dt
-
     from ept.core.template_controls import read_controls
 
     try:
@@ -375,40 +356,28 @@ def templates_list(show_all: bool) -> None:
     if not controls:
         click.echo("no template is disabled")
     for control in controls:
-        at = dt.datetime.fromtimestamp(control.at_ms / 1000, dt.UTC).isoformat(timespec="seconds")
-        click.echo(f"{control.template_id}  {control.state}  by {control.by} at {at}: "
-                   f"{control.reason}")
+        click.echo(f"{control.template_id}  {control.state}  by {control.by} at "
+                   f"{_iso(control.at_ms)}: {control.reason}")
 
 
 def _set_template(template_id: str, state: str, reason: str, by: str | None) -> None:
-    import getpass
-    import time
-
     from confluent_kafka import KafkaException
 
-    from ept.core.template_controls import (
-        BadTemplateControl,
-        TemplateControl,
-        publish_control,
-        read_controls,
-    )
+    from ept.core.template_controls import BadTemplateControl, TemplateControl, change_state
 
     settings = _settings()
     try:
-        control = TemplateControl(template_id.strip(), state, reason, by or getpass.getuser(),
-                                  int(time.time() * 1000))
-        current = {c.template_id: c for c in read_controls(settings)}.get(control.template_id)
-        if current is None and not control.disabled:
-            click.echo(f"{control.template_id} is not disabled")
-            return
-        if current is not None and current.state == state:
-            click.echo(f"{control.template_id} is already {state} (by {current.by}: "
-                       f"{current.reason})")
-            return
-        publish_control(settings, control)
+        control = TemplateControl(template_id.strip(), state, reason, _who(by), _now_ms())
+        change = change_state(settings, control)
     except (BadTemplateControl, TimeoutError, KafkaException) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{control.template_id} {state}")
+    if change.published:
+        click.echo(f"{control.template_id} {state}")
+    elif change.current is None:
+        click.echo(f"{control.template_id} is not disabled")
+    else:
+        click.echo(f"{control.template_id} is already {state} (by {change.current.by}: "
+                   f"{change.current.reason})")
 
 
 @templates.command("disable")
@@ -451,48 +420,41 @@ def thresholds() -> None:
 def thresholds_suggest(since: str, quantile: float, min_renders: int, apply: bool,
                        by: str | None) -> None:
     """Per-template slow thresholds from the durations in ClickHouse, next to today's."""
-    import getpass
-    import time
-
     from confluent_kafka import KafkaException
 
     from ept.processors.storage.analyst import ClickHouseError
-    from ept.processors.storage.slow_thresholds import suggest
+    from ept.processors.storage.slow_thresholds import (
+        publish_suggestions,
+        quantile_label,
+        since_label,
+        suggest,
+        thresholds_today,
+    )
     from ept.processors.web.query_api import parse_time
-    from ept.threshold_controls import SlowThreshold, publish_threshold, read_thresholds
-    from ept.thresholds import Thresholds
 
     settings = _settings()
     try:
         start = parse_time(since, "since")
         assert start is not None
         suggestions = suggest(settings, start, quantile, min_renders)
-        tuned = {(t.operation, t.template_id): float(t.threshold_ms)
-                 for t in read_thresholds(settings) if t.threshold_ms is not None}
-        static = Thresholds.from_environment()
+        today = thresholds_today(settings, suggestions)
     except (ValueError, ClickHouseError, RuntimeError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
-    since_text = f"{start:%Y-%m-%d %H:%M} UTC"
     if not suggestions:
-        click.echo(f"no template has {min_renders} completed renders since {since_text}: "
-                   "nothing to suggest")
+        click.echo(f"no template has {min_renders} completed renders since "
+                   f"{since_label(start)}: nothing to suggest")
         return
-    label = f"p{quantile * 100:g}"
+    label = quantile_label(quantile)
     click.echo(f"{'template':<28} {'operation':<14} {'renders':>8} {label + ' ms':>11} "
                f"{'today ms':>10} {'suggested ms':>13}")
-    for s in suggestions:
-        today = static.threshold(s.operation, s.template_id, tuned)
+    for s, today_ms in zip(suggestions, today, strict=True):
         click.echo(f"{s.template_id:<28} {s.operation:<14} {s.renders:>8} "
-                   f"{s.quantile_ms:>11.0f} {today:>10.0f} {s.suggested_ms:>13.0f}")
+                   f"{s.quantile_ms:>11.0f} {today_ms:>10.0f} {s.suggested_ms:>13.0f}")
     if not apply:
         click.echo("(--apply publishes the suggested thresholds)")
         return
-    who, now_ms = by or getpass.getuser(), int(time.time() * 1000)
     try:
-        for s in suggestions:
-            publish_threshold(settings, SlowThreshold(
-                s.operation, s.template_id, s.suggested_ms, who, now_ms,
-                f"{label} of {s.renders} renders since {since_text}"))
+        publish_suggestions(settings, suggestions, quantile, start, _who(by), _now_ms())
     except KafkaException as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"published {len(suggestions)} thresholds to {settings.topics.slow_thresholds}")
@@ -521,17 +483,14 @@ def thresholds_clear(operation: str, template_id: str | None, by: str | None) ->
 
 def _publish_threshold(operation: str, threshold_ms: float | None, template_id: str | None,
                        reason: str, by: str | None) -> None:
-    import getpass
-    import time
-
     from confluent_kafka import KafkaException
 
     from ept.threshold_controls import BadSlowThreshold, SlowThreshold, publish_threshold
 
     settings = _settings()
     try:
-        threshold = SlowThreshold(operation.strip(), template_id, threshold_ms,
-                                  by or getpass.getuser(), int(time.time() * 1000), reason)
+        threshold = SlowThreshold(operation.strip(), template_id, threshold_ms, _who(by),
+                                  _now_ms(), reason)
         publish_threshold(settings, threshold)
     except (BadSlowThreshold, KafkaException) as exc:
         raise click.ClickException(str(exc)) from None
@@ -542,8 +501,6 @@ def _publish_threshold(operation: str, threshold_ms: float | None, template_id: 
 @thresholds.command("list")
 def thresholds_list() -> None:
     """The tuned thresholds in force (the static ones apply elsewhere)."""
-    import datetime as dt
-
     from ept.threshold_controls import read_thresholds
 
     try:
@@ -553,8 +510,7 @@ def thresholds_list() -> None:
     if not tuned:
         click.echo("no tuned threshold: the static ones apply")
     for t in tuned:
-        at = dt.datetime.fromtimestamp(t.at_ms / 1000, dt.UTC).isoformat(timespec="seconds")
-        click.echo(f"{t.key}  {t.threshold_ms:.0f} ms  by {t.by} at {at}: {t.reason}")
+        click.echo(f"{t.key}  {t.threshold_ms:.0f} ms  by {t.by} at {_iso(t.at_ms)}: {t.reason}")
 
 
 @main.command()

@@ -8,6 +8,7 @@ Analysts get no user: they read ClickHouse.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from confluent_kafka.admin import (
@@ -83,6 +84,20 @@ def component_grants(topics: Topics) -> dict[str, list[Grant]]:
                       *each([topics.dlq], "Read"), *each(events, "Write"),
                       readers, idempotent],
     }
+
+
+def parse_passwords(text: str) -> dict[str, str]:
+    """The ``user=password`` lines of a passwords file, by user (the password stripped of
+    surrounding blanks); lines starting with ``#`` or holding no ``=`` are skipped."""
+    return {user: password.strip() for user, password in (
+        line.split("=", 1) for line in text.splitlines()
+        if "=" in line and not line.lstrip().startswith("#"))}
+
+
+def missing_passwords(topics: Topics, passwords: Mapping[str, str]) -> list[str]:
+    """The component users of :func:`component_grants` ``passwords`` has no entry for,
+    sorted."""
+    return sorted(set(component_grants(topics)) - passwords.keys())
 
 
 def set_scram_passwords(admin: AdminClient, passwords: dict[str, str],

@@ -1,15 +1,42 @@
 """Deleting an account's or a user's stored data (the specification's account deletion).
 
 The stored half of a deletion: :mod:`ept.core.deletions` keeps what Kafka still holds
-from being stored afterwards.
+from being stored afterwards. :func:`delete_subject` (``ept delete-account``) does both,
+in that order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from clickhouse_connect.driver.client import Client
 
-from ept.core.deletions import ACCOUNT, USER
+from ept.core.deletions import ACCOUNT, USER, Deletion, publish_deletion
+from ept.core.settings import Settings
+from ept.processors.storage.connection import EngineHeldElsewhere, clickhouse_client
 from ept.processors.storage.tables import RAW_TABLE, ROLLUP_TABLES
+
+
+def delete_subject(settings: Settings, deletion: Deletion,
+                   recorded: Callable[[Deletion], None]) -> dict[str, int] | None:
+    """Record ``deletion``, then remove its subject's stored rows here; rows removed per
+    table (:func:`delete_stored`), or None when the running sink holds the embedded engine
+    (it removes them, as every running sink does once what it read before is stored).
+
+    Recording first is what makes the deletion complete: from then on sinks drop every
+    event of the subject they read, events still queued in Kafka included. ``recorded`` is
+    called once it is recorded, before the rows are removed. Blocks; raises KafkaException
+    when the broker did not acknowledge the record (nothing is removed then); ClickHouse
+    errors propagate.
+    """
+    publish_deletion(settings, deletion)
+    recorded(deletion)
+    try:
+        client = clickhouse_client(settings)
+    except EngineHeldElsewhere:
+        return None
+    return delete_stored(client, deletion.kind, deletion.subject_id,
+                         settings.clickhouse_cluster)
 
 
 def delete_stored(client: Client, kind: str, subject_id: str, cluster: str | None = None

@@ -4,7 +4,8 @@ For each template and render type with enough completed renders since a time, th
 duration at a quantile (p95 by default: one render in twenty is "slow" for its template),
 rounded up to two significant digits. The query runs as an analyst's would
 (:func:`~ept.processors.storage.sql_client.run_sql`: read-only and bounded, wherever
-ClickHouse is).
+ClickHouse is). :func:`in_force_today` puts each next to the threshold services use today;
+:func:`publish_suggestions` makes them the tuned thresholds (``--apply``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ept.core.settings import Settings
 from ept.processors.storage.sql_client import run_sql
 from ept.processors.storage.tables import RAW_TABLE
-from ept.thresholds import operation_for_render_type
+from ept.threshold_controls import (
+    SlowThreshold,
+    SlowThresholdView,
+    TunedKey,
+    publish_threshold,
+)
+from ept.thresholds import Thresholds, operation_for_render_type
 
 
 @dataclass(frozen=True)
@@ -63,3 +71,51 @@ def round_up(ms: float) -> float:
         return 1.0
     step = 10.0 ** max(0, math.floor(math.log10(ms)) - 1)
     return math.ceil(ms / step) * step
+
+
+def thresholds_today(settings: Settings, suggestions: Sequence[Suggestion],
+                     timeout_s: float = 20.0) -> list[float]:
+    """The slow threshold services use today for each suggestion (:func:`in_force_today`,
+    with the tuned thresholds read to the topic's end and ``EPT_THRESHOLDS``). Blocks;
+    raises TimeoutError when the topic could not be read within ``timeout_s``, ValueError
+    for a bad ``EPT_THRESHOLDS``."""
+    tuned = SlowThresholdView(settings).read_to_end(timeout_s).tuned
+    return in_force_today(suggestions, Thresholds.from_environment(), tuned)
+
+
+def in_force_today(suggestions: Sequence[Suggestion], static: Thresholds,
+                   tuned: Mapping[TunedKey, float]) -> list[float]:
+    """The threshold in force for each suggestion's template and operation: a tuned one
+    wins over the static one of the same reach (:meth:`~ept.thresholds.Thresholds.threshold`).
+    Raises KeyError for an operation ept has no threshold for."""
+    return [static.threshold(s.operation, s.template_id, tuned) for s in suggestions]
+
+
+def quantile_label(quantile: float) -> str:
+    """``p95`` for 0.95."""
+    return f"p{quantile * 100:g}"
+
+
+def since_label(since: dt.datetime) -> str:
+    """``2026-11-29 10:00 UTC``: ``since`` to the minute, as it was given."""
+    return f"{since:%Y-%m-%d %H:%M} UTC"
+
+
+def as_thresholds(suggestions: Sequence[Suggestion], quantile: float, since: dt.datetime,
+                  by: str, at_ms: int) -> list[SlowThreshold]:
+    """The tuned thresholds that apply ``suggestions``, each saying what it was computed
+    from (``p95 of 20 renders since 2026-11-29 10:00 UTC``). Raises BadSlowThreshold for
+    an operation ept has no threshold for."""
+    return [SlowThreshold(s.operation, s.template_id, s.suggested_ms, by, at_ms,
+                          f"{quantile_label(quantile)} of {s.renders} renders since "
+                          f"{since_label(since)}")
+            for s in suggestions]
+
+
+def publish_suggestions(settings: Settings, suggestions: Sequence[Suggestion],
+                        quantile: float, since: dt.datetime, by: str, at_ms: int) -> None:
+    """Publish :func:`as_thresholds` one by one: services use them from then on. Blocks
+    until the broker acknowledged each; raises KafkaException for the first one it did not
+    (those before it stay published)."""
+    for threshold in as_thresholds(suggestions, quantile, since, by, at_ms):
+        publish_threshold(settings, threshold)

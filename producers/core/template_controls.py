@@ -1,9 +1,10 @@
 """The template kill switch: each template's state on the compacted ``template_controls``
 topic, keyed by template id, and the one reader and writer of that topic.
 
-A person (``ept templates``, the dashboard) or a rule with ``auto_action`` writes a
-:class:`TemplateControl`; render services ask a :class:`TemplateControlView`, which keeps
-the latest control of every template in memory, fed by a background consumer.
+A person (``ept templates``: :func:`change_state`; the dashboard) or a rule with
+``auto_action`` writes a :class:`TemplateControl`; render services ask a
+:class:`TemplateControlView`, which keeps the latest control of every template in memory,
+fed by a background consumer.
 """
 
 from __future__ import annotations
@@ -81,6 +82,35 @@ def read_controls(settings: SdkSettings, timeout_s: float = 20.0) -> list[Templa
     """Every template's latest control, read to the topic's end. Blocks; raises
     TimeoutError when the broker did not answer within ``timeout_s``."""
     return TemplateControlView(settings).read_to_end(timeout_s).controls()
+
+
+def changes_nothing(control: TemplateControl, current: TemplateControl | None) -> bool:
+    """Whether writing ``control`` would leave its template as it is: ``current`` (the
+    template's latest control; None: never controlled, so enabled) has its state already."""
+    return current.state == control.state if current is not None else not control.disabled
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """What :func:`change_state` did. ``published``: the control was written; else the
+    template already was in its state, as ``current`` says (None: never controlled)."""
+
+    current: TemplateControl | None
+    published: bool
+
+
+def change_state(settings: SdkSettings, control: TemplateControl, timeout_s: float = 20.0
+                 ) -> StateChange:
+    """Write ``control`` unless the template's latest control, read to the topic's end,
+    already has its state (:func:`changes_nothing`). Blocks; raises TimeoutError when the
+    topic could not be read within ``timeout_s``, KafkaException when ``control`` was not
+    delivered (:func:`publish_control`)."""
+    current = {c.template_id: c for c in read_controls(settings, timeout_s)}.get(
+        control.template_id)
+    if changes_nothing(control, current):
+        return StateChange(current, published=False)
+    publish_control(settings, control)
+    return StateChange(current, published=True)
 
 
 class TemplateControlView(ControlView[TemplateControl]):

@@ -12,7 +12,7 @@ import yaml
 from ept.core.settings import Settings, load_settings
 from ept.core.topics import Topics
 from ept.deploy.cli import main
-from ept.deploy.kafka_access import Grant, component_grants
+from ept.deploy.kafka_access import Grant, component_grants, missing_passwords, parse_passwords
 from ept.processors.storage.tables import cluster_ddl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -257,3 +257,13 @@ def test_compose_clients_use_scram_users_that_kafka_access_creates() -> None:
             assert environment["EPT_KAFKA_SASL_USERNAME"] in users, name
             assert service["depends_on"]["kafka-access"] == {
                 "condition": "service_completed_successfully"}, name
+
+
+def test_kafka_access_reads_each_users_password_and_names_those_missing() -> None:
+    passwords = parse_passwords("# ept kafka access\nept-sdk= s3cret=x \n\nept-worker=w\n"
+                                "  # ept-sink=commented\nno equals sign\n")
+    assert passwords == {"ept-sdk": "s3cret=x", "ept-worker": "w"}
+    assert missing_passwords(Topics("ept."), passwords) == [
+        "ept-admin", "ept-notifier", "ept-sink"]
+    everyone = dict.fromkeys(component_grants(Topics("ept.")), "p")
+    assert missing_passwords(Topics("ept."), {**everyone, "someone-else": "p"}) == []

@@ -1,5 +1,5 @@
 """The template kill switch's pure parts: its record, the rule field, the automatic action,
-and the worker telling the control before the alert."""
+the worker telling the control before the alert, and `ept templates`' decision to publish."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ from typing import Any
 
 import pytest
 
+from ept.core import template_controls
 from ept.core.settings import Settings
 from ept.core.template_controls import (
     DISABLED,
+    ENABLED,
     BadTemplateControl,
+    StateChange,
     TemplateControl,
     TemplateDisabledError,
+    change_state,
+    changes_nothing,
 )
 from ept.processors.worker.evaluate_stage import EvaluateStage, PublishedAlerts, automatic_control
 from ept.processors.worker.logic.alert_state import Notification
@@ -119,3 +124,34 @@ def test_the_template_is_disabled_before_its_alert_is_told(monkeypatch: pytest.M
     # frontier confirms it: the template is disabled before that firing is told
     assert [name for name, key in sent] == ["alerts", "controls", "alerts"]
     assert sent[1][1] == b"tpl_a"
+
+
+def control(state: str, by: str = "oncall") -> TemplateControl:
+    return TemplateControl("tpl_a", state, "why", by, T0)
+
+
+@pytest.mark.parametrize(("wanted", "current", "nothing"), [
+    (DISABLED, None, False), (ENABLED, None, True),  # never controlled: enabled
+    (DISABLED, DISABLED, True), (ENABLED, ENABLED, True),
+    (DISABLED, ENABLED, False), (ENABLED, DISABLED, False)])
+def test_a_control_changes_nothing_when_the_template_is_in_its_state_already(
+        wanted: str, current: str | None, nothing: bool) -> None:
+    assert changes_nothing(control(wanted), current and control(current)) is nothing
+
+
+def test_change_state_publishes_only_a_control_that_changes_something(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = [control(DISABLED, "rule:template_failures"),
+             TemplateControl("tpl_b", ENABLED, "ok", "oncall", T0)]
+    monkeypatch.setattr(template_controls, "read_controls", lambda settings, timeout_s: topic)
+    monkeypatch.setattr(template_controls, "publish_control",
+                        lambda settings, written: topic.append(written))
+    settings = Settings(topic_partitions=1)
+
+    again = change_state(settings, control(DISABLED))
+    assert again == StateChange(topic[0], published=False) and len(topic) == 2
+    assert change_state(settings, TemplateControl("tpl_c", ENABLED, "r", "me", T0)) == (
+        StateChange(None, published=False))
+    enabled = change_state(settings, control(ENABLED))
+    assert enabled == StateChange(topic[0], published=True)
+    assert topic[2:] == [control(ENABLED)]

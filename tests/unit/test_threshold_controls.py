@@ -1,11 +1,19 @@
 """Slow thresholds tuned on the control topic: records, precedence over static ones, and
-the rounding of suggestions."""
+the suggestions: rounded, shown next to today's thresholds, applied as tuned ones."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
-from ept.processors.storage.slow_thresholds import round_up
+from ept.processors.storage.slow_thresholds import (
+    Suggestion,
+    as_thresholds,
+    in_force_today,
+    quantile_label,
+    round_up,
+)
 from ept.threshold_controls import BadSlowThreshold, SlowThreshold
 from ept.thresholds import Thresholds
 
@@ -48,3 +56,26 @@ def test_tuned_thresholds_win_at_their_own_reach() -> None:
                                               (7.3, 8), (0.2, 1), (120_000, 120_000)])
 def test_suggestions_round_up_to_two_significant_digits(ms: float, rounded: float) -> None:
     assert round_up(ms) == rounded
+
+
+SUGGESTIONS = [Suggestion("tpl_tuned", "render_video", 120, 18_312.5, 19_000),
+               Suggestion("tpl_static", "render_video", 400, 41_000.0, 41_000),
+               Suggestion("tpl_other", "render_still", 20, 50.0, 50)]
+
+
+def test_each_suggestion_is_shown_next_to_the_threshold_in_force_today() -> None:
+    static = Thresholds({"render_video": 40_000}, {"tpl_static": {"render_video": 50_000}})
+    tuned = {("render_video", "tpl_tuned"): 20_000.0, ("render_still", None): 7_000.0,
+             ("render_video", "tpl_other"): 1.0}
+    assert in_force_today(SUGGESTIONS, static, tuned) == [20_000, 50_000, 7_000]
+    assert in_force_today(SUGGESTIONS, static, {}) == [40_000, 50_000, 5_000]
+
+
+def test_applied_suggestions_are_tuned_thresholds_that_say_what_they_come_from() -> None:
+    since = dt.datetime(2026, 11, 29, 10, 0, 59, tzinfo=dt.UTC)
+    applied = as_thresholds(SUGGESTIONS[:2], 0.95, since, "perf-team", 1_700_000_000_000)
+    assert [(t.key, t.threshold_ms, t.by, t.at_ms) for t in applied] == [
+        ("render_video/tpl_tuned", 19_000, "perf-team", 1_700_000_000_000),
+        ("render_video/tpl_static", 41_000, "perf-team", 1_700_000_000_000)]
+    assert applied[0].reason == "p95 of 120 renders since 2026-11-29 10:00 UTC"
+    assert quantile_label(0.999) == "p99.9"
