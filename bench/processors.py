@@ -15,8 +15,9 @@ counted to the last. Measured in the same run:
 Then the worker's peak RSS (``VmHWM``) over that backlog and over one of
 ``EPT_BENCH_BIG_EVENTS`` (default 1,000,000). Latency: under steady traffic, from
 publishing the event whose count crosses a rule's threshold to its firing notice on the
-alert topic, for a count rule (``template_failures``, many templates at once) and a
-ratio rule (``high_error_rate``, a fresh worker per sample: it stays firing).
+alert topic, for count rules (``api_degradation``, and ``template_failures`` with
+its rate condition; many endpoints or templates at once) and a ratio rule
+(``high_error_rate``, a fresh worker per sample: it stays firing).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ BIG_EVENTS = int(os.environ.get("EPT_BENCH_BIG_EVENTS", "1000000"))
 PEER_PYTHON = os.environ.get("EPT_BENCH_PEER_PYTHON", sys.executable)
 TOPICS = ("render_completed", "api_request_completed")
 PARTITIONS = 6
-TEMPLATE_SAMPLES, RATE_SAMPLES = 12, 2
+COUNT_SAMPLES, RATE_SAMPLES = 12, 2
 # py-spy's path (make bench-processors installs it beside the peer): the one-process
 # worker's run is profiled and where its time goes is printed.
 PY_SPY = os.environ.get("EPT_BENCH_PY_SPY")
@@ -373,6 +374,16 @@ class SteadyTraffic:
         self._thread.join()
 
 
+def wait_reading(urls: list[str]) -> None:
+    """Until the worker counts the steady traffic, and 2 s more: latency is measured
+    under traffic, not from the worker's start-up (its consumer groups joining)."""
+    deadline = time.time() + 90
+    while count_at(urls, lambda data: sum(data["events"].values())) == 0:
+        assert time.time() < deadline, "the worker read nothing"
+        time.sleep(0.2)
+    time.sleep(2)
+
+
 def crossing_latency(sent: dict[int, float], notice: tuple[float, dict[str, Any]]) -> float:
     """Seconds from publishing the crossing event (the last one published by the second
     the notice was decided at: one a second) to reading its notice."""
@@ -381,34 +392,52 @@ def crossing_latency(sent: dict[int, float], notice: tuple[float, dict[str, Any]
     return read_at - sent[max(second for second in sent if second <= decided)]
 
 
-def template_latencies(settings: Settings, log: Path) -> list[float]:
-    """Failing templates started 2 s apart, one failure a second each, while 100 renders a
-    second succeed (the overall error rate stays below high_error_rate's)."""
-    process, _ = start_worker(settings, log)
+@dataclass(frozen=True)
+class CountRule:
+    """A count rule measured by :func:`count_latencies`: the label of its scope and the
+    event that counts towards it, published for one value of that label."""
+
+    rule: str
+    label: str
+    event: str
+
+    def failure(self, value: str, at_ms: int) -> tuple[str, dict[str, Any]]:
+        return self.event, record(self.event, at_ms, **{self.label: value})
+
+
+COUNT_RULES = (CountRule("api_degradation", "endpoint", "api_error"),
+               CountRule("template_failures", "template_id", "render_failed"))
+
+
+def count_latencies(settings: Settings, log: Path, count: CountRule) -> list[float]:
+    """Failing scopes (endpoints or templates) started 2 s apart, one failure a second
+    each, under steady traffic (the overall error rate stays below high_error_rate's)."""
+    process, urls = start_worker(settings, log)
     watch = AlertWatch(settings)
     traffic = SteadyTraffic(settings, per_s=20)
     publisher = EventPublisher(settings)
     sent: dict[str, dict[int, float]] = {}
+
+    def told(value: str) -> tuple[float, dict[str, Any]] | None:
+        return watch.first(count.rule, {count.label: value})
+
     try:
+        wait_reading(urls)
         started = time.time()
         while time.time() - started < 120 and len(
-                [t for t in sent if watch.first("template_failures", {"template_id": t})]
-        ) < TEMPLATE_SAMPLES:
+                [v for v in sent if told(v)]) < COUNT_SAMPLES:
             now = time.time()
-            if len(sent) < TEMPLATE_SAMPLES and now - started >= 2 * len(sent):
+            if len(sent) < COUNT_SAMPLES and now - started >= 2 * len(sent):
                 sent[f"failing{len(sent)}"] = {}
-            for template, times in sent.items():
+            for value, times in sent.items():
                 second = int(now)
-                if second not in times and not watch.first("template_failures",
-                                                           {"template_id": template}):
-                    at = int(now * 1000)
-                    publisher.publish([("render_failed", record(
-                        "render_failed", at, template_id=template))])
+                if second not in times and not told(value):
+                    publisher.publish([count.failure(value, int(now * 1000))])
                     times[second] = time.time()
             time.sleep(0.05)
         time.sleep(1)
-        return [crossing_latency(times, notice) for template, times in sent.items()
-                if (notice := watch.first("template_failures", {"template_id": template}))]
+        return [crossing_latency(times, notice) for value, times in sent.items()
+                if (notice := told(value))]
     finally:
         traffic.close()
         watch.close()
@@ -424,11 +453,8 @@ def rate_latency(settings: Settings, log: Path) -> float | None:
     publisher = EventPublisher(settings)
     sent: dict[int, float] = {}
     try:
+        wait_reading(urls)
         deadline = time.time() + 90
-        while count_at(urls, lambda data: sum(data["events"].values())) == 0:
-            assert time.time() < deadline, "the worker read nothing"
-            time.sleep(0.2)
-        time.sleep(2)
         while time.time() < deadline and not watch.first("high_error_rate", {}):
             now = time.time()
             if int(now) not in sent:
@@ -462,7 +488,8 @@ def main() -> None:
         two = run_worker_load(fresh("w2"), logs / "worker2.log", 2, EVENTS)
         big = run_worker_load(fresh("big"), logs / "big.log", 1, BIG_EVENTS)
         samples = profile.read_text() if profile.exists() else ""
-        templates = template_latencies(fresh("t"), logs / "templates.log")
+        counts = {count.rule: count_latencies(fresh(count.rule[:3]), logs / f"{count.rule}.log",
+                                              count) for count in COUNT_RULES}
         rates = [found for sample in range(RATE_SAMPLES)
                  if (found := rate_latency(fresh(f"r{sample}"), logs / "rate.log")) is not None]
     print_table(f"Throughput over a backlog of {EVENTS:,} events (2 topics x {PARTITIONS} "
@@ -489,7 +516,9 @@ def main() -> None:
                 ["rule", "samples", "p50 s", "p99 s"],
                 [[what, len(found), f"{percentile(found, 0.5):.1f}" if found else "-",
                   f"{percentile(found, 0.99):.1f}" if found else "-"]
-                 for what, found in (("template_failures (count)", templates),
+                 for what, found in (("api_degradation (count)", counts["api_degradation"]),
+                                     ("template_failures (count and rate)",
+                                      counts["template_failures"]),
                                      ("high_error_rate (ratio)", rates))])
 
 

@@ -38,7 +38,7 @@ PROGRESS_INTERVAL_S = 0.2
 # signal per scope it touches (a signal of the overall scope carries every event of its
 # family: 5,000 of them are ~250 kB, well within a Kafka message).
 BATCH_EVENTS = 5_000
-BATCH_WAIT_S = 0.5
+BATCH_WAIT_S = 0.2
 
 
 def wall_ms() -> int:
@@ -135,11 +135,11 @@ class CollectStage:
         batch = []
         next_offsets: dict[Partition, int] = {}
         decode = self._decoder.decode
+        if self._unremembered:
+            await self._remember_first(messages)
         for message in messages:
             partition: Partition = (message.topic(), message.partition())  # type: ignore[assignment]
             offset: int = message.offset()  # type: ignore[assignment]
-            if partition in self._unremembered:
-                await self._remember_recent(partition, offset, message.timestamp()[1])
             next_offsets[partition] = offset + 1
             try:
                 decoded = decode(message.value())  # type: ignore[arg-type]
@@ -172,6 +172,19 @@ class CollectStage:
                 log.error("signals not delivered (%s: %s); again in %.0f s",
                           type(exc).__name__, exc, pause)
                 await asyncio.sleep(pause)
+
+    async def _remember_first(self, messages: list[Message]) -> None:
+        """Read back the recent event ids of each partition taken over whose first
+        message is in ``messages``, all partitions at once."""
+        first: dict[Partition, Message] = {}
+        for message in messages:
+            partition: Partition = (message.topic(), message.partition())  # type: ignore[assignment]
+            if partition in self._unremembered:
+                first.setdefault(partition, message)
+        await asyncio.gather(*(
+            self._remember_recent(partition, message.offset(),  # type: ignore[arg-type]
+                                  message.timestamp()[1])
+            for partition, message in first.items()))
 
     async def _remember_recent(self, partition: Partition, offset: int,
                                record_ms: int) -> None:

@@ -36,6 +36,8 @@ def recent_event_ids(settings: Settings, topic: str, partition: int, before_offs
     Blocks on the broker up to about ``timeout_s`` and returns what it read by then
     (logged). Raises KafkaException when the broker cannot be asked at all.
     """
+    if before_offset <= 0:
+        return []  # a partition's first record: nothing came before it
     consumer = Consumer(consumer_config(settings, ConsumerRole.TOPIC_READER,
                                         f"ept-recent-{uuid.uuid4()}"))
     try:
