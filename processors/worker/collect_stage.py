@@ -36,9 +36,13 @@ DEDUP_HORIZON_MS = 5 * 60_000  # a producer's re-send comes within seconds, not 
 PROGRESS_INTERVAL_S = 0.2
 # A batch: up to this many events, or what came within this wait. Each batch costs a
 # signal per scope it touches (a signal of the overall scope carries every event of its
-# family: 5,000 of them are ~250 kB, well within a Kafka message).
+# family).
 BATCH_EVENTS = 5_000
 BATCH_WAIT_S = 0.2
+# A signal with more entries is sent as several (an entry is ~50-60 bytes of JSON: a
+# batch's signal of the overall scope can list each event more than once, and one above
+# ~1 MB is refused by the producer, which crashed the worker through a backlog).
+SIGNAL_EVENTS = 2_000
 
 
 def wall_ms() -> int:
@@ -150,7 +154,8 @@ class CollectStage:
                                      message.timestamp()[1], decoded.record,
                                      _stamp_of(message.headers())))
         self._read_up_to.update(next_offsets)
-        await self._deliver(self.collector.collect(batch, wall_ms()))
+        await self._deliver([part for signal in self.collector.collect(batch, wall_ms())
+                             for part in signal.split(SIGNAL_EVENTS)])
         self.events.update(event.event_name for event in batch)  # counted once delivered
         return next_offsets
 

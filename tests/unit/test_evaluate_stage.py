@@ -10,7 +10,7 @@ import pytest
 from ept.core.settings import Settings
 from ept.processors.worker.evaluate_stage import EvaluateStage, PublishedAlerts
 from ept.processors.worker.logic.collector import Collector, SourceEvent
-from ept.processors.worker.logic.records import ScopeState
+from ept.processors.worker.logic.records import Counted, ScopeState, Signal
 from ept.processors.worker.logic.rules import parse_rules
 
 T0 = 1_700_000_000_000
@@ -118,3 +118,15 @@ def test_an_unreadable_alert_topic_delays_the_notice_and_loses_nothing(
 
     asyncio.run(scenario())
     assert alert_status(table) == ["firing"] and len(topic.sent) == 1
+
+
+def test_a_signal_split_in_parts_keeps_its_events_in_order() -> None:
+    """A batch's signal too large for one Kafka message is sent in parts of at most
+    ``most`` events: the same events, in order, under the same scope."""
+    events = [Counted(1_000 + i, "render_completed:0", i, "completed") for i in range(5)]
+    signal = Signal("render||", events)
+    parts = signal.split(2)
+    assert [len(part.events) for part in parts] == [2, 2, 1]
+    assert {part.scope for part in parts} == {"render||"}
+    assert [e for part in parts for e in part.events] == events
+    assert signal.split(5) == [signal]

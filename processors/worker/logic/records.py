@@ -41,6 +41,15 @@ class Signal:
     def from_json(cls, data: dict[str, Any]) -> Signal:
         return cls(data["scope"], [Counted(int(t), s, int(o), c) for t, s, o, c in data["events"]])
 
+    def split(self, most: int) -> list[Signal]:
+        """This signal as consecutive signals of at most ``most`` events each (one Kafka
+        message each, within the producer's request size). Evaluating them in order is
+        evaluating this one: between them no progress report moves event time."""
+        if len(self.events) <= most:
+            return [self]
+        return [Signal(self.scope, self.events[start:start + most])
+                for start in range(0, len(self.events), most)]
+
 
 @dataclass(frozen=True, slots=True)
 class SourceProgress:
