@@ -29,7 +29,7 @@ from ept.processors.sink.counters import SinkCounters
 from ept.processors.sink.deleted import DropDeleted
 from ept.processors.sink.dlq import DeadLetters
 from ept.processors.sink.insert import Insert
-from ept.processors.sink.pause import Pause, wait_in_group
+from ept.processors.sink.pause import Pause
 from ept.processors.sink.runs import partition_runs
 from ept.processors.sink.stored import SkipStored
 from ept.processors.sink.validate import Validate
@@ -69,7 +69,8 @@ class Sink:
         self._batching = Batching(settings.sink_batch_rows, settings.sink_batch_seconds)
         self._validate = Validate(settings.topics.event, decoder, self._dead_letters,
                                   self._batching)
-        self._insert = Insert(client, client_lock, self._consumer,
+        self._pause = Pause(self._consumer)  # told of rebalances: see _on_revoke, _on_assign
+        self._insert = Insert(client, client_lock, self._pause,
                               Commit(self._consumer, self._dead_letters, self.counters,
                                      on_batch),
                               self.counters, self._stop_requested)
@@ -134,15 +135,18 @@ class Sink:
         if not self._insert.join() or (self._batching.consumed and not self._flush()):
             return
         if not self._deleted.apply_new():
-            with Pause(self._consumer) as pause:  # what the wait polls is read again
-                pause.hold()
-                wait_in_group(self._consumer, 1.0, self._stop_requested)
+            with self._pause.outage():
+                self._pause.wait(1.0, self._stop_requested)
 
     # -- rebalancing --------------------------------------------------------------------
+
+    # Served inside consume(): by the main loop's, or by a wait of the pause while
+    # ClickHouse is unavailable (an insert retry stops, the pause holds the new partitions).
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Whatever is not stored now is forgotten: the next owner reads it again from the
         # committed offsets (and skips whatever did get stored).
+        self._pause.revoked(partitions)
         if self._insert.join(retry=False) and self._batching.consumed:
             self._flush(retry=False)
         self._insert.forget()
@@ -156,3 +160,4 @@ class Sink:
             if partition.offset < 0:
                 partition.offset = OFFSET_BEGINNING
         consumer.assign(committed)
+        self._pause.assigned(committed)

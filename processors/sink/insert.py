@@ -5,7 +5,8 @@ GIL), the next one is consumed, validated and batched. Each insert carries a
 deduplication token derived from its exact offset ranges, so an insert retried after an
 ambiguous failure (a timeout after the server applied it) is dropped by ClickHouse. While
 ClickHouse is unavailable the partitions are paused and the insert is retried with
-backoff.
+backoff, until they are revoked: the batch is then forgotten (their next owner reads it
+again from the committed offsets and skips whatever of it did get stored).
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Consumer
 
 from ept.processors.sink import backoff
 from ept.processors.sink.commit import Commit
 from ept.processors.sink.counters import SinkCounters
-from ept.processors.sink.pause import Pause, wait_in_group
+from ept.processors.sink.pause import Pause
 from ept.processors.sink.rows import Batch
 from ept.processors.storage import raw_events
 
 log = logging.getLogger("ept.sink")
+
+
+class Revoked(Exception):
+    """The partitions of the batch being retried were revoked while it waited."""
 
 
 class Insert:
@@ -34,17 +38,19 @@ class Insert:
 
     :meth:`submit` never blocks; :meth:`join` and :meth:`store` block until the batch is
     stored (retrying while ClickHouse is down, its partitions paused) or, with
-    ``retry=False`` or once ``stopping()``, give up and return False. Nothing here raises
-    ClickHouse's errors; consumer errors while pausing propagate.
+    ``retry=False``, once ``stopping()`` or once :meth:`forget` is called (from a rebalance
+    callback, inside the wait), give up and return False. Nothing here raises ClickHouse's
+    errors; consumer errors while pausing propagate.
     """
 
-    def __init__(self, client: Client, client_lock: threading.Lock, consumer: Consumer,
+    def __init__(self, client: Client, client_lock: threading.Lock, pause: Pause,
                  commit: Commit, counters: SinkCounters,
                  stopping: Callable[[], bool]) -> None:
         self._client = client
         self._client_lock = client_lock
-        self._consumer = consumer
+        self._pause = pause
         self._commit = commit
+        self._revocations = 0  # how many times forget() was called
         self._counters = counters
         self._stopping = stopping
         self._inserter = ThreadPoolExecutor(1, thread_name_prefix="ept-sink-insert")
@@ -84,8 +90,10 @@ class Insert:
         return self._insert(batch, retry) and self._commit.submit(batch)
 
     def forget(self) -> None:
-        """Forget the batch in flight, stored or not (its partitions were revoked)."""
+        """Forget the batch in flight, stored or not, and stop retrying any batch (their
+        partitions were revoked: all of them, the assignment being eager)."""
         self._in_flight = None
+        self._revocations += 1
 
     def close(self) -> None:
         """Wait for the insert in flight to finish (not for it to be committed)."""
@@ -100,20 +108,30 @@ class Insert:
         return len(batch)
 
     def _insert(self, batch: Batch, retry: bool) -> bool:
-        """Insert ``batch``, retrying with backoff while ``retry`` and not stopping.
-        Inserts that did get through before a failure are dropped as duplicates by
-        ClickHouse when retried (same tokens)."""
-        with Pause(self._consumer) as pause:
+        """Insert ``batch``, retrying with backoff while ``retry``, not stopping and its
+        partitions not revoked, the partitions held meanwhile. Inserts that did get
+        through before a failure are dropped as duplicates by ClickHouse when retried
+        (same tokens)."""
+        revocations = self._revocations
 
-            def failed(error: Exception, delay: float) -> bool:
-                self._counters.insert_failures += 1
-                log.warning("sink: insert of %d rows failed (%s); retrying in %.1fs",
-                            len(batch), error, delay)
-                if not retry or self._stopping():
-                    return False
-                pause.hold()
-                return True
+        def revoked() -> bool:
+            return self._revocations != revocations
 
-            return backoff.retry(lambda: self._insert_once(batch), failed=failed,
-                                 wait=lambda delay: wait_in_group(self._consumer, delay,
-                                                                  self._stopping)) is not None
+        def attempt() -> int:
+            if revoked():
+                raise Revoked
+            return self._insert_once(batch)
+
+        def failed(error: Exception, delay: float) -> bool:
+            if revoked():
+                log.info("sink: partitions revoked; %d rows left to their next owner",
+                         len(batch))
+                return False
+            self._counters.insert_failures += 1
+            log.warning("sink: insert of %d rows failed (%s); retrying in %.1fs",
+                        len(batch), error, delay)
+            return retry and not self._stopping()
+
+        with self._pause.outage():
+            return backoff.retry(attempt, failed=failed, wait=lambda delay: self._pause.wait(
+                delay, lambda: self._stopping() or revoked())) is not None

@@ -67,6 +67,9 @@ _CONSUMERS: dict[ConsumerRole, dict[str, Any]] = {
         "auto.offset.reset": "earliest",
         "max.poll.interval.ms": 600_000,
         "topic.metadata.refresh.interval.ms": 5_000,
+        # Eager (librdkafka's default, named here): a rebalance revokes every partition,
+        # and the sink forgets all it has not stored (processors/sink/pause.py).
+        "partition.assignment.strategy": "range,roundrobin",
         **SINK_FETCH,
     },
     ConsumerRole.TOPIC_READER: {"enable.auto.commit": False, "auto.offset.reset": "earliest"},

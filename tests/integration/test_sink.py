@@ -682,3 +682,55 @@ def test_batch_retried_after_an_applied_insert_stores_each_event_once(
         900, 900)
     # The rollup views saw each row once too.
     assert storage.query("SELECT sum(events) FROM events_hourly").result_rows[0][0] == 900
+
+
+class RefusingInserts:
+    """The real client, except that it refuses every insert until ``accept`` is called
+    (queries are answered: a sink reads its newly assigned partitions' stored offsets)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._accepting = threading.Event()
+
+    def accept(self) -> None:
+        self._accepting.set()
+
+    def raw_insert(self, *args: object, **kwargs: object) -> object:
+        if not self._accepting.is_set():
+            raise ConnectionError("injected: insert refused")
+        return self._client.raw_insert(*args, **kwargs)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+def test_a_sink_joining_while_another_waits_on_clickhouse_stores_each_event_once(
+        settings: Settings, storage: Client) -> None:
+    """The first sink's inserts are refused: it waits with its partitions paused, polling
+    only there, so it serves the rebalance a second sink's joining causes inside that
+    wait. It must forget its batch (the second stores a share of it), hold what it is
+    assigned, seek nothing it lost, and keep running."""
+    tracker = Tracker(settings)
+    for index in range(3_000):  # keys spread over the topic's three partitions
+        tracker.track_render_completed(f"j{index}", f"tpl{index % 60}", "still", 1.0)
+    assert tracker.flush(30) == 0
+    tracker.close()
+    refusing = RefusingInserts(storage)
+    first = RunningSink(settings, refusing)  # type: ignore[arg-type]
+    second = None
+    try:
+        deadline = time.monotonic() + 60
+        while first.sink.counters.insert_failures < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.sink.counters.insert_failures >= 2  # in the wait, paused
+        second = RunningSink(settings, storage)
+        assert wait_for_rows(storage, 1) >= 1  # rebalanced: the second stored its share
+        refusing.accept()
+        assert wait_for_rows(storage, 3_000) == 3_000
+        assert first.thread.is_alive() and second.thread.is_alive()
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    assert storage.query("SELECT count(), uniqExact(event_id) FROM events").result_rows[0] == (
+        3_000, 3_000)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from ept.core.deletions import ACCOUNT, Deletion
 from ept.core.settings import Settings, load_settings
@@ -19,6 +20,7 @@ from ept.processors.sink.commit import Commit
 from ept.processors.sink.counters import SinkCounters
 from ept.processors.sink.deleted import DropDeleted
 from ept.processors.sink.insert import Insert
+from ept.processors.sink.pause import Pause
 from ept.processors.sink.runs import PartitionRun, partition_runs
 from ept.processors.sink.stored import SkipStored
 from ept.processors.sink.validate import Validate
@@ -173,29 +175,77 @@ def test_backoff_doubles_up_to_its_cap_and_gives_up_when_told() -> None:
 
 
 class FakeConsumer:
-    """What the insert and commit steps ask of a consumer, recorded."""
+    """What the steps ask of a consumer, recorded. Like confluent-kafka's (2.16), it
+    refuses to seek a partition not assigned, and a partition stays paused until resumed,
+    through revocations and assignments; ``consume`` serves the rebalance scheduled
+    (:meth:`rebalance`), then returns the next message of each assigned partition not
+    paused (``delivered``)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.positions: dict[tuple[str, int], int] = {("a", 0): 42}  # the assignment
+        self.paused: set[tuple[str, int]] = set()
+        self.delivered: list[tuple[str, int, int]] = []
+        self._rebalance: Any = None
+
+    def rebalance(self, sink: Any, assigned: dict[tuple[str, int], int]) -> None:
+        """At the next consume, an eager rebalance as confluent-kafka serves it to
+        ``sink``: everything revoked (unassigned once ``on_revoke`` returns), then
+        ``assigned`` (partition -> committed offset) assigned."""
+
+        def serve() -> None:
+            sink._on_revoke(self, self.assignment())
+            self.positions = {}
+            if assigned:
+                self._committed = assigned
+                sink._on_assign(self, [TopicPartition(t, p) for t, p in assigned])
+
+        self._rebalance = serve
 
     def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition("a", 0)]
+        return [TopicPartition(topic, partition) for topic, partition in self.positions]
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return [TopicPartition(p.topic, p.partition, 42) for p in partitions]
+        return [TopicPartition(p.topic, p.partition, self.positions[(p.topic, p.partition)])
+                for p in partitions]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float
+                  ) -> list[TopicPartition]:
+        return [TopicPartition(p.topic, p.partition, self._committed[(p.topic, p.partition)])
+                for p in partitions]
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("assign", [(p.topic, p.partition, p.offset) for p in partitions]))
+        self.positions = {(p.topic, p.partition): p.offset for p in partitions}
 
     def pause(self, partitions: list[TopicPartition]) -> None:
-        self.calls.append(("pause", [(p.topic, p.partition) for p in partitions]))
+        keys = [(p.topic, p.partition) for p in partitions]
+        self.paused.update(keys)
+        self.calls.append(("pause", keys))
 
     def resume(self, partitions: list[TopicPartition]) -> None:
-        self.calls.append(("resume", [(p.topic, p.partition) for p in partitions]))
+        keys = [(p.topic, p.partition) for p in partitions]
+        self.paused.difference_update(keys)
+        self.calls.append(("resume", keys))
 
     def seek(self, partition: TopicPartition) -> None:
+        if (partition.topic, partition.partition) not in self.positions:
+            raise KafkaException(KafkaError(KafkaError._STATE, "Failed to seek"))
+        self.positions[(partition.topic, partition.partition)] = partition.offset
         self.calls.append(("seek", (partition.topic, partition.partition, partition.offset)))
 
     def consume(self, count: int, timeout: float) -> list[Message]:
         time.sleep(0.001)
-        return []
+        if self._rebalance is not None:
+            serve, self._rebalance = self._rebalance, None
+            serve()
+        fetched = []
+        for (topic, partition), offset in self.positions.items():
+            if (topic, partition) not in self.paused:
+                fetched.append(message(topic, partition, offset))
+                self.delivered.append((topic, partition, offset))
+                self.positions[(topic, partition)] = offset + 1
+        return fetched
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.calls.append(("commit", [(p.topic, p.partition, p.offset) for p in offsets]))
@@ -215,12 +265,16 @@ class FlakyClickHouse:
             raise ConnectionError("ClickHouse down")
         self.tokens.append(settings["insert_deduplication_token"])
 
+    def query(self, query: str, parameters: dict[str, Any]) -> Any:
+        """Nothing is stored (what a newly assigned partition's step asks)."""
+        return SimpleNamespace(result_rows=[])
+
 
 def inserting(failures: int, stopping: bool = False
               ) -> tuple[Insert, FakeConsumer, FlakyClickHouse, SinkCounters]:
     consumer, clickhouse, counters = FakeConsumer(), FlakyClickHouse(failures), SinkCounters()
     commit = Commit(consumer, Letters(), counters)  # type: ignore[arg-type]
-    insert = Insert(clickhouse, threading.Lock(), consumer,  # type: ignore[arg-type]
+    insert = Insert(clickhouse, threading.Lock(), Pause(consumer),  # type: ignore[arg-type]
                     commit, counters, lambda: stopping)
     return insert, consumer, clickhouse, counters
 
@@ -290,3 +344,64 @@ def test_a_deletion_clickhouse_refuses_is_retried_with_the_partitions_paused(
     assert consumer.calls == [("pause", [("a", 0)]), ("resume", [("a", 0)]),
                               ("seek", ("a", 0, 42))]
     assert sink._deleted.has_new  # kept for the next loop
+
+
+def sink_on(consumer: FakeConsumer, client: Any, monkeypatch: pytest.MonkeyPatch,
+            settings: Settings) -> sink_consumer.Sink:
+    monkeypatch.setattr(sink_consumer, "Consumer", lambda config: consumer)
+    monkeypatch.setattr(dlq, "Producer", lambda config: SimpleNamespace(flush=lambda t: 0))
+    return sink_consumer.Sink(settings, client)
+
+
+@pytest.mark.parametrize("in_flight", [False, True])
+@pytest.mark.parametrize("assigned", [{("a", 1): 5}, {("a", 0): 8}, {}],
+                         ids=["moved", "back at its commit", "taken away"])
+def test_a_rebalance_while_an_insert_waits_holds_what_is_assigned_and_forgets_the_batch(
+        monkeypatch, settings: Settings, in_flight: bool,
+        assigned: dict[tuple[str, int], int]) -> None:
+    """The wait polls the consumer, which serves the rebalance. Unpaused, a partition
+    assigned then would have been read by the wait and its messages dropped; sought to
+    where it stood before, a partition assigned again would have skipped what the sink
+    forgot on revoke; resuming one revoked raised. And the batch, forgotten, is not
+    retried: its partitions' next owner reads it again."""
+    monkeypatch.setattr(backoff, "FIRST_DELAY_S", 0.01)
+    consumer, clickhouse = FakeConsumer(), FlakyClickHouse(failures=3)
+    sink = sink_on(consumer, clickhouse, monkeypatch, settings)
+    consumer.rebalance(sink, assigned)
+    if in_flight:
+        sink._insert.submit(one_batch())
+        assert not sink._insert.join()
+    else:
+        assert not sink._insert.store(one_batch())
+    assert consumer.delivered == [] and clickhouse.tokens == []
+    resumed = [(t, p) for t, p in assigned]
+    assert consumer.calls == [
+        ("pause", [("a", 0)]), ("resume", [("a", 0)]),  # as it is revoked
+        *([("assign", [(t, p, o) for (t, p), o in assigned.items()]),
+           ("pause", resumed), ("resume", resumed),
+           *[("seek", (t, p, o)) for (t, p), o in assigned.items()]] if assigned else []),
+    ]
+    assert consumer.paused == set() and sink._insert.join()  # nothing left in flight
+
+
+def test_a_rebalance_while_a_deletion_waits_resumes_only_what_is_assigned(
+        monkeypatch, settings: Settings) -> None:
+    consumer = FakeConsumer()
+    sink = sink_on(consumer, Down(), monkeypatch, settings)
+    sink._deleted._new.append(Deletion(ACCOUNT, "acct_gone", 0, "test"))
+    consumer.rebalance(sink, {})
+    sink._apply_deletions()
+    assert consumer.calls == [("pause", [("a", 0)]), ("resume", [("a", 0)])]
+    assert consumer.delivered == [] and consumer.paused == set() and sink._deleted.has_new
+
+
+def test_what_a_wait_reads_from_a_partition_not_held_is_read_again() -> None:
+    consumer = FakeConsumer()
+    pause = Pause(consumer)  # type: ignore[arg-type]
+    with pause.outage():
+        pause.hold()
+        consumer.positions[("a", 1)] = 3  # assigned without the pause being told
+        pause.wait(0.01, lambda: False)
+    assert consumer.delivered[0] == ("a", 1, 3)
+    assert consumer.calls[:2] == [("pause", [("a", 0)]), ("pause", [("a", 1)])]
+    assert ("seek", ("a", 1, 3)) in consumer.calls and consumer.paused == set()
