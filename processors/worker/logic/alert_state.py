@@ -60,8 +60,9 @@ def verdict(rule: Rule, measurement: Measurement) -> tuple[bool, bool]:
 
     A rate holds when its lower bound is above the threshold and is cleared when its
     upper bound is at or below the resolve threshold (:mod:`.evidence`); a count with a
-    ``min_rate`` needs its rate above that rate too; a volume drop holds below its
-    threshold. In between, neither: an alert stays as it is.
+    ``min_rate`` needs its rate above that rate too; a regression needs more than 1 -
+    quantile of the window's durations above its level with confidence; a volume drop
+    holds below its threshold. In between, neither: an alert stays as it is.
     """
     m = measurement
     if rule.is_ratio:
@@ -71,6 +72,12 @@ def verdict(rule: Rule, measurement: Measurement) -> tuple[bool, bool]:
     if rule.is_volume_drop:
         return m.value < rule.threshold, m.value >= rule.resolve_threshold
     holds, cleared = m.value > rule.threshold, m.value <= rule.resolve_threshold
+    if rule.kind == REGRESSION and rule.confidence:
+        # The window's quantile q is above threshold x the baseline's when more than 1 - q
+        # of its durations are above that level: with confidence, not by a render or two
+        # (5% of renders slow all day is no regression, though its p95 swings between
+        # the fast and the slow ones from window to window).
+        holds = holds and lower_bound(m.hits, m.samples, rule.confidence) > 1 - rule.quantile
     if rule.min_rate:
         holds = holds and 100 * lower_bound(m.hits, m.samples, rule.confidence) > rule.min_rate
         cleared = cleared or (

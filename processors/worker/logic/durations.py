@@ -65,25 +65,38 @@ class Regression:
     samples: int
     detail: str
     baseline_short: str = ""
+    above: int = 0  # durations of the window above ``factor`` x the baseline's quantile
 
 
-def compare(window: DDSketch, baseline: DDSketch, q: float, baseline_min_samples: int
-            ) -> Regression:
-    """The ``q`` quantile (and the median) of ``window`` against ``baseline``."""
+def compare(histogram: Mapping[str, int], baseline: DDSketch, q: float,
+            baseline_min_samples: int, factor: float) -> Regression:
+    """The ``q`` quantile (and the median) of the window's durations (its ``histogram`` of
+    counters) against ``baseline``, and how many of them exceed ``factor`` x the
+    baseline's ``q`` quantile (the evidence: the window's quantile is above that level
+    exactly when more than 1 - q of its durations are)."""
+    window = sketch([histogram])
     samples, baseline_samples = int(window.count), int(baseline.count)
     if baseline_samples < max(1, baseline_min_samples):
         return Regression(0.0, samples, "", f"{baseline_samples} baseline samples < "
                                             f"baseline_min_samples {baseline_min_samples}")
     if not samples:
         return Regression(0.0, 0, "")
-    parts, ratio = [], 0.0
+    parts, ratio, above = [], 0.0, 0
     for p in sorted({q, 0.5}, reverse=True):
         now, before = window.get_quantile_value(p), baseline.get_quantile_value(p)
         assert now is not None and before is not None  # both sketches hold samples
         if p == q:
             ratio = now / before
+            above = _count_above(histogram, factor * before)
         parts.append(f"p{p * 100:g} {_seconds(now)} vs {_seconds(before)}")
-    return Regression(ratio, samples, ", ".join(parts))
+    return Regression(ratio, samples, ", ".join(parts), above=above)
+
+
+def _count_above(histogram: Mapping[str, int], level_ms: float) -> int:
+    """How many durations of ``histogram`` lie in buckets above ``level_ms`` (within the
+    sketch's relative accuracy)."""
+    return sum(n for name, n in histogram.items() if name.startswith(BUCKET_PREFIX)
+               and n > 0 and _MAPPING.value(int(name[len(BUCKET_PREFIX):])) > level_ms)
 
 
 def _seconds(ms: float) -> str:

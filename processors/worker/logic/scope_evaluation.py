@@ -278,12 +278,13 @@ def measured(rule: Rule, state: ScopeState, last_second: int) -> Measurement:
     window = window_totals(state, rule.window_minutes, last_second)
     block = last_second // BLOCK_S
     if rule.kind == REGRESSION:
-        regression = durations.compare(durations.sketch([window]),
+        regression = durations.compare(window,
                                        _baseline(state, block, rule.baseline_days),
-                                       rule.quantile, rule.baseline_min_samples)
+                                       rule.quantile, rule.baseline_min_samples,
+                                       rule.threshold)
         if regression.baseline_short:
             return Measurement(0.0, regression.samples, no_data=regression.baseline_short)
-        measurement = Measurement(regression.ratio, regression.samples,
+        measurement = Measurement(regression.ratio, regression.samples, regression.above,
                                   detail=regression.detail)
     elif rule.is_volume_drop:
         return _volume(rule, state, window, block)
