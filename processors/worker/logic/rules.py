@@ -282,10 +282,10 @@ def _evidence_fields(raw: dict[str, Any], fail: Callable[[str, str], RulesError]
         if not 0 <= value < 1:
             raise fail(field, f"must be 0 (no interval) or a confidence below 1 (0.99 is "
                               f"99%), got {value}")
-        kinds = (*RATIOS, *COUNTS, *((REGRESSION,) if field == "confidence" else ()))
-        if field in raw and raw["kind"] not in kinds:
+        regression = (REGRESSION,) if field == "confidence" else ()
+        if field in raw and raw["kind"] not in (*RATIOS, *COUNTS, *regression):
             raise fail(field, f"only for the rate kinds {', '.join(RATIOS)}, the count "
-                              f"kinds' min_rate{' and ' + REGRESSION if field == 'confidence' else ''}")
+                              f"kinds' min_rate{''.join(' and ' + k for k in regression)}")
         fields[field] = value
     min_rate = float(raw.get("min_rate", 0.0))
     if "min_rate" in raw and raw["kind"] not in COUNTS:
