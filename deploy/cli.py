@@ -423,6 +423,7 @@ def thresholds_suggest(since: str, quantile: float, min_renders: int, apply: boo
     from confluent_kafka import KafkaException
 
     from ept.processors.storage.analyst import ClickHouseError
+    from ept.processors.storage.queries import parse_time
     from ept.processors.storage.slow_thresholds import (
         publish_suggestions,
         quantile_label,
@@ -430,7 +431,6 @@ def thresholds_suggest(since: str, quantile: float, min_renders: int, apply: boo
         suggest,
         thresholds_today,
     )
-    from ept.processors.web.query_api import parse_time
 
     settings = _settings()
     try:

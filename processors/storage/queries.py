@@ -199,6 +199,29 @@ class QueryResult:
     rows: list[list[Any]]
 
 
+def parse_time(value: str | None, name: str) -> dt.datetime | None:
+    """ISO-8601 date/time (UTC when no zone) or a relative ``-2h`` / ``-7d``.
+
+    Raises ValueError naming the parameter.
+    """
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if text.startswith("-") and text[-1:] in units and text[1:-1].isdigit():
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(**{units[text[-1]]: int(text[1:-1])})
+        except (OverflowError, ValueError):
+            raise ValueError(f"{name}: {value!r} reaches before year 1") from None
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{name}: expected an ISO date/time (2026-11-29T10:00) or -2h/-7d, got {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
 def parameters(query: NamedQuery, since: dt.datetime | None, until: dt.datetime | None,
                template: str | None) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC)

@@ -20,29 +20,6 @@ from clickhouse_connect.driver.client import Client
 from ept.processors.storage import queries
 
 
-def parse_time(value: str | None, name: str) -> dt.datetime | None:
-    """ISO-8601 date/time (UTC when no zone) or a relative ``-2h`` / ``-7d``.
-
-    Raises ValueError naming the parameter.
-    """
-    if value is None or value == "":
-        return None
-    text = value.strip()
-    units = {"m": "minutes", "h": "hours", "d": "days"}
-    if text.startswith("-") and text[-1:] in units and text[1:-1].isdigit():
-        try:
-            return dt.datetime.now(dt.UTC) - dt.timedelta(**{units[text[-1]]: int(text[1:-1])})
-        except (OverflowError, ValueError):
-            raise ValueError(f"{name}: {value!r} reaches before year 1") from None
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{name}: expected an ISO date/time (2026-11-29T10:00) or -2h/-7d, got {value!r}"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def to_jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
@@ -101,8 +78,8 @@ class QueryApi:
             return web.json_response({"error": f"format: must be json, csv or table, got {fmt!r}"},
                                      status=400)
         try:
-            since = parse_time(request.query.get("since"), "since")
-            until = parse_time(request.query.get("until"), "until")
+            since = queries.parse_time(request.query.get("since"), "since")
+            until = queries.parse_time(request.query.get("until"), "until")
             result = await asyncio.get_running_loop().run_in_executor(
                 None, self.run_locked, name, since, until, request.query.get("template"))
         except queries.UnknownQueryError as exc:

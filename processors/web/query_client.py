@@ -14,7 +14,8 @@ import urllib.request
 from ept.core.settings import Settings
 from ept.processors.storage import queries
 from ept.processors.storage.connection import EngineHeldElsewhere, clickhouse_client
-from ept.processors.web.query_api import parse_time, render
+from ept.processors.storage.queries import parse_time
+from ept.processors.web.query_api import render
 
 
 def run_query(settings: Settings, name: str, since: str | None, until: str | None,

@@ -469,8 +469,9 @@ def test_query_parameters_never_run_as_sql(settings: Settings, storage: Client,
 
     from aiohttp import web
 
+    from ept.processors.storage.queries import parse_time
     from ept.processors.web.http import ServerThread
-    from ept.processors.web.query_api import QueryApi, parse_time
+    from ept.processors.web.query_api import QueryApi
 
     publish_known_dataset(settings)
     assert wait_for_rows(storage, 62) == 62

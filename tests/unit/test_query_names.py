@@ -30,7 +30,7 @@ def test_the_analyst_docs_show_the_specification_queries_verbatim() -> None:
 
 
 def test_absurd_time_parameters_are_clear_errors() -> None:
-    from ept.processors.web.query_api import parse_time
+    from ept.processors.storage.queries import parse_time
 
     for absurd in ("-999999999999d", "-99999999h", "+3d", "yesterday"):
         with pytest.raises(ValueError, match="since: "):
