@@ -51,7 +51,7 @@ from ept.processors.worker.logic.collector import MAX_CLOCK_STEP_MS, Collector, 
 from ept.processors.worker.logic.event_time import Frontiers, source_of
 from ept.processors.worker.logic.partition_judge import PartitionJudge
 from ept.processors.worker.logic.rules import Rule, load_rules
-from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice
+from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator
 from ept.processors.worker.logic.scopes import scope_partition
 from ept.schemas.registry import EVENT_NAMES
 
@@ -85,7 +85,7 @@ class Told:
     told_ms: int
     rank: int
     partition: int
-    notice: Notice
+    notice: DecidedNotice
 
 
 class Platform:
@@ -155,7 +155,7 @@ class Platform:
                 self._tell(now, partition, judge.handle(progress))
             self.now_ms = now
 
-    def _tell(self, now: int, partition: int, notices: list[Notice]) -> None:
+    def _tell(self, now: int, partition: int, notices: list[DecidedNotice]) -> None:
         self.judges[partition].save()  # told at once: nothing is lost in between
         for notice in sorted(notices, key=publication_order):
             self.told.append(Told(now, len(self.told), partition, notice))
@@ -641,7 +641,7 @@ def _ordinal(rank: int | None) -> str:
     return "never" if rank is None else f"#{rank + 1}"
 
 
-def _labels(notice: Notice) -> Labels:
+def _labels(notice: DecidedNotice) -> Labels:
     return tuple(sorted(notice.scope.labels.items()))
 
 
@@ -855,7 +855,7 @@ def print_results(results: list[Result]) -> None:
             print(f"    ... and {len(result.false_firings) - 5} more false firings")
 
 
-def _summary(notice: Notice) -> str:
+def _summary(notice: DecidedNotice) -> str:
     from ept.processors.worker.logic.alert_state import alert_notice
     return alert_notice(notice.rule, notice.scope.labels, notice.note, notice.at_ms).summary
 

@@ -23,7 +23,7 @@ from ept.processors.worker.logic.event_time import Frontiers
 from ept.processors.worker.logic.partition_judge import PartitionJudge
 from ept.processors.worker.logic.records import ScopeState, signal_or_progress
 from ept.processors.worker.logic.rules import DISABLE_TEMPLATE, Rule
-from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice, measured
+from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator, measured
 from ept.processors.worker.logic.scopes import Scope, scope_partition
 
 log = logging.getLogger("ept.worker")
@@ -143,14 +143,14 @@ class EvaluateStage:
                               "status": alert.status if alert else "inactive"})
         return rates
 
-    async def _publish(self, notices: list[Notice]) -> None:
+    async def _publish(self, notices: list[DecidedNotice]) -> None:
         """Send the new notices, broadest scope and highest severity first, all at once,
         then wait until the broker acknowledged every one (a storm of 10,000 is one round
         trip, not 10,000). A failed send is retried (backing off up to 30 s) until it
         succeeds: the partition waits, since judging on would save states whose notices
         were never told. A template disabled by a rule is disabled before its alert is
         sent."""
-        pending: list[tuple[Notice, str, str, Any, Any]] = []
+        pending: list[tuple[DecidedNotice, str, str, Any, Any]] = []
         for notice in sorted(notices, key=publication_order):
             key = fingerprint(notice.rule.name, notice.scope.labels)
             told_as = told_key(key, notice.note.ahead)
@@ -204,14 +204,14 @@ def told_key(fingerprint: str, ahead: bool) -> str:
     return f"{fingerprint}~ahead" if ahead else fingerprint
 
 
-def publication_order(notice: Notice) -> tuple[int, int, int]:
+def publication_order(notice: DecidedNotice) -> tuple[int, int, int]:
     """The order notices judged together are published in: broadest scope, then most
     severe (:func:`~ept.processors.alerts.topic.told_first`), then event time (so each
     alert's own notices keep their order)."""
     return (*told_first(notice.scope.labels, notice.rule.severity), notice.at_ms)
 
 
-def automatic_control(notice: Notice, fingerprint: str, summary: str
+def automatic_control(notice: DecidedNotice, fingerprint: str, summary: str
                       ) -> TemplateControl | None:
     """The template control a rule with ``auto_action`` takes as its alert starts firing
     (not on re-notifications: a template a person re-enabled stays enabled)."""

@@ -21,7 +21,7 @@ from ept.processors.worker.logic.records import (
     SourceProgress,
 )
 from ept.processors.worker.logic.rules import RulesError, parse_rules
-from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice, measured
+from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator, measured
 from ept.processors.worker.logic.scopes import Scope, signals_of
 
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
@@ -118,7 +118,7 @@ def traffic(days: int, duration_at: object, every_ms: int = 30_000,
 
 
 def judge_hour_by_hour(events: list[tuple[int, float]], hours_after: int = 1
-                       ) -> tuple[list[Notice], ScopeState, Evaluator]:
+                       ) -> tuple[list[DecidedNotice], ScopeState, Evaluator]:
     """Count the events hour by hour, judging each hour as it ends, and ``hours_after``
     the last one."""
     evaluator = Evaluator(parse_rules(RULE, "rules.toml"))

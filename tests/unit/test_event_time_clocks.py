@@ -18,7 +18,7 @@ from ept.processors.worker.logic.event_time import Frontiers, source_of
 from ept.processors.worker.logic.partition_judge import PartitionJudge
 from ept.processors.worker.logic.records import Progress, Signal, SourceProgress
 from ept.processors.worker.logic.rules import parse_rules
-from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice
+from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator
 from tests.alert_streams import MINUTE_MS, T0
 
 LATENESS_MS = 30_000
@@ -73,7 +73,7 @@ class Live:
         self.collector.assign(sources, T0)
         self.judge = PartitionJudge(Evaluator(RULES), Frontiers(PARTITIONS, LATENESS_MS),
                                     {}, [])
-        self.told: list[tuple[int, Notice]] = []  # (true time told, notice)
+        self.told: list[tuple[int, DecidedNotice]] = []  # (true time told, notice)
 
     def send(self, host: Host, event_name: str, partition: int, at_ms: int, endpoint: str,
              sent_at_ms: int | None = None) -> None:
@@ -115,7 +115,7 @@ class Live:
                 and notice.scope.labels.get("endpoint") == endpoint]
         return (min(told) - crossing_ms) / 1000 if told else float("inf")
 
-    def _tell(self, now: int, notices: list[Notice]) -> None:
+    def _tell(self, now: int, notices: list[DecidedNotice]) -> None:
         self.told += [(now, notice) for notice in notices]
 
 

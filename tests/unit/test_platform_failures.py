@@ -21,7 +21,7 @@ from ept.processors.worker.logic.records import (
     SourceProgress,
 )
 from ept.processors.worker.logic.rules import Rule, load_rules
-from ept.processors.worker.logic.scope_evaluation import Evaluator, Notice
+from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator
 from ept.processors.worker.logic.scopes import Scope
 from ept.schemas.registry import EVENT_NAMES
 from tests.alert_streams import MINUTE_MS, T0, Notices, Traffic, drive, event_time_order
@@ -128,7 +128,7 @@ def test_a_storm_of_failing_templates_publishes_the_overall_page_first() -> None
     rules = load_rules(None)
     evaluator = Evaluator(rules)
     overall, states = Scope("render"), {}
-    notices: list[Notice] = []
+    notices: list[DecidedNotice] = []
     for number in range(2_000):
         template = Scope("render", "template_id", f"tpl_{number:05d}")
         events = [Counted(T0 + i * 1000 + number, "render_failed:0", number * 4 + i, "failed")
@@ -165,7 +165,7 @@ def test_a_popular_healthy_template_is_never_disabled() -> None:
     evaluator = Evaluator([rule])
     scope, state = Scope("render", "template_id", "tpl_popular"), ScopeState()
     rng = random.Random(3)
-    notices: list[Notice] = []
+    notices: list[DecidedNotice] = []
     failures_per_hour = []
     for hour in range(24):
         events = [Counted(T0 + hour * HOUR_MS + i * 1200, "render:0", hour * 3000 + i,

@@ -21,10 +21,10 @@ from ept.core.template_controls import (
     changes_nothing,
 )
 from ept.processors.worker.evaluate_stage import EvaluateStage, PublishedAlerts, automatic_control
-from ept.processors.worker.logic.alert_state import Notification
+from ept.processors.worker.logic.alert_state import StateNote
 from ept.processors.worker.logic.collector import Collector, SourceEvent
 from ept.processors.worker.logic.rules import RulesError, parse_rules
-from ept.processors.worker.logic.scope_evaluation import Notice
+from ept.processors.worker.logic.scope_evaluation import DecidedNotice
 from ept.processors.worker.logic.scopes import Scope
 
 T0 = 1_700_000_000_000
@@ -72,10 +72,10 @@ def test_only_a_rule_starting_to_fire_for_a_template_disables_it() -> None:
     scope = Scope("render", "template_id", "tpl_a")
 
     def notice(status: str, renotify: bool = False, auto: bool = True,
-               scope: Scope = scope) -> Notice:
+               scope: Scope = scope) -> DecidedNotice:
         chosen = rule if auto else parse_rules(
             TEMPLATE_RULE.replace("auto_action = true", ""), "f")[0]
-        return Notice(chosen, scope, Notification(status, 4, 4, T0, None, renotify), T0 + 5)
+        return DecidedNotice(chosen, scope, StateNote(status, 4, 4, T0, None, renotify), T0 + 5)
 
     control = automatic_control(notice("firing"), "fp", "4 failures")
     assert control == TemplateControl("tpl_a", DISABLED, "4 failures",

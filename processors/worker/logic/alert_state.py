@@ -40,7 +40,12 @@ class AlertState:
 
 
 @dataclass(frozen=True)
-class Notification:
+class StateNote:
+    """What one rule's alert state tells as it steps (the first stage of a notice's life):
+    a firing, a resolution or a re-notification, with the measurement behind it. The
+    evaluator makes it a :class:`~ept.processors.worker.logic.scope_evaluation.DecidedNotice`
+    (for a scope, at an instant), published as the topic's ``AlertNotice``."""
+
     status: str  # "firing" or "resolved"
     value: float
     samples: int
@@ -86,7 +91,7 @@ def verdict(rule: Rule, measurement: Measurement) -> tuple[bool, bool]:
 
 
 def step(rule: Rule, state: AlertState, measurement: Measurement, now_ms: int
-         ) -> tuple[AlertState, Notification | None]:
+         ) -> tuple[AlertState, StateNote | None]:
     """Advance ``state`` given ``measurement`` at event time ``now_ms``.
 
     Without evidence enough (``measurement.no_data``) the rule's ``no_data`` policy
@@ -95,8 +100,8 @@ def step(rule: Rule, state: AlertState, measurement: Measurement, now_ms: int
     """
     m = measurement
 
-    def told(status: str, since_ms: int, renotify: bool = False) -> Notification:
-        return Notification(status, m.value, m.samples, since_ms,
+    def told(status: str, since_ms: int, renotify: bool = False) -> StateNote:
+        return StateNote(status, m.value, m.samples, since_ms,
                             now_ms if status == RESOLVED else None, renotify, m.detail,
                             m.hits, m.no_data)
 
@@ -148,7 +153,7 @@ def readable(value: float, bound: float) -> str:
     return f"{value:.6f}"
 
 
-def alert_notice(rule: Rule, labels: dict[str, str], note: Notification, decided_at_ms: int
+def alert_notice(rule: Rule, labels: dict[str, str], note: StateNote, decided_at_ms: int
                  ) -> AlertNotice:
     """The record published on the alert topic for ``note`` (schema in docs/alerts.md)."""
     scope = ", ".join(f"{k}={v}" for k, v in labels.items()) or "all traffic"
@@ -168,7 +173,7 @@ _WHAT = {"render_error_rate": "Render error rate", "api_errors": "API errors",
          "render_volume_drop": "Render volume", "api_volume_drop": "API call volume"}
 
 
-def summary(rule: Rule, scope: str, note: Notification) -> str:
+def summary(rule: Rule, scope: str, note: StateNote) -> str:
     """One line that says what is known and how sure it is, e.g. "Render error rate
     100.0% (15 of 15 renders; >= 78.3% at 99% confidence) > 5% over 15m for all traffic",
     or, without evidence, "... for all traffic: still firing, no data: 0 renders in 15m"."""
@@ -183,7 +188,7 @@ def summary(rule: Rule, scope: str, note: Notification) -> str:
     return f"{text} (told ahead of late events)" if note.ahead else text
 
 
-def _reading(rule: Rule, note: Notification) -> str:
+def _reading(rule: Rule, note: StateNote) -> str:
     """What a count rule read, e.g. "4 (4 of 90 renders failing)"."""
     if note.no_data:
         return f"no data: {note.no_data}"
@@ -191,7 +196,7 @@ def _reading(rule: Rule, note: Notification) -> str:
     return f"{int(note.value)} ({note.hits} of {note.samples} {noun} failing)"
 
 
-def _judged(rule: Rule, what: str, scope: str, note: Notification) -> str:
+def _judged(rule: Rule, what: str, scope: str, note: StateNote) -> str:
     if note.no_data:
         state = ("resolved" if note.status == RESOLVED
                  else "still firing" if note.renotify or rule.no_data != "alert" else "firing")
@@ -218,7 +223,7 @@ def _judged(rule: Rule, what: str, scope: str, note: Notification) -> str:
     return text
 
 
-def _bounds(note: Notification, confidence: float, lower: bool, noun: str) -> str:
+def _bounds(note: StateNote, confidence: float, lower: bool, noun: str) -> str:
     """E.g. "15 of 15 renders; >= 78.3% at 99% confidence"."""
     counted = f"{note.hits} of {note.samples} {noun}"
     if not confidence:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ept.processors.worker.logic.event_time import FAMILIES, Frontiers
 from ept.processors.worker.logic.records import Progress, ScopeState, Signal
-from ept.processors.worker.logic.scope_evaluation import BLOCK_S, Evaluator, Notice
+from ept.processors.worker.logic.scope_evaluation import BLOCK_S, DecidedNotice, Evaluator
 from ept.processors.worker.logic.scopes import Scope
 
 # The event time one step of judging covers at most (see PartitionJudge.steps).
@@ -50,12 +50,12 @@ class PartitionJudge:
         self._ahead_families = evaluator.ahead_families
         self._settled_s: dict[str, int] = {}  # per family: judged ahead up to this second
 
-    def handle(self, record: Signal | Progress) -> list[Notice]:
+    def handle(self, record: Signal | Progress) -> list[DecidedNotice]:
         """The notices ``record`` causes, in order. Call :meth:`save` once they are
         delivered."""
         return [notice for step in self.steps(record) for notice in step]
 
-    def steps(self, record: Signal | Progress) -> Iterator[list[Notice]]:
+    def steps(self, record: Signal | Progress) -> Iterator[list[DecidedNotice]]:
         """:meth:`handle` in steps of at most :data:`STEP_MS` of event time each (a report
         after a backlog can move event time by days: judging them at once would hold
         the caller's event loop for seconds). Each step's notices in order."""
@@ -125,7 +125,7 @@ class PartitionJudge:
         return settling
 
     def _judge_ahead(self, key: str, state: ScopeState, seconds: Iterable[int]
-                     ) -> list[Notice]:
+                     ) -> list[DecidedNotice]:
         family = _family(key)
         if family not in self._ahead_families:
             return []
@@ -166,7 +166,7 @@ class PartitionJudge:
         return state
 
     def _judge(self, key: str, state: ScopeState, frontier_ms: int, counted: bool
-               ) -> list[Notice]:
+               ) -> list[DecidedNotice]:
         alerts, excluded = dict(state.alerts), set(state.excluded)
         scope = Scope.parse(key)
         notices = self._evaluator.judge(scope, state, frontier_ms)

@@ -29,7 +29,7 @@ from ept.processors.worker.logic.alert_state import (
     INACTIVE,
     RESOLVED,
     AlertState,
-    Notification,
+    StateNote,
     step,
     verdict,
 )
@@ -54,12 +54,13 @@ BLOCKS_PER_DAY = 86_400 // BLOCK_S
 
 
 @dataclass(frozen=True)
-class Notice:
-    """An alert transition to tell: ``rule`` changed state for ``scope`` at ``at_ms``."""
+class DecidedNotice:
+    """A notice decided (its second stage): ``rule``'s :class:`StateNote` for ``scope`` at
+    event time ``at_ms``; the evaluate stage publishes it as an ``AlertNotice``."""
 
     rule: Rule
     scope: Scope
-    note: Notification
+    note: StateNote
     at_ms: int
 
 
@@ -139,13 +140,13 @@ class Evaluator:
             counts = state.seconds.setdefault(second, {})
             counts[event.counter] = counts.get(event.counter, 0) + 1
 
-    def judge(self, scope: Scope, state: ScopeState, frontier_ms: int) -> list[Notice]:
+    def judge(self, scope: Scope, state: ScopeState, frontier_ms: int) -> list[DecidedNotice]:
         """Judge every instant after ``state.judged_s`` up to ``frontier_ms``, in order."""
         last = frontier_ms // 1000 - 1  # the last second wholly at or before the frontier
         if last <= state.judged_s:
             return []
         rules = self.rules_of(scope)
-        notices: list[Notice] = []
+        notices: list[DecidedNotice] = []
         for second in self._instants(scope, rules, state, last):
             notices += self._judge_at(scope, rules, state, second)
         state.judged_s = last
@@ -156,7 +157,7 @@ class Evaluator:
         return notices
 
     def judge_ahead(self, scope: Scope, state: ScopeState, seconds: Iterable[int],
-                    settled_s: int) -> list[Notice]:
+                    settled_s: int) -> list[DecidedNotice]:
         """Fire count and ratio rules ahead of the frontier, at the first of ``seconds``
         (beyond ``state.judged_s``) at which the events read so far already make them
         hold.
@@ -170,7 +171,7 @@ class Evaluator:
         (:meth:`_judge_at`). Notices told ahead are ``ahead``: the notices of the
         frontier's judgement stay a function of the events alone.
         """
-        notices: list[Notice] = []
+        notices: list[DecidedNotice] = []
         candidates = sorted(s for s in seconds if s > state.judged_s)
         if not candidates:
             return notices
@@ -194,7 +195,7 @@ class Evaluator:
                 _, note = step(rule, before, measurement, now_ms)
                 assert note is not None  # holds, no pending period: it fires
                 state.alerts[rule.name] = replace(before, ahead_ms=now_ms)
-                notices.append(Notice(rule, scope, replace(note, ahead=True), now_ms))
+                notices.append(DecidedNotice(rule, scope, replace(note, ahead=True), now_ms))
                 break
         return notices
 
@@ -238,7 +239,7 @@ class Evaluator:
         return sorted(instants)
 
     def _judge_at(self, scope: Scope, rules: list[Rule], state: ScopeState, second: int
-                  ) -> list[Notice]:
+                  ) -> list[DecidedNotice]:
         now_ms = (second + 1) * 1000
         minute_end = (second + 1) % 60 == 0
         notices = []
@@ -252,7 +253,7 @@ class Evaluator:
             if after.ahead_ms and after.ahead_ms <= now_ms and after.status != FIRING:
                 # told firing ahead at this instant, and it does not hold with every event
                 # of it read: withdrawn
-                notices.append(Notice(rule, scope, Notification(
+                notices.append(DecidedNotice(rule, scope, StateNote(
                     RESOLVED, measurement.value, measurement.samples, after.ahead_ms, now_ms,
                     hits=measurement.hits,
                     no_data=measurement.no_data, ahead=True), now_ms))
@@ -262,7 +263,7 @@ class Evaluator:
             if after.status == FIRING and rule.kind in BASELINE_KINDS:
                 _exclude_from_baselines(state, second // BLOCK_S)
             if note is not None:
-                notices.append(Notice(rule, scope, note, now_ms))
+                notices.append(DecidedNotice(rule, scope, note, now_ms))
         return notices
 
 
