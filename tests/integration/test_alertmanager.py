@@ -230,6 +230,31 @@ def test_an_alertmanager_down_or_restarted_mid_incident_still_delivers(
     assert told[0] == FIRING and told[-1] == RESOLVED and set(told) == {FIRING, RESOLVED}
 
 
+def test_a_firing_told_ahead_then_withdrawn_resolves_in_alertmanager(
+        settings: Settings, notifying: Notifier, webhook: Webhook,
+        alertmanager: LocalAlertmanager) -> None:
+    """A count told firing ahead of the frontier that late events undid (docs/alerts.md,
+    firing ahead): the withdrawal, a resolved notice of the same instant, resolves it; one
+    confirmed by the frontier's notice of that instant stays firing, notified once."""
+    told = notice("template_failures", FIRING, 1, template_id="tpl_withdrawn")
+    publish(settings, replace(told, ahead=True),
+            replace(notice("template_failures", FIRING, 1, template_id="tpl_confirmed"),
+                    ahead=True))
+    webhook.wait_for(lambda found: FIRING in statuses(found, "tpl_withdrawn")
+                     and FIRING in statuses(found, "tpl_confirmed"))
+    withdrawn = replace(notice("template_failures", RESOLVED, 1, template_id="tpl_withdrawn"),
+                        ahead=True, summary="Template failures over 60m: withdrawn")
+    publish(settings, withdrawn,
+            notice("template_failures", FIRING, 1, template_id="tpl_confirmed"))
+    alerts = webhook.wait_for(lambda found: RESOLVED in statuses(found, "tpl_withdrawn"))
+    assert statuses(alerts, "tpl_withdrawn") == [FIRING, RESOLVED]
+    eventually(lambda: held_states(alertmanager, "tpl_withdrawn") == []
+               and held_states(alertmanager, "tpl_confirmed") == ["active"],
+               "Alertmanager holds only tpl_confirmed, as active")
+    # The frontier's firing of the same instant is the alert already held: no new message.
+    assert statuses(webhook.alerts(), "tpl_confirmed") == [FIRING]
+
+
 def test_the_example_routing_tree_is_accepted_by_alertmanager(tmp_path: Path) -> None:
     """deploy/alertmanager/alertmanager.yml loads: Alertmanager refuses to start on an
     invalid file."""

@@ -306,8 +306,15 @@ def notice(rule: str, labels: dict[str, str], **fields: Any) -> AlertNotice:
 
 # Two alerts of one template, two of all traffic (one of them told without data), the
 # resolved alert of an endpoint the traffic does not call (the worker's alerts on it
-# would supersede it).
+# would supersede it), and a template's count told firing ahead of the frontier, then
+# withdrawn (docs/alerts.md, firing ahead): not firing.
 ALERTS = [
+    notice("template_failures", {"template_id": "tpl_withdrawn"}, ahead=True,
+           decided_at_ms=1_764_410_400_000),
+    notice("template_failures", {"template_id": "tpl_withdrawn"}, ahead=True,
+           decided_at_ms=1_764_410_400_000, status="resolved",
+           resolved_at="2026-11-29T10:00:00Z",
+           summary="template_failures over 15m for template_id=tpl_withdrawn: withdrawn"),
     notice("template_failures", {"template_id": TEMPLATES[-1]}, action="disable_template"),
     notice("duration_regression", {"template_id": TEMPLATES[-1]}, severity="medium",
            kind="duration_regression", value=1.9, threshold=1.5, window="60m",
@@ -390,6 +397,7 @@ def test_dashboard_fits_its_panels_and_reads_as_labels(settings: Settings,
         assert measured["no_data"] == ["renders_stopped"]
         firing = measured["firing"]
         assert firing.count(TEMPLATES[-1]) == 1 and firing.lower().count("all traffic") == 1
+        assert "tpl_withdrawn" not in firing
 
 
 def wait_until(condition: Any, what: str, log: Path, timeout: float = 120.0) -> None:
