@@ -41,7 +41,7 @@ import faust
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from ept.core.kafka import faust_broker_options
+from ept.core.kafka import SCOPE_STATE_MESSAGE_BYTES, faust_broker_options
 from ept.core.settings import Settings
 from ept.processors.web.http import token_middleware
 from ept.processors.worker.broker_wait import wait_for_broker
@@ -103,14 +103,6 @@ class WorkerMetrics:
                                 "Messages not yet committed by this worker.", value=self._lag())
 
 
-# The largest scope state (one changelog message). A state holds every second counted
-# beyond the one judged last: through a backlog read unevenly (one topic hours ahead of
-# another, the frontier held by the slower) that is hours of seconds, over the 1 MB
-# Kafka's clients and topics take by default (the worker crashed on it). About a day of
-# a busy scope's seconds is 1 MB.
-STATE_MESSAGE_BYTES = 16 * 1024 * 1024
-
-
 def create_app(settings: Settings, rules: list[Rule],
                source_partitions: dict[str, int] | None = None) -> faust.App:
     """Build the worker's Faust app. Nothing connects until the worker starts.
@@ -143,8 +135,8 @@ def create_app(settings: Settings, rules: list[Rule],
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=60.0,
         producer_linger_ms=5,
-        producer_max_request_size=STATE_MESSAGE_BYTES,
-        consumer_max_fetch_size=STATE_MESSAGE_BYTES,
+        producer_max_request_size=SCOPE_STATE_MESSAGE_BYTES,
+        consumer_max_fetch_size=SCOPE_STATE_MESSAGE_BYTES,
     )
     use_transport(app)
     signals = app.topic(settings.topics.worker_signals, partitions=partitions,
@@ -153,8 +145,8 @@ def create_app(settings: Settings, rules: list[Rule],
     alerts = app.topic(settings.topics.alerts, key_serializer="raw", value_serializer="raw")
     controls = app.topic(settings.topics.template_controls, key_serializer="raw",
                          value_serializer="raw")
-    scopes = app.Table("scopes", default=dict, partitions=partitions,
-                       extra_topic_configs={"max.message.bytes": STATE_MESSAGE_BYTES})
+    # Its changelog is created by ensure_topics, taking SCOPE_STATE_MESSAGE_BYTES.
+    scopes = app.Table("scopes", default=dict, partitions=partitions)
     evaluate_stage = EvaluateStage(
         settings, rules, source_partitions or dict.fromkeys(EVENT_NAMES, partitions),
         scopes, alerts, controls)

@@ -8,13 +8,22 @@ librdkafka options by hand.
 from __future__ import annotations
 
 import logging
+import time
 from enum import Enum
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from ept.core.settings import SdkSettings, Settings
+
+log = logging.getLogger(__name__)
 
 
 class ProducerRole(Enum):
@@ -154,6 +163,14 @@ def faust_broker_options(settings: SdkSettings) -> dict[str, Any]:
     return options
 
 
+SCOPE_STATE_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest scope state the worker writes (one changelog message). A state holds every
+second counted beyond the one judged last: through a backlog read unevenly (one topic hours
+ahead of another, the frontier held by the slower) that is hours of seconds, over the 1 MB
+Kafka's clients and topics take by default (the worker crashed on it). About a day of a
+busy scope's seconds is 1 MB."""
+
+
 def topic_config(settings: Settings, name: str) -> dict[str, str]:
     """The topic-level configuration ept creates ``name`` with.
 
@@ -162,21 +179,26 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
     wrong alike. Event topics and dead letters keep ``EPT_TOPIC_RETENTION_DAYS``: the
     bound on how long raw personal data lives in Kafka. The scopes changelog, the template
     controls, the slow thresholds and the deletions are compacted (only each key's latest
-    matters).
+    matters); the scopes changelog takes messages up to :data:`SCOPE_STATE_MESSAGE_BYTES`.
     """
     retention = {"retention.ms": str(settings.topic_retention_days * 86_400_000)}
     if name in settings.topics.events.values():
         return {"message.timestamp.type": "LogAppendTime", **retention}
     if name == settings.topics.dlq:
         return retention
-    if name in (settings.topics.worker_scopes_changelog, settings.topics.template_controls,
-                settings.topics.slow_thresholds, settings.topics.deletions):
+    if name == settings.topics.worker_scopes_changelog:
+        return {"cleanup.policy": "compact",
+                "max.message.bytes": str(SCOPE_STATE_MESSAGE_BYTES)}
+    if name in (settings.topics.template_controls, settings.topics.slow_thresholds,
+                settings.topics.deletions):
         return {"cleanup.policy": "compact"}
     return {}
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create ept's missing topics; returns the names created. Blocks on the broker.
+    """Create ept's missing topics, and bring an existing scopes changelog's message limit
+    up to :data:`SCOPE_STATE_MESSAGE_BYTES`; returns the names created. Blocks on the
+    broker.
 
     The worker's repartition topic and table changelog are created here rather than by
     Faust: a topic Faust creates at start may not be in the broker's metadata yet when it
@@ -187,6 +209,9 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """
     admin = AdminClient(connection_config(settings))
     existing = set(admin.list_topics(timeout=timeout).topics)
+    if settings.topics.worker_scopes_changelog in existing:
+        _raise_message_limit(admin, settings.topics.worker_scopes_changelog,
+                             SCOPE_STATE_MESSAGE_BYTES, timeout)
     wanted = [name for name in settings.topics.all if name not in existing]
     if not wanted:
         return []
@@ -204,6 +229,33 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+def _raise_message_limit(admin: AdminClient, topic: str, limit: int, timeout: float) -> None:
+    """Bring ``topic``'s ``max.message.bytes`` up to ``limit`` when it is lower: a topic
+    created by an earlier version keeps the 1 MB default otherwise. Raises KafkaException
+    when the broker refuses."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    deadline = time.monotonic() + timeout
+    while True:  # a topic another process just made may not be known to every broker yet
+        try:
+            described = admin.describe_configs([resource], request_timeout=timeout)[resource]
+            current = described.result(timeout=timeout).get("max.message.bytes")
+            break
+        except KafkaException as exc:
+            if (exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.2)
+    if current is not None and int(current.value) >= limit:
+        return
+    change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", str(limit),
+                    incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([change], request_timeout=timeout)[change].result(
+        timeout=timeout)
+    log.warning("raised max.message.bytes of %s to %d (a scope state may be that large)",
+                topic, limit)
 
 
 def topic_partitions(settings: Settings, topics: list[str], timeout: float = 30.0

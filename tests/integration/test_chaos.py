@@ -30,6 +30,7 @@ from tests.helpers import end_offsets, read_topics
 REPO = Path(__file__).resolve().parents[2]
 SOAK_EVENTS = int(os.environ.get("EPT_SOAK_EVENTS", "20000"))
 PUBLISHERS = 4
+KILL_ROUNDS = 3  # at least: each round kills the broker, then the sink, then the worker
 RSS_LIMITS_MB = {"sink": 2048, "worker": 1024, "broker": 1536}
 RULES = """
 [[rules]]
@@ -109,7 +110,7 @@ def test_chaos_soak_loses_and_duplicates_nothing(settings: Settings, native_brok
     broker_kills = 0
     try:
         time.sleep(5)
-        while any(thread.is_alive() for thread in threads) or broker_kills == 0:
+        while any(thread.is_alive() for thread in threads) or broker_kills < KILL_ROUNDS:
             native_broker.kill()
             broker_kills += 1
             time.sleep(3)
