@@ -13,13 +13,7 @@ from ept.processors.worker.logic import durations
 from ept.processors.worker.logic.alert_state import alert_notice
 from ept.processors.worker.logic.event_time import Frontiers
 from ept.processors.worker.logic.partition_judge import PartitionJudge
-from ept.processors.worker.logic.records import (
-    Counted,
-    Progress,
-    ScopeState,
-    Signal,
-    SourceProgress,
-)
+from ept.processors.worker.logic.records import Progress, ScopeState, Signal, SourceProgress
 from ept.processors.worker.logic.rules import RulesError, parse_rules
 from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator, measured
 from ept.processors.worker.logic.scopes import Scope, signals_of
@@ -124,9 +118,9 @@ def judge_hour_by_hour(events: list[tuple[int, float]], hours_after: int = 1
     evaluator = Evaluator(parse_rules(RULE, "rules.toml"))
     state, notices = ScopeState(), []
     for hour_start in range(START_MS, events[-1][0] + hours_after * HOUR_MS, HOUR_MS):
-        hour = [Counted(t, "render_completed:0", offset, durations.bucket_of(d))
+        hour = [(t, "render_completed:0", offset, durations.bucket_of(d))
                 for offset, (t, d) in enumerate(events) if hour_start <= t < hour_start + HOUR_MS]
-        evaluator.add(VIDEO, state, hour)
+        evaluator.add(VIDEO, state, Signal.of(VIDEO.key, hour))
         notices += evaluator.judge(VIDEO, state, hour_start + HOUR_MS)
     return notices, state, evaluator
 
@@ -200,7 +194,7 @@ def test_a_template_silent_for_longer_than_its_baseline_is_dropped_from_the_tabl
         scopes = [kept] if hour >= 2 else [kept, gone]  # "gone" renders for two hours only
         for scope in scopes:
             offset += 1
-            judge.handle(Signal(scope.key, [Counted(at, source, offset, durations.bucket_of(9e3))]))
+            judge.handle(Signal.of(scope.key, [(at, source, offset, durations.bucket_of(9e3))]))
         judge.handle(Progress({source: SourceProgress(at + 1000, False)}, at))
         judge.save()
         if hour == 7 * 24:  # a week after its last render: still its baseline

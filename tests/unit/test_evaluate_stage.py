@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ept.core.settings import Settings
 from ept.processors.worker.evaluate_stage import EvaluateStage, PublishedAlerts
 from ept.processors.worker.logic.collector import Collector, SourceEvent
-from ept.processors.worker.logic.records import Counted, ScopeState, Signal
+from ept.processors.worker.logic.records import Events, ScopeState, Signal
 from ept.processors.worker.logic.rules import parse_rules
+from ept.processors.worker.logic.scope_evaluation import Evaluator
+from ept.processors.worker.logic.scopes import Scope
 
 T0 = 1_700_000_000_000
 RULES = parse_rules("""
@@ -120,13 +125,70 @@ def test_an_unreadable_alert_topic_delays_the_notice_and_loses_nothing(
     assert alert_status(table) == ["firing"] and len(topic.sent) == 1
 
 
-def test_a_signal_split_in_parts_keeps_its_events_in_order() -> None:
+def test_a_signal_split_in_parts_keeps_each_sources_events_in_order() -> None:
     """A batch's signal too large for one Kafka message is sent in parts of at most
-    ``most`` events: the same events, in order, under the same scope."""
-    events = [Counted(1_000 + i, "render_completed:0", i, "completed") for i in range(5)]
-    signal = Signal("render||", events)
+    ``most`` events: the same events, each source's in order, under the same scope."""
+    signal = Signal.of("render||", [(1_000 * i, f"render_completed:{i % 2}", i, "completed")
+                                    for i in range(5)])
     parts = signal.split(2)
-    assert [len(part.events) for part in parts] == [2, 2, 1]
+    assert [len(part) for part in parts] == [2, 2, 1]
     assert {part.scope for part in parts} == {"render||"}
-    assert [e for part in parts for e in part.events] == events
+    assert [(source, offset) for part in parts for source, events in part.sources.items()
+            for offset in events.offsets] == [
+        ("render_completed:0", 0), ("render_completed:0", 2), ("render_completed:0", 4),
+        ("render_completed:1", 1), ("render_completed:1", 3)]
     assert signal.split(5) == [signal]
+
+
+def test_a_signal_of_a_worker_before_the_columns_is_read() -> None:
+    """During an upgrade the signals topic still holds signals written as one
+    ``[time_ms, source, offset, counter]`` list per event."""
+    events = [[T0 + 1_500, "api_error:0", 7, "errors"],
+              [T0 + 2_000, "api_request_completed:1", 3, "requests"],
+              [T0 + 2_999, "api_error:0", 9, "errors"]]
+    signal = Signal.from_json(json.loads(json.dumps({"scope": "api||", "events": events})))
+    assert signal == Signal.of("api||", events)  # type: ignore[arg-type]
+    second = T0 // 1000
+    assert signal.counters == ["errors", "requests"]
+    assert signal.sources["api_error:0"] == Events([7, 9], [second + 1, second + 2], [0, 0])
+    assert Signal.from_json(json.loads(json.dumps(signal.to_json()))) == signal
+    state = ScopeState()
+    Evaluator(RULES).add(Scope("api"), state, signal)
+    assert state.seconds == {second + 1: {"errors": 1},
+                             second + 2: {"requests": 1, "errors": 1}}
+    assert state.applied == {"api_error:0": 9, "api_request_completed:1": 3}
+
+
+SOURCES = ["api_error:0", "api_error:1", "api_request_completed:0"]
+# (source, event time in seconds after T0, counter); a six-hour block begins at +6,400 s
+EVENTS = st.lists(st.tuples(st.sampled_from(SOURCES),
+                            st.integers(0, 900) | st.integers(5_000, 30_000),
+                            st.sampled_from(["errors", "requests"])), max_size=80)
+
+
+@pytest.mark.parametrize("scope", [Scope("api"), Scope("duration", "render_type", "video")])
+@given(events=EVENTS, applied=st.integers(-1, 80), most=st.integers(1, 30))
+@settings(max_examples=150, deadline=None)
+def test_a_signal_counts_each_event_above_its_applied_offset_however_split(
+        scope: Scope, events: list[tuple[str, int, str]], applied: int, most: int) -> None:
+    """A batch read again after a crash overlaps the applied one at any offset: the
+    events above each source's applied offset are counted, once; the parts of a split
+    counted in order count as the whole (late events, minute families and blocks too)."""
+    signal = Signal.of(scope.key, [(T0 + second * 1000, source, offset, counter)
+                                   for offset, (source, second, counter) in enumerate(events)])
+
+    def evaluated(parts: list[Signal], judged_s: int) -> tuple[ScopeState, int]:
+        evaluator = Evaluator(RULES)
+        state = ScopeState(judged_s=judged_s, applied={"api_error:0": applied})
+        for part in parts:
+            evaluator.add(scope, state, part)
+        return state, evaluator.late_events
+
+    judged_s = T0 // 1000 + 400  # some events late, some older than every window
+    assert evaluated(signal.split(most), judged_s) == evaluated([signal], judged_s)
+    assert sum(len(part) for part in signal.split(most)) == len(events)
+    state, _ = evaluated([signal], -1)
+    above = [(source, offset) for offset, (source, _, _) in enumerate(events)
+             if source != "api_error:0" or offset > applied]
+    assert sum(n for counts in state.seconds.values() for n in counts.values()) == len(above)
+    assert state.applied == {"api_error:0": applied} | dict(above)

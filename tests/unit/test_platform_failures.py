@@ -13,13 +13,7 @@ from ept.processors.worker.logic.alert_state import alert_notice
 from ept.processors.worker.logic.collector import Collector, SourceEvent
 from ept.processors.worker.logic.event_time import Frontiers
 from ept.processors.worker.logic.partition_judge import PartitionJudge
-from ept.processors.worker.logic.records import (
-    Counted,
-    Progress,
-    ScopeState,
-    Signal,
-    SourceProgress,
-)
+from ept.processors.worker.logic.records import Progress, ScopeState, Signal, SourceProgress
 from ept.processors.worker.logic.rules import Rule, load_rules
 from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator
 from ept.processors.worker.logic.scopes import Scope
@@ -131,14 +125,14 @@ def test_a_storm_of_failing_templates_publishes_the_overall_page_first() -> None
     notices: list[DecidedNotice] = []
     for number in range(2_000):
         template = Scope("render", "template_id", f"tpl_{number:05d}")
-        events = [Counted(T0 + i * 1000 + number, "render_failed:0", number * 4 + i, "failed")
+        events = [(T0 + i * 1000 + number, "render_failed:0", number * 4 + i, "failed")
                   for i in range(4)]
         state = states.setdefault(template.key, ScopeState())
-        evaluator.add(template, state, events)
+        evaluator.add(template, state, Signal.of(template.key, events))
         notices += evaluator.judge(template, state, T0 + MINUTE_MS)
     state = ScopeState()
-    evaluator.add(overall, state, [Counted(T0 + i, "render_failed:0", i, "failed")
-                                   for i in range(8_000)])
+    evaluator.add(overall, state, Signal.of(overall.key, [(T0 + i, "render_failed:0", i, "failed")
+                                                          for i in range(8_000)]))
     notices += evaluator.judge(overall, state, T0 + MINUTE_MS)
     assert len(notices) == 2_001
     first = sorted(notices, key=publication_order)[0]
@@ -148,10 +142,9 @@ def test_a_storm_of_failing_templates_publishes_the_overall_page_first() -> None
 def test_a_ratio_is_judged_at_the_second_its_failure_arrives_not_the_minute_end() -> None:
     evaluator = Evaluator(load_rules(None))
     scope, state = Scope("render"), ScopeState()
-    healthy = [Counted(T0 + i * 1000, "render_completed:0", i, "completed") for i in range(40)]
-    failing = [Counted(T0 + 40_000 + i * 1000, "render_failed:0", i, "failed")
-               for i in range(10)]
-    evaluator.add(scope, state, healthy + failing)
+    healthy = [(T0 + i * 1000, "render_completed:0", i, "completed") for i in range(40)]
+    failing = [(T0 + 40_000 + i * 1000, "render_failed:0", i, "failed") for i in range(10)]
+    evaluator.add(scope, state, Signal.of(scope.key, healthy + failing))
     [firing] = [n for n in evaluator.judge(scope, state, T0 + 5 * MINUTE_MS)
                 if n.rule.name == "high_error_rate"]
     # the 6th failure of 46 renders is the first > 5% with 99% confidence: at its second
@@ -168,11 +161,11 @@ def test_a_popular_healthy_template_is_never_disabled() -> None:
     notices: list[DecidedNotice] = []
     failures_per_hour = []
     for hour in range(24):
-        events = [Counted(T0 + hour * HOUR_MS + i * 1200, "render:0", hour * 3000 + i,
-                          "failed" if rng.random() < 0.001 else "completed")
+        events = [(T0 + hour * HOUR_MS + i * 1200, "render:0", hour * 3000 + i,
+                   "failed" if rng.random() < 0.001 else "completed")
                   for i in range(3000)]
-        failures_per_hour.append(sum(e.counter == "failed" for e in events))
-        evaluator.add(scope, state, events)
+        failures_per_hour.append(sum(counter == "failed" for *_, counter in events))
+        evaluator.add(scope, state, Signal.of(scope.key, events))
         notices += evaluator.judge(scope, state, T0 + (hour + 1) * HOUR_MS)
     assert max(failures_per_hour) > 3  # the count alone would have fired
     assert notices == []
@@ -215,8 +208,8 @@ def test_a_count_pages_the_moment_it_crosses_and_the_frontier_confirms_it() -> N
     [rule] = [r for r in load_rules(None) if r.name == "api_degradation"]
     judge = judge_with_lateness([rule])
     judge.handle(read_up_to(T0))
-    errors = [Counted(T0 + i * 1000, "api_error:0", i, "errors") for i in range(11)]
-    early = judge.handle(Signal("api||", errors))
+    errors = [(T0 + i * 1000, "api_error:0", i, "errors") for i in range(11)]
+    early = judge.handle(Signal.of("api||", errors))
     assert [(n.note.status, n.note.ahead, n.at_ms) for n in early] == [
         ("firing", True, T0 + 11_000)]
     assert judge.frontiers.frontier("api") < T0 + 11_000  # the frontier had not come
@@ -237,13 +230,13 @@ def test_a_count_with_a_rate_fires_ahead_once_its_sources_are_read_and_can_be_wi
     judge = judge_with_lateness([rule])
     template = "render|template_id|tpl_a"
     judge.handle(read_up_to(T0))
-    failures = [Counted(T0 + i * 1000, "render_failed:0", i, "failed") for i in range(4)]
-    assert judge.handle(Signal(template, failures)) == []  # completions not read that far
+    failures = [(T0 + i * 1000, "render_failed:0", i, "failed") for i in range(4)]
+    assert judge.handle(Signal.of(template, failures)) == []  # completions not read that far
     early = judge.handle(read_up_to(T0 + 5_000))
     assert [(n.note.status, n.note.ahead, n.at_ms) for n in early] == [
         ("firing", True, T0 + 4_000)]
-    late = [Counted(T0 - 1000 - i, "render_completed:0", i, "completed") for i in range(500)]
-    judge.handle(Signal(template, late))  # out of order, within the lateness
+    late = [(T0 - 1000 - i, "render_completed:0", i, "completed") for i in range(500)]
+    judge.handle(Signal.of(template, late))  # out of order, within the lateness
     withdrawn = judge.handle(read_up_to(T0 + 60_000))
     assert [(n.note.status, n.note.ahead, n.at_ms) for n in withdrawn] == [
         ("resolved", True, T0 + 4_000)]

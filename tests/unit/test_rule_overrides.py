@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ept.processors.worker.logic.records import Counted, ScopeState
+from ept.processors.worker.logic.records import ScopeState, Signal
 from ept.processors.worker.logic.rules import RulesError, parse_rules
 from ept.processors.worker.logic.scope_evaluation import Evaluator
 from ept.processors.worker.logic.scopes import Scope
@@ -39,8 +39,8 @@ def errors_fired(endpoint: str, errors: int) -> list[tuple[str, str, float]]:
     """The notices of ``errors`` API errors on ``endpoint``, one every 10 s."""
     evaluator = Evaluator(parse_rules(RULES, "rules.toml"))
     scope, state = Scope("api", "endpoint", endpoint), ScopeState()
-    evaluator.add(scope, state, [Counted(T0 + i * 10_000, "api_error:0", i, "errors")
-                                 for i in range(errors)])
+    evaluator.add(scope, state, Signal.of(scope.key, [(T0 + i * 10_000, "api_error:0", i, "errors")
+                                                      for i in range(errors)]))
     return [(n.note.status, n.rule.severity, n.rule.threshold)
             for n in evaluator.judge(scope, state, T0 + 30 * 60_000)]
 

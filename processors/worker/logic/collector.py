@@ -35,7 +35,7 @@ from typing import Any
 
 from ept.core.send_stamp import SendStamp
 from ept.processors.worker.logic.event_time import source_of
-from ept.processors.worker.logic.records import Counted, Progress, Signal, Source, SourceProgress
+from ept.processors.worker.logic.records import Progress, Signal, Source, SourceProgress
 from ept.processors.worker.logic.scopes import signals_of
 
 
@@ -161,10 +161,12 @@ class Collector:
             self._sources.pop(source, None)
 
     def collect(self, events: list[SourceEvent], wall_ms: int) -> list[Signal]:
-        """The signals of a batch, one per scope, events in the order read (each source's
-        offsets ascending: ``evaluate`` skips offsets it applied before). Never raises."""
+        """The signals of a batch, one per scope, each source's events in the order read
+        (offsets ascending: ``evaluate`` skips offsets it applied before). Never raises."""
         self._tick(wall_ms)
-        by_scope: dict[str, list[Counted]] = defaultdict(list)
+        # scope key -> source -> its events' offsets, seconds and counters
+        by_scope: defaultdict[str, dict[Source, tuple[list[int], list[int], list[str]]]] = (
+            defaultdict(dict))
         for event in events:
             source = source_of(event.event_name, event.partition)
             state = self._sources.setdefault(source, _SourceState())
@@ -187,11 +189,18 @@ class Collector:
                 continue
             if state.watermark_ms is None or time_ms > state.watermark_ms:
                 state.watermark_ms = time_ms
+            offset, second = event.offset, time_ms // 1000
             for scope, counter in signals_of(event.event_name, event.record):
                 if self._families is not None and scope.family not in self._families:
                     continue
-                by_scope[scope.key].append(Counted(time_ms, source, event.offset, counter))
-        return [Signal(scope, counted) for scope, counted in by_scope.items()]
+                sources = by_scope[scope.key]
+                columns = sources.get(source)
+                if columns is None:
+                    columns = sources[source] = ([], [], [])
+                columns[0].append(offset)
+                columns[1].append(second)
+                columns[2].append(counter)
+        return [Signal.from_columns(scope, sources) for scope, sources in by_scope.items()]
 
     def caught_up(self, source: Source, caught_up: bool | None) -> None:
         """Whether ``source`` has been read to its high-water mark (None: unknown)."""

@@ -62,11 +62,10 @@ class PartitionJudge:
         if isinstance(record, Signal):
             state, family = self._state(record.scope), _family(record.scope)
             scope = Scope.parse(record.scope)
-            self._evaluator.add(scope, state, record.events)
+            self._evaluator.add(scope, state, record)
             notices = self._judge(record.scope, state, self.frontiers.frontier(family),
                                   counted=True)
-            yield notices + self._judge_ahead(
-                record.scope, state, {event.time_ms // 1000 for event in record.events})
+            yield notices + self._judge_ahead(record.scope, state, record.seconds())
             return
         before = {family: self.frontiers.frontier(family) for family in FAMILIES}
         advanced = self.frontiers.update(record)

@@ -7,8 +7,11 @@ and keeps one :class:`ScopeState` per scope in its changelogged table. Each has
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 from ept.processors.worker.logic.alert_state import AlertState
 
@@ -16,39 +19,107 @@ Source = str
 """A source partition, ``<event name>:<partition>`` (topic prefix left out)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Counted:
-    """One event's contribution to one scope: ``counter`` + 1 at ``time_ms``."""
+class Events(NamedTuple):
+    """One source's events in a :class:`Signal`, as parallel columns: event ``i`` is at
+    source offset ``offsets[i]`` in event-time second ``seconds[i]`` and adds one to the
+    counter coded ``counters[i]`` (an index into :attr:`Signal.counters`). Offsets are
+    strictly ascending."""
 
-    time_ms: int
-    source: Source
-    offset: int
-    counter: str
+    offsets: list[int]
+    seconds: list[int]
+    counters: list[int]
+
+    def after(self, offset: int) -> Events:
+        """The events above source offset ``offset`` (those not applied yet)."""
+        start = bisect_right(self.offsets, offset)
+        if not start:
+            return self
+        return Events(self.offsets[start:], self.seconds[start:], self.counters[start:])
+
+    def part(self, start: int, end: int) -> Events:
+        return Events(self.offsets[start:end], self.seconds[start:end],
+                      self.counters[start:end])
 
 
 @dataclass(frozen=True)
 class Signal:
-    """The events of one collected batch that touch ``scope`` (a scope key)."""
+    """The events of one collected batch that touch ``scope`` (a scope key), by source
+    partition (:class:`Events`), each adding one to a counter named in ``counters``.
+
+    Event time is kept to the second: all ``evaluate`` counts by. On the wire, the columns
+    are lists of integers (:meth:`to_json`); :meth:`from_json` reads the form of a worker
+    before them too, a list of ``[time_ms, source, offset, counter]`` per event.
+    """
 
     scope: str
-    events: list[Counted]
+    counters: list[str]
+    sources: dict[Source, Events]
+
+    @classmethod
+    def of(cls, scope: str, events: Iterable[tuple[int, Source, int, str]]) -> Signal:
+        """The signal of ``events`` given as (time ms, source, offset, counter), each
+        source's in ascending offset order."""
+        columns: dict[Source, tuple[list[int], list[int], list[str]]] = {}
+        for time_ms, source, offset, counter in events:
+            offsets, seconds, counters = columns.setdefault(source, ([], [], []))
+            offsets.append(int(offset))
+            seconds.append(int(time_ms) // 1000)
+            counters.append(counter)
+        return cls.from_columns(scope, columns)
+
+    @classmethod
+    def from_columns(cls, scope: str, columns: dict[Source, tuple[list[int], list[int],
+                                                                   list[str]]]) -> Signal:
+        """The signal of per-source columns (offsets ascending, seconds, counter names)."""
+        names = list(dict.fromkeys(chain.from_iterable(
+            counters for _, _, counters in columns.values())))
+        code = {name: index for index, name in enumerate(names)}.__getitem__
+        return cls(scope, names, {source: Events(offsets, seconds, list(map(code, counters)))
+                                  for source, (offsets, seconds, counters) in columns.items()})
+
+    def __len__(self) -> int:
+        """The number of events."""
+        return sum(len(events.offsets) for events in self.sources.values())
+
+    def seconds(self) -> set[int]:
+        """The event-time seconds of its events."""
+        return set().union(*(events.seconds for events in self.sources.values()))
 
     def to_json(self) -> dict[str, Any]:
-        return {"scope": self.scope,
-                "events": [[e.time_ms, e.source, e.offset, e.counter] for e in self.events]}
+        return {"scope": self.scope, "counters": self.counters,
+                "sources": {source: [events.offsets, events.seconds, events.counters]
+                            for source, events in self.sources.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Signal:
-        return cls(data["scope"], [Counted(int(t), s, int(o), c) for t, s, o, c in data["events"]])
+        if "events" in data:  # written by a worker before the columns
+            return cls.of(data["scope"], data["events"])
+        return cls(data["scope"], data["counters"],
+                   {source: Events(*columns) for source, columns in data["sources"].items()})
 
     def split(self, most: int) -> list[Signal]:
         """This signal as consecutive signals of at most ``most`` events each (one Kafka
-        message each, within the producer's request size). Evaluating them in order is
-        evaluating this one: between them no progress report moves event time."""
-        if len(self.events) <= most:
+        message each, within the producer's request size): each source's events in order,
+        one source after another. Evaluating them in order is evaluating this one: between
+        them no progress report moves event time."""
+        if len(self) <= most:
             return [self]
-        return [Signal(self.scope, self.events[start:start + most])
-                for start in range(0, len(self.events), most)]
+        parts: list[Signal] = []
+        part: dict[Source, Events] = {}
+        room = most
+        for source, events in self.sources.items():
+            start = 0
+            while start < len(events.offsets):
+                end = start + room
+                part[source] = events.part(start, end)
+                room -= len(part[source].offsets)
+                start = end
+                if not room:
+                    parts.append(Signal(self.scope, self.counters, part))
+                    part, room = {}, most
+        if part:
+            parts.append(Signal(self.scope, self.counters, part))
+        return parts
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ lateness), the same events give the same notices in any arrival order Kafka allo
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -33,7 +33,7 @@ from ept.processors.worker.logic.alert_state import (
     step,
     verdict,
 )
-from ept.processors.worker.logic.records import Counted, ScopeState
+from ept.processors.worker.logic.records import ScopeState, Signal
 from ept.processors.worker.logic.rules import BASELINE_KINDS, REGRESSION, Rule
 from ept.processors.worker.logic.scopes import (
     COUNTED_BY_KIND,
@@ -110,35 +110,41 @@ class Evaluator:
         return bool(state.blocks) and not scope.label and (
             scope.family in self._volume_families)
 
-    def add(self, scope: Scope, state: ScopeState, events: list[Counted]) -> None:
-        """Count ``events`` of ``scope`` (skipping those at or below an applied source
-        offset).
+    def add(self, scope: Scope, state: ScopeState, signal: Signal) -> None:
+        """Count the events of ``signal`` (of ``scope``), skipping those at or below an
+        applied source offset.
 
         An event in a second already judged is still counted for later instants (so they
         do not depend on its arrival) and counted in ``late_events``; one older than every
         window that is still to be judged is dropped (from the windows: it still counts in
         its block, for the baselines).
         """
+        # Summed per (second, counter) first: the counters of a second change once, not
+        # once per event.
+        counted = Counter[tuple[int, int]]()
+        for source, events in signal.sources.items():
+            new = events.after(state.applied.get(source, -1))
+            if new.offsets:  # else replayed after a restart: counted before
+                state.applied[source] = new.offsets[-1]
+                counted.update(zip(new.seconds, new.counters, strict=True))
         per_minute = scope.family in MINUTE_FAMILIES
         blocks = self.keeps_blocks(scope)
-        for event in events:
-            if event.offset <= state.applied.get(event.source, -1):
-                continue  # replayed after a restart: counted before
-            state.applied[event.source] = event.offset
-            second = event.time_ms // 1000
+        names = signal.counters
+        for (second, code), number in counted.items():
+            counter = names[code]
             if blocks:
                 block = second // BLOCK_S
                 counts = state.blocks.setdefault(block, {})
-                counts[event.counter] = counts.get(event.counter, 0) + 1
+                counts[counter] = counts.get(counter, 0) + number
                 _forget_baselines_after(state, block)
             if per_minute:
                 second = second // 60 * 60 + 59  # counted at the end of its minute
             if second <= state.judged_s:
-                self.late_events += 1
+                self.late_events += number
                 if second <= state.judged_s - self.retain_s:
                     continue
             counts = state.seconds.setdefault(second, {})
-            counts[event.counter] = counts.get(event.counter, 0) + 1
+            counts[counter] = counts.get(counter, 0) + number
 
     def judge(self, scope: Scope, state: ScopeState, frontier_ms: int) -> list[DecidedNotice]:
         """Judge every instant after ``state.judged_s`` up to ``frontier_ms``, in order."""
