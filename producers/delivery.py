@@ -30,6 +30,10 @@ log = logging.getLogger("ept.producers")
 
 _PERMANENT_ERRORS = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
                      KafkaError.TOPIC_AUTHORIZATION_FAILED}
+# ``Producer.produce``'s defaults, for passing its ``headers`` by position: librdkafka's
+# partitioner picks the partition (RD_KAFKA_PARTITION_UA), the configured ``on_delivery``
+# reports, and librdkafka stamps the record's time.
+_ANY_PARTITION, _DEFAULT_CALLBACK, _NO_TIMESTAMP = -1, None, 0
 
 
 class RateLimitedLog:
@@ -114,7 +118,10 @@ class KafkaDelivery:
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queue one message. Never blocks on the network, never raises."""
         try:
-            self._produce(topic, value, key, headers=stamp_headers())
+            # All by position (topic, value, key, partition, callback, on_delivery,
+            # timestamp, headers): confluent-kafka parses a keyword at ~0.2 us a call.
+            self._produce(topic, value, key, _ANY_PARTITION, _DEFAULT_CALLBACK,
+                          _DEFAULT_CALLBACK, _NO_TIMESTAMP, stamp_headers())
         except BufferError:
             self._spool_or_drop(topic, key, value)
         except KafkaException as exc:

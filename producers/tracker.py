@@ -117,9 +117,11 @@ class Tracker:
         self._envelope = {"service": self.service, "environment": self.environment,
                           "sdk_version": SDK_VERSION}
         encoders = event_encoders(self._encoder, self._envelope, checked=True)
-        # Per event, all the hot path looks up: (topic, checked encode, key field, identifiers)
+        # Per event, all the hot path looks up: (topic, checked encode, key field,
+        # identifiers, count)
         self._events = {name: (self._topics[name], encoders[name], _KEY_FIELD[name],
-                               _IDENTIFIERS[name]) for name in EVENT_NAMES}
+                               _IDENTIFIERS[name], self.stats.event_counter(name))
+                        for name in EVENT_NAMES}
         self._warn = RateLimitedLog()
         if not self.enabled:
             delivery = DiscardingDelivery(self.stats)
@@ -245,7 +247,7 @@ class Tracker:
 
     def _emit(self, event_name: str, fields: dict[str, Any],
               user_id: str | None, account_id: str | None) -> None:
-        topic, encode, key_field, identifiers = self._events[event_name]
+        topic, encode, key_field, identifiers, count = self._events[event_name]
         try:
             message = fields.get("error_message")
             if isinstance(message, str):
@@ -275,7 +277,7 @@ class Tracker:
             self._reject(exc)
             return
         self._delivery.send(topic, key, payload)
-        self.stats.record_event(event_name)
+        count()
         if self.debug:
             log.debug("ept: tracked %s %s", event_name, record)
 

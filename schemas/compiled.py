@@ -168,6 +168,19 @@ def _encode_field(index: int, name: str, kind: str, nullable: bool, read: str | 
                        f"{indent}h{index} = {lengths}[n{index}] if n{index} < 2048 "
                        f"else {long_length}"]
         return statements, [f"h{index}", value]
+    if kind == "long" and not nullable:
+        # Nearly always epoch milliseconds: their range tested first, and zigzag's three
+        # lookups are three pieces of the body (not concatenated into one).
+        low, high = _INT64
+        return [f"{value} = {read}",
+                f"if {value}.__class__ is int and {1 << 27} <= {value} <= {(1 << 41) - 1}:",
+                f"    a{index} = _LOW_14[({value} << 1) & 0x3FFF]",
+                f"    b{index} = _LOW_14[({value} >> 13) & 0x3FFF]",
+                f"    c{index} = _VARINTS[{value} >> 27]",
+                "else:",
+                f"    a{index} = _LENGTHS[{value}] if {value}.__class__ is int "
+                f"and 0 <= {value} < 2048 else _long({value}, {low}, {high})",
+                f"    b{index} = c{index} = b''"], [f"a{index}", f"b{index}", f"c{index}"]
     if kind in ("long", "int"):
         encoded = _long_bytes(kind, value)
     elif kind == "double":

@@ -27,8 +27,11 @@ class FakeProducer:
         self.produced: list[tuple[bytes, list[tuple[str, bytes]]]] = []
         self._lock = threading.Lock()
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None, *,
-                headers: list[tuple[str, bytes]], on_delivery: Any = None) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes | None = None,
+                partition: int = -1, callback: Any = None, on_delivery: Any = None,
+                timestamp: int = 0, headers: list[tuple[str, bytes]] | None = None) -> None:
+        """``confluent_kafka.Producer.produce``'s parameters, in its order."""
+        assert headers is not None
         if self.full:
             raise BufferError
         with self._lock:
