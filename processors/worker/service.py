@@ -229,11 +229,12 @@ def run_worker(settings: Settings, rules: list[Rule], loglevel: str = "info") ->
     (:func:`~ept.processors.worker.broker_wait.wait_for_broker`; SIGTERM meanwhile ends it)."""
     from faust.worker import Worker
 
-    from ept.core.kafka import ensure_topics, topic_partitions
+    from ept.core.kafka import ensure_scope_state_limit, ensure_topics, topic_partitions
 
     if not _wait_for_broker(settings):
         return
     ensure_topics(settings)
+    ensure_scope_state_limit(settings)
     topics = list(settings.topics.events.values())
     # A topic just created (a broker that just came up) can take a moment to show in the
     # metadata a broker answers with: asked again for up to 30 s before giving up.

@@ -7,6 +7,7 @@ librdkafka options by hand.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from enum import Enum
@@ -196,9 +197,7 @@ def topic_config(settings: Settings, name: str) -> dict[str, str]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create ept's missing topics, and bring an existing scopes changelog's message limit
-    up to :data:`SCOPE_STATE_MESSAGE_BYTES`; returns the names created. Blocks on the
-    broker.
+    """Create ept's missing topics; returns the names created. Blocks on the broker.
 
     The worker's repartition topic and table changelog are created here rather than by
     Faust: a topic Faust creates at start may not be in the broker's metadata yet when it
@@ -209,9 +208,6 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """
     admin = AdminClient(connection_config(settings))
     existing = set(admin.list_topics(timeout=timeout).topics)
-    if settings.topics.worker_scopes_changelog in existing:
-        _raise_message_limit(admin, settings.topics.worker_scopes_changelog,
-                             SCOPE_STATE_MESSAGE_BYTES, timeout)
     wanted = [name for name in settings.topics.all if name not in existing]
     if not wanted:
         return []
@@ -231,31 +227,43 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     return created
 
 
-def _raise_message_limit(admin: AdminClient, topic: str, limit: int, timeout: float) -> None:
-    """Bring ``topic``'s ``max.message.bytes`` up to ``limit`` when it is lower: a topic
-    created by an earlier version keeps the 1 MB default otherwise. Raises KafkaException
-    when the broker refuses."""
+def ensure_scope_state_limit(settings: Settings, timeout: float = 30.0) -> None:
+    """Bring the scopes changelog's ``max.message.bytes`` up to
+    :data:`SCOPE_STATE_MESSAGE_BYTES` when it is lower: one created by an earlier version
+    keeps the 1 MB default, and the worker would crash on a larger state. Blocks on the
+    broker; never raises. A broker that refuses (a principal without DescribeConfigs and
+    AlterConfigs on the topic, as ept's own grants are) or cannot be asked is logged, with
+    the command that sets it by hand."""
+    topic = settings.topics.worker_scopes_changelog
+    admin = AdminClient(connection_config(settings))
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    deadline = time.monotonic() + timeout
-    while True:  # a topic another process just made may not be known to every broker yet
-        try:
-            described = admin.describe_configs([resource], request_timeout=timeout)[resource]
-            current = described.result(timeout=timeout).get("max.message.bytes")
-            break
-        except KafkaException as exc:
-            if (exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
-                    or time.monotonic() > deadline):
-                raise
-            time.sleep(0.2)
-    if current is not None and int(current.value) >= limit:
+    try:
+        deadline = time.monotonic() + timeout
+        while True:  # a topic just made may not be known to every broker yet
+            try:
+                described = admin.describe_configs([resource], request_timeout=timeout)
+                current = described[resource].result(timeout=timeout)["max.message.bytes"]
+                break
+            except KafkaException as exc:
+                if (exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+                        or time.monotonic() > deadline):
+                    raise
+                time.sleep(0.2)
+        if int(current.value) >= SCOPE_STATE_MESSAGE_BYTES:
+            return
+        change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+            ConfigEntry("max.message.bytes", str(SCOPE_STATE_MESSAGE_BYTES),
+                        incremental_operation=AlterConfigOpType.SET)])
+        admin.incremental_alter_configs([change], request_timeout=timeout)[change].result(
+            timeout=timeout)
+    except (KafkaException, concurrent.futures.TimeoutError) as exc:
+        log.warning("could not check or raise max.message.bytes of %s (%s): a scope state "
+                    "over 1 MB would stop the worker. Set it by hand: kafka-configs "
+                    "--alter --entity-type topics --entity-name %s --add-config "
+                    "max.message.bytes=%d", topic, exc, topic, SCOPE_STATE_MESSAGE_BYTES)
         return
-    change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry("max.message.bytes", str(limit),
-                    incremental_operation=AlterConfigOpType.SET)])
-    admin.incremental_alter_configs([change], request_timeout=timeout)[change].result(
-        timeout=timeout)
     log.warning("raised max.message.bytes of %s to %d (a scope state may be that large)",
-                topic, limit)
+                topic, SCOPE_STATE_MESSAGE_BYTES)
 
 
 def topic_partitions(settings: Settings, topics: list[str], timeout: float = 30.0

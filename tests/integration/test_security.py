@@ -187,7 +187,7 @@ def test_each_component_may_do_only_what_its_grants_allow(
     and on those it must not touch."""
     from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-    from ept.core.kafka import ensure_topics
+    from ept.core.kafka import ensure_scope_state_limit, ensure_topics
     from ept.deploy.kafka_access import component_grants
 
     admin = load_settings(kafka_bootstrap=authorizing_broker.bootstrap, topic_prefix="ept.",
@@ -263,3 +263,15 @@ def test_each_component_may_do_only_what_its_grants_allow(
     assert not can_read("ept-notifier", render_failed)
     assert can_write("ept-admin", topics.deletions) and can_write("ept-admin", render_failed)
     assert not can_write("ept-admin", topics.alerts)
+
+    # What the sink and the worker do at start works within their grants: every topic is
+    # there, and the worker's check of the changelog's message limit (DescribeConfigs,
+    # not granted) is logged, not raised.
+    for user in ("ept-worker", "ept-sink"):
+        as_user = admin.replace(kafka_bootstrap=authorizing_broker.sasl_bootstrap,
+                                kafka_security_protocol="SASL_PLAINTEXT",
+                                kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username=user,
+                                kafka_sasl_password=passwords[user])
+        assert ensure_topics(as_user) == []
+    ensure_scope_state_limit(as_user.replace(kafka_sasl_username="ept-worker",
+                                             kafka_sasl_password=passwords["ept-worker"]))

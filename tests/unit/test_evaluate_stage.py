@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -192,3 +193,16 @@ def test_a_signal_counts_each_event_above_its_applied_offset_however_split(
              if source != "api_error:0" or offset > applied]
     assert sum(n for counts in state.seconds.values() for n in counts.values()) == len(above)
     assert state.applied == {"api_error:0": applied} | dict(above)
+
+
+def test_a_batch_that_reads_offsets_again_counts_each_once() -> None:
+    """A signal's offsets are ascending per source (``Events.after`` bisects them): events
+    read again within one batch, as after a seek back, are counted once."""
+    _, collector, events = burst_of_api_errors({}, HeldTopic())
+    # without event ids (a producer that is not ept's SDK): no dedup by id to catch them
+    events = [replace(event, record={k: v for k, v in event.record.items() if k != "event_id"})
+              for event in events]
+    again = [*events[:8], *events[5:]]  # offsets 0..7, then 5..11
+    signals = collector.collect(again, T0 + 12_000)
+    assert [signal.sources["api_error:0"].offsets for signal in signals] == (
+        [list(range(12))] * len(signals))

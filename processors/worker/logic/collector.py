@@ -167,8 +167,12 @@ class Collector:
         # scope key -> source -> its events' offsets, seconds and counters
         by_scope: defaultdict[str, dict[Source, tuple[list[int], list[int], list[str]]]] = (
             defaultdict(dict))
+        read_up_to: dict[Source, int] = {}  # the last offset of each source in this batch
         for event in events:
             source = source_of(event.event_name, event.partition)
+            if event.offset <= read_up_to.get(source, -1):
+                continue  # read again within the batch (a seek back): counted once
+            read_up_to[source] = event.offset
             state = self._sources.setdefault(source, _SourceState())
             state.last_data_ms = self._steady_ms
             if state.record_ms is None or event.record_ms > state.record_ms:
