@@ -56,7 +56,16 @@ def test_a_leader_killed_mid_stream_loses_and_duplicates_nothing(cluster: LocalC
     ensure_topics(settings)
     topic = settings.topics.event("render_completed")
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    metadata = admin.list_topics(topic, timeout=30).topics[topic]
+    # A topic just created shows in a broker's metadata a moment before its partitions
+    # and their leaders do (one run here found no partition 0 below: KeyError).
+    deadline = time.monotonic() + 30
+    while True:
+        metadata = admin.list_topics(topic, timeout=30).topics[topic]
+        partitions = metadata.partitions.values()
+        if len(partitions) == 3 and all(p.leader >= 0 for p in partitions):
+            break
+        assert time.monotonic() < deadline, f"{topic} has no leaders: {metadata.partitions}"
+        time.sleep(0.2)
     assert all(len(p.replicas) == 3 for p in metadata.partitions.values())
     config = admin.describe_configs([ConfigResource("topic", topic)])
     effective = next(iter(config.values())).result(timeout=30)
