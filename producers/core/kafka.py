@@ -236,20 +236,8 @@ def ensure_scope_state_limit(settings: Settings, timeout: float = 30.0) -> None:
     the command that sets it by hand."""
     topic = settings.topics.worker_scopes_changelog
     admin = AdminClient(connection_config(settings))
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
-        deadline = time.monotonic() + timeout
-        while True:  # a topic just made may not be known to every broker yet
-            try:
-                described = admin.describe_configs([resource], request_timeout=timeout)
-                current = described[resource].result(timeout=timeout)["max.message.bytes"]
-                break
-            except KafkaException as exc:
-                if (exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
-                        or time.monotonic() > deadline):
-                    raise
-                time.sleep(0.2)
-        if int(current.value) >= SCOPE_STATE_MESSAGE_BYTES:
+        if _message_limit(admin, topic, timeout) >= SCOPE_STATE_MESSAGE_BYTES:
             return
         change = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
             ConfigEntry("max.message.bytes", str(SCOPE_STATE_MESSAGE_BYTES),
@@ -264,6 +252,22 @@ def ensure_scope_state_limit(settings: Settings, timeout: float = 30.0) -> None:
         return
     log.warning("raised max.message.bytes of %s to %d (a scope state may be that large)",
                 topic, SCOPE_STATE_MESSAGE_BYTES)
+
+
+def _message_limit(admin: AdminClient, topic: str, timeout: float) -> int:
+    """``topic``'s ``max.message.bytes``, asked again while the broker does not know a topic
+    just made (for up to ``timeout``). Raises KafkaException or TimeoutError otherwise."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            described = admin.describe_configs([resource], request_timeout=timeout)
+            return int(described[resource].result(timeout=timeout)["max.message.bytes"].value)
+        except KafkaException as exc:
+            if (exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.2)
 
 
 def topic_partitions(settings: Settings, topics: list[str], timeout: float = 30.0
