@@ -245,7 +245,7 @@ def ensure_scope_state_limit(settings: Settings, timeout: float = 30.0) -> None:
         admin.incremental_alter_configs([change], request_timeout=timeout)[change].result(
             timeout=timeout)
     except (KafkaException, concurrent.futures.TimeoutError) as exc:
-        log.warning("could not check or raise max.message.bytes of %s (%s): a scope state "
+        log.warning("could not check or raise max.message.bytes of %s (%r): a scope state "
                     "over 1 MB would stop the worker. Set it by hand: kafka-configs "
                     "--alter --entity-type topics --entity-name %s --add-config "
                     "max.message.bytes=%d", topic, exc, topic, SCOPE_STATE_MESSAGE_BYTES)
