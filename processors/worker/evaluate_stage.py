@@ -21,10 +21,11 @@ from ept.processors.alerts.topic import FIRING, read_alerts, told_first
 from ept.processors.worker.logic.alert_state import alert_notice, fingerprint
 from ept.processors.worker.logic.event_time import Frontiers
 from ept.processors.worker.logic.partition_judge import PartitionJudge
-from ept.processors.worker.logic.records import ScopeState, signal_or_progress
+from ept.processors.worker.logic.records import signal_or_progress
 from ept.processors.worker.logic.rules import DISABLE_TEMPLATE, Rule
 from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator, measured
 from ept.processors.worker.logic.scopes import Scope, scope_partition
+from ept.processors.worker.logic.state_table import StateTable, stored_scopes
 
 log = logging.getLogger("ept.worker")
 
@@ -116,7 +117,7 @@ class EvaluateStage:
     def judge_of(self, partition: int) -> PartitionJudge:
         if partition not in self.judges:
             partitions = self._settings.topic_partitions
-            keys = [key for key in list(self._scopes.keys())
+            keys = [key for key in stored_scopes(list(self._scopes.keys()))
                     if scope_partition(key, partitions) == partition]
             frontiers = Frontiers(self._sources, self._settings.allowed_lateness_s * 1000)
             self.judges[partition] = PartitionJudge(self.evaluator, frontiers, self._scopes,
@@ -126,8 +127,9 @@ class EvaluateStage:
     def current_rates(self) -> list[dict[str, Any]]:
         """Each scope's rule values at its frontier (the /stats page)."""
         rates = []
-        for scope_key, data in list(self._scopes.items()):
-            scope, state = Scope.parse(scope_key), ScopeState.from_json(data)
+        table = StateTable(self._scopes, self.evaluator.retain_s)
+        for scope_key in stored_scopes(list(self._scopes.keys())):
+            scope, state = Scope.parse(scope_key), table.load(scope_key)
             partition = scope_partition(scope_key, self._settings.topic_partitions)
             last = self.judge_of(partition).frontiers.frontier(scope.family) // 1000 - 1
             for scope_rule in self.evaluator.rules_of(scope):

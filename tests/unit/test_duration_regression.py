@@ -17,6 +17,7 @@ from ept.processors.worker.logic.records import Progress, ScopeState, Signal, So
 from ept.processors.worker.logic.rules import RulesError, parse_rules
 from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator, measured
 from ept.processors.worker.logic.scopes import Scope, signals_of
+from ept.processors.worker.logic.state_table import StateTable, stored_scopes
 
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 START_MS = 20_000 * DAY_MS  # a UTC midnight
@@ -198,9 +199,11 @@ def test_a_template_silent_for_longer_than_its_baseline_is_dropped_from_the_tabl
         judge.handle(Progress({source: SourceProgress(at + 1000, False)}, at))
         judge.save()
         if hour == 7 * 24:  # a week after its last render: still its baseline
-            assert gone.key in states
-    assert gone.key not in states and kept.key in states
-    assert len(ScopeState.from_json(states[kept.key]).blocks) <= evaluator.retain_blocks  # type: ignore[arg-type]
+            assert set(stored_scopes(states)) == {kept.key, gone.key}
+    assert stored_scopes(states) == [kept.key]
+    assert all(key.endswith(kept.key) for key in states)  # none of its parts left behind
+    table = StateTable(states, evaluator.retain_s)
+    assert 0 < len(table.load(kept.key).blocks) <= evaluator.retain_blocks
 
 
 def test_an_unfixed_regression_stays_open_for_days() -> None:

@@ -18,6 +18,7 @@ from ept.processors.worker.logic.records import Events, ScopeState, Signal
 from ept.processors.worker.logic.rules import parse_rules
 from ept.processors.worker.logic.scope_evaluation import Evaluator
 from ept.processors.worker.logic.scopes import Scope
+from ept.processors.worker.logic.state_table import StateTable, stored_scopes
 
 T0 = 1_700_000_000_000
 RULES = parse_rules("""
@@ -46,8 +47,9 @@ class HeldTopic:
 
 
 def alert_status(table: dict[str, Any]) -> list[str]:
-    return [alert.status for data in table.values()
-            for alert in ScopeState.from_json(data).alerts.values()]
+    states = StateTable(table, retain_s=3600)
+    return [alert.status for scope in stored_scopes(table)
+            for alert in states.load(scope).alerts.values()]
 
 
 def burst_of_api_errors(table: dict[str, Any], alerts: HeldTopic

@@ -17,6 +17,7 @@ from ept.processors.worker.logic.partition_judge import PartitionJudge
 from ept.processors.worker.logic.records import Progress, SourceProgress
 from ept.processors.worker.logic.rules import parse_rules
 from ept.processors.worker.logic.scope_evaluation import Evaluator
+from ept.processors.worker.logic.state_table import stored_scopes
 from tests.alert_streams import (
     EXPECTED_RULE,
     INCIDENTS,
@@ -191,7 +192,7 @@ def test_a_crash_before_its_notice_is_delivered_judges_the_transition_again() ->
 
     def started() -> PartitionJudge:  # a worker (re)started on the table
         return PartitionJudge(Evaluator(RULES), Frontiers({"api_error": 1}, 30_000), table,
-                              list(table))
+                              stored_scopes(table))
 
     collector = Collector(300_000, idle_ms=10_000, dedup_horizon_ms=300_000)
     collector.assign(["api_error:0"], T0)

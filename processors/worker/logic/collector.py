@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any
 
 from ept.core.send_stamp import SendStamp
@@ -267,6 +268,16 @@ class Collector:
             return True
         state.seen[event_id] = time_ms
         if len(state.seen) % 1024 == 0 and state.watermark_ms is not None:
-            oldest = state.watermark_ms - self._horizon_ms
-            state.seen = {key: t for key, t in state.seen.items() if t >= oldest}
+            _forget_before(state.seen, state.watermark_ms - self._horizon_ms)
         return False
+
+
+def _forget_before(seen: dict[str, int], oldest_ms: int) -> None:
+    """Drop the event ids of ``seen`` read first, up to the first one of event time from
+    ``oldest_ms`` on. Ids are read in about event-time order: one read out of order is
+    kept until those before it go, and a pass that drops nothing costs nothing (a rebuild
+    of the whole dict each time cost more than the rest of the collector through a
+    backlog)."""
+    expired = [key for key, _ in takewhile(lambda item: item[1] < oldest_ms, seen.items())]
+    for key in expired:
+        del seen[key]

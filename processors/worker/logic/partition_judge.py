@@ -2,8 +2,8 @@
 
 Signals are counted into their scope's state; progress reports move the event-time
 frontiers; every scope with counts or an active alert is judged up to its family's
-frontier. ``states`` is the worker's changelogged table (any mutable mapping of scope key
-to JSON state in tests).
+frontier. ``states`` is the worker's changelogged table (any mutable mapping of key to
+JSON value in tests), holding each state in parts (:mod:`.state_table`).
 
 A judged state is saved to ``states`` only by :meth:`PartitionJudge.save`, which the caller
 calls once the notices judged with it are delivered. A crash in between so leaves the
@@ -21,6 +21,7 @@ from ept.processors.worker.logic.event_time import FAMILIES, Frontiers
 from ept.processors.worker.logic.records import Progress, ScopeState, Signal
 from ept.processors.worker.logic.scope_evaluation import BLOCK_S, DecidedNotice, Evaluator
 from ept.processors.worker.logic.scopes import Scope
+from ept.processors.worker.logic.state_table import StateTable
 
 # The event time one step of judging covers at most (see PartitionJudge.steps).
 STEP_MS = 3_600_000
@@ -37,10 +38,11 @@ class PartitionJudge:
                  states: MutableMapping[str, Any], scope_keys: list[str]) -> None:
         self._evaluator = evaluator
         self.frontiers = frontiers
-        self._states = states
-        self._live = {key for key in scope_keys if states.get(key)}
+        self._states = StateTable(states, evaluator.retain_s)
+        self._live = {key for key in scope_keys if self._states.holds(key)}
         self._decoded: dict[str, ScopeState] = {}  # the newest state, saved or not
-        self._unsaved: set[str] = set()
+        # scope key -> the minutes whose counters changed since it was saved
+        self._unsaved: dict[str, set[int]] = {}
         # Duration scopes keep a week of baseline after their last render: those at rest
         # are pruned as event time enters each new six-hour block, and dropped when empty.
         self._resting_durations = {key for key in scope_keys
@@ -62,10 +64,12 @@ class PartitionJudge:
         if isinstance(record, Signal):
             state, family = self._state(record.scope), _family(record.scope)
             scope = Scope.parse(record.scope)
+            counted_s = record.seconds()
             self._evaluator.add(scope, state, record)
-            notices = self._judge(record.scope, state, self.frontiers.frontier(family),
-                                  counted=True)
-            yield notices + self._judge_ahead(record.scope, state, record.seconds())
+            self._unsaved.setdefault(record.scope, set()).update(
+                {second // 60 for second in counted_s})
+            notices = self._judge(record.scope, state, self.frontiers.frontier(family))
+            yield notices + self._judge_ahead(record.scope, state, counted_s)
             return
         before = {family: self.frontiers.frontier(family) for family in FAMILIES}
         advanced = self.frontiers.update(record)
@@ -81,7 +85,7 @@ class PartitionJudge:
                 for key in keys:
                     family = _family(key)
                     if family in advanced and at < advanced[family]:
-                        notices += self._judge(key, self._state(key), at, counted=False)
+                        notices += self._judge(key, self._state(key), at)
                 yield notices
                 at += STEP_MS
         settling = self._newly_settled()
@@ -89,7 +93,7 @@ class PartitionJudge:
         for key in keys:
             family = _family(key)
             if family in advanced:
-                notices += self._judge(key, self._state(key), advanced[family], counted=False)
+                notices += self._judge(key, self._state(key), advanced[family])
             if family in settling:
                 state = self._state(key)
                 first, last = settling[family]
@@ -132,19 +136,20 @@ class PartitionJudge:
         alerts = dict(state.alerts)
         notices = self._evaluator.judge_ahead(Scope.parse(key), state, seconds, settled_s)
         if state.alerts != alerts:
-            self._unsaved.add(key)
+            self._unsaved.setdefault(key, set())
         return notices
 
     def save(self) -> None:
         """Write the states judged since the last save to ``states`` (and delete those
         that expired)."""
-        for key in sorted(self._unsaved):
+        for key, minutes in sorted(self._unsaved.items()):
             if key in self._expired:
-                self._states.pop(key, None)
+                self._states.delete(key)
             else:
-                self._states[key] = self._state(key).to_json()
+                self._states.save(key, self._state(key), minutes)
             if key not in self._live:
                 self._decoded.pop(key, None)
+                self._states.forget(key)
         self._unsaved.clear()
         self._expired.clear()
 
@@ -156,16 +161,15 @@ class PartitionJudge:
                 self._expired.add(key)
                 self._resting_durations.discard(key)
             if len(state.blocks) != blocks:
-                self._unsaved.add(key)
+                self._unsaved.setdefault(key, set())
 
     def _state(self, key: str) -> ScopeState:
         state = self._decoded.get(key)
         if state is None:
-            state = self._decoded[key] = ScopeState.from_json(self._states.get(key))
+            state = self._decoded[key] = self._states.load(key)
         return state
 
-    def _judge(self, key: str, state: ScopeState, frontier_ms: int, counted: bool
-               ) -> list[DecidedNotice]:
+    def _judge(self, key: str, state: ScopeState, frontier_ms: int) -> list[DecidedNotice]:
         alerts, excluded = dict(state.alerts), set(state.excluded)
         scope = Scope.parse(key)
         notices = self._evaluator.judge(scope, state, frontier_ms)
@@ -175,9 +179,8 @@ class PartitionJudge:
         # judged (that write per scope per progress report was most of the worker's
         # cost). A restored state may so lag in ``judged_s``: re-judging those instants
         # over the same counts decides the same, and the notices are on the topic already.
-        if (counted or notices or state.alerts != alerts or state.excluded != excluded
-                or not live):
-            self._unsaved.add(key)
+        if notices or state.alerts != alerts or state.excluded != excluded or not live:
+            self._unsaved.setdefault(key, set())
         if live:
             self._live.add(key)
             self._resting_durations.discard(key)
