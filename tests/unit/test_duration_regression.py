@@ -80,8 +80,8 @@ def test_render_completed_signals_its_duration_per_render_type_and_template() ->
     signals = signals_of("render_completed", {"template_id": "t", "render_type": "video",
                                               "duration_ms": 1500.0})
     bucket = durations.bucket_of(1500.0)
-    assert (Scope("duration", "render_type", "video"), bucket) in signals
-    assert (Scope("duration", "template_id", "t"), bucket) in signals
+    assert ("duration", Scope("duration", "render_type", "video").key, bucket) in signals
+    assert ("duration", Scope("duration", "template_id", "t").key, bucket) in signals
 
 
 def test_the_rule_has_the_issue_defaults_and_validates_its_fields() -> None:

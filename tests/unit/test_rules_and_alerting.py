@@ -211,8 +211,9 @@ def test_scope_state_round_trips_through_json() -> None:
 def test_signals_and_measures() -> None:
     scopes = signals_of("render_completed", {"template_id": "t", "render_type": "video",
                                              "duration_ms": 10.0})
-    assert (Scope("render", "template_id", "t"), "completed") in scopes
-    assert (Scope("slow", "render_type", "video"), "renders") in scopes
+    assert ("render", Scope("render", "template_id", "t").key, "completed") in scopes
+    assert ("slow", Scope("slow", "render_type", "video").key, "renders") in scopes
+    assert ("render", Scope("render").key, "completed") in scopes
     assert Scope.parse(Scope("api", "endpoint", "/a|b").key) == Scope("api", "endpoint", "/a|b")
     assert measure("render_error_rate", {"failed": 1, "completed": 3}) == Measurement(
         25.0, 4, 1)

@@ -40,7 +40,7 @@ from ept.processors.worker.logic.records import Progress, Signal, Source, Source
 from ept.processors.worker.logic.scopes import signals_of
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: that costs ~0.4 us an event on the hot path
 class SourceEvent:
     """One decoded event as read from Kafka."""
 
@@ -195,10 +195,10 @@ class Collector:
             if state.watermark_ms is None or time_ms > state.watermark_ms:
                 state.watermark_ms = time_ms
             offset, second = event.offset, time_ms // 1000
-            for scope, counter in signals_of(event.event_name, event.record):
-                if self._families is not None and scope.family not in self._families:
+            for family, scope, counter in signals_of(event.event_name, event.record):
+                if self._families is not None and family not in self._families:
                     continue
-                sources = by_scope[scope.key]
+                sources = by_scope[scope]
                 columns = sources.get(source)
                 if columns is None:
                     columns = sources[source] = ([], [], [])
