@@ -200,7 +200,7 @@ def start_worker(settings: Settings, log: Path, processes: int = 1
     port = free_port()
     process = spawn([sys.executable, "-m", "ept.deploy.cli", "worker", "-l", "info",
                      "--processes", str(processes)], worker_environment(settings, port), log)
-    return process, [f"http://127.0.0.1:{port + i}/stats" for i in range(processes)]
+    return process, [f"http://127.0.0.1:{port + i}/stats?rates=0" for i in range(processes)]
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -25,7 +25,7 @@ from ept.processors.worker.logic.records import signal_or_progress
 from ept.processors.worker.logic.rules import DISABLE_TEMPLATE, Rule
 from ept.processors.worker.logic.scope_evaluation import DecidedNotice, Evaluator, measured
 from ept.processors.worker.logic.scopes import Scope, scope_partition
-from ept.processors.worker.logic.state_table import StateTable, stored_scopes
+from ept.processors.worker.logic.state_table import stored_scopes
 
 log = logging.getLogger("ept.worker")
 
@@ -127,11 +127,10 @@ class EvaluateStage:
     def current_rates(self) -> list[dict[str, Any]]:
         """Each scope's rule values at its frontier (the /stats page)."""
         rates = []
-        table = StateTable(self._scopes, self.evaluator.retain_s)
         for scope_key in stored_scopes(list(self._scopes.keys())):
-            scope, state = Scope.parse(scope_key), table.load(scope_key)
-            partition = scope_partition(scope_key, self._settings.topic_partitions)
-            last = self.judge_of(partition).frontiers.frontier(scope.family) // 1000 - 1
+            judge = self.judge_of(scope_partition(scope_key, self._settings.topic_partitions))
+            scope, state = Scope.parse(scope_key), judge.state_of(scope_key)
+            last = judge.frontiers.frontier(scope.family) // 1000 - 1
             for scope_rule in self.evaluator.rules_of(scope):
                 rule = scope_rule.for_scope(scope.scope_type, scope.value)
                 if rule is None:

@@ -201,7 +201,10 @@ def create_app(settings: Settings, rules: list[Rule],
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
+        """Counts, assignment and each scope's rule values (``?rates=0``: without them,
+        for a caller polling progress: they take a measurement of every scope)."""
         events = collect_stage.events
+        rates = evaluate_stage.current_rates() if request.query.get("rates") != "0" else []
         assignment = sorted({(tp.topic, tp.partition) for tp in app.consumer.assignment()}
                             | collect_stage.assignment())
         return web.json({
@@ -209,7 +212,7 @@ def create_app(settings: Settings, rules: list[Rule],
             "slowRenders": events["slow_render"],
             "totalErrors": events["render_failed"] + events["api_error"],
             "totalPerformanceIssues": events["slow_render"],
-            "events": dict(events), "rates": evaluate_stage.current_rates(),
+            "events": dict(events), "rates": rates,
             # signals sent by this collect stage, evaluated by this evaluate stage (a
             # signal read again after a rebalance counts again)
             "signals": {"sent": collect_stage.signals_sent,

@@ -91,6 +91,34 @@ def test_a_state_is_saved_after_its_notice_is_delivered(monkeypatch: pytest.Monk
     asyncio.run(scenario())
 
 
+def test_the_rates_page_shows_the_judged_state_and_a_restarted_worker_the_saved_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PublishedAlerts, "_read", lambda self: {})
+    table: dict[str, Any] = {}
+    topic = HeldTopic()
+    stage, collector, events = burst_of_api_errors(table, topic)
+
+    def rates(stage: EvaluateStage) -> list[tuple[str, float, str]]:
+        return [(rate["rule"], rate["value"], rate["status"]) for rate in stage.current_rates()]
+
+    async def scenario() -> None:
+        for signal in collector.collect(events, T0 + 12_000):
+            await stage.handle(0, signal.to_json())
+        handling = asyncio.create_task(stage.handle(0, collector.progress(T0 + 22_000)
+                                                    .to_json()))
+        while not topic.deliveries:
+            await asyncio.sleep(0)
+        assert rates(stage) == [("api_degradation", 12.0, "firing")]  # judged, not saved
+        topic.deliveries[0].set_result(None)
+        await handling
+
+    asyncio.run(scenario())
+    restarted = EvaluateStage(Settings(topic_partitions=1), RULES, {"api_error": 1},
+                              json.loads(json.dumps(table)), topic, HeldTopic())  # type: ignore[arg-type]
+    assert [(rule, status) for rule, _, status in rates(restarted)] == [
+        ("api_degradation", "firing")]
+
+
 def test_an_unreadable_alert_topic_delays_the_notice_and_loses_nothing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker restarting while the worker reads the alert topic (seen in a chaos run:

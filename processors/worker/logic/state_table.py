@@ -87,12 +87,19 @@ class StateTable:
         return bool(self._table.get(head_key(scope)) or self._table.get(scope))
 
     def load(self, scope: str) -> ScopeState:
-        """``scope``'s state as last saved (empty if none)."""
+        """``scope``'s state as last saved (empty if none), to save again."""
+        state, self._parts[scope] = self._read(scope)
+        return state
+
+    def peek(self, scope: str) -> ScopeState:
+        """``scope``'s state as last saved (empty if none), to read only."""
+        return self._read(scope)[0]
+
+    def _read(self, scope: str) -> tuple[ScopeState, _Parts]:
         head = self._table.get(head_key(scope))
         if not head:
             whole = self._table.get(scope)
-            self._parts[scope] = _Parts(whole=bool(whole))
-            return ScopeState.from_json(whole)
+            return ScopeState.from_json(whole), _Parts(whole=bool(whole))
         horizon = int(head["j"]) - self._retain_s
         seconds: dict[int, dict[str, int]] = {}
         for minute in head["m"]:
@@ -101,12 +108,12 @@ class StateTable:
                     seconds[int(second)] = dict(counts)
         blocks = {int(block): dict(self._table[block_key(scope, block)])
                   for block in head["k"]}
-        self._parts[scope] = _Parts(set(head["m"]), set(head["k"]))
-        return ScopeState(seconds,
-                          {rule: AlertState.from_json(alert)
-                           for rule, alert in head["a"].items()},
-                          int(head["j"]), dict(head["o"]), blocks,
-                          {int(block) for block in head["x"]})
+        state = ScopeState(seconds,
+                           {rule: AlertState.from_json(alert)
+                            for rule, alert in head["a"].items()},
+                           int(head["j"]), dict(head["o"]), blocks,
+                           {int(block) for block in head["x"]})
+        return state, _Parts(set(head["m"]), set(head["k"]))
 
     def save(self, scope: str, state: ScopeState, touched_minutes: Iterable[int]) -> None:
         """Write ``state`` of ``scope`` (loaded or saved through this table before), whose
