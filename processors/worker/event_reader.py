@@ -62,9 +62,9 @@ class EventReader:
     """One worker process's consumer of the event ``topics`` (see the module docstring)."""
 
     def __init__(self, settings: Settings, topics: list[str]) -> None:
-        # The sink's role: event topics, committed by hand, large fetches.
+        # Like the sink's: event topics, committed by hand, large fetches.
         self._consumer = Consumer(consumer_config(
-            settings, ConsumerRole.SINK, reader_group(settings),
+            settings, ConsumerRole.WORKER_EVENTS, reader_group(settings),
             **{"session.timeout.ms": int(settings.worker_session_timeout_s * 1000),
                "logger": logging.getLogger("ept.librdkafka")}))
         self._topics = topics

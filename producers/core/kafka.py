@@ -36,6 +36,7 @@ class ProducerRole(Enum):
 
 class ConsumerRole(Enum):
     SINK = "sink"                  # event topics -> ClickHouse, offsets stored by hand
+    WORKER_EVENTS = "worker_events"  # event topics -> the worker's signals, the same way
     TOPIC_READER = "topic_reader"  # reads a topic from its log start, commits nothing
     REPLAY = "replay"              # the dead-letter topic, committed after re-feeding
 
@@ -85,6 +86,12 @@ _CONSUMERS: dict[ConsumerRole, dict[str, Any]] = {
     ConsumerRole.TOPIC_READER: {"enable.auto.commit": False, "auto.offset.reset": "earliest"},
     ConsumerRole.REPLAY: {"enable.auto.commit": False, "auto.offset.reset": "earliest"},
 }
+# The sink's settings with a shallower prefetch queue: a worker process counts tens of
+# thousands of events a second, not the sink's hundreds of thousands, and 16 MB is still
+# seconds of its work; the sink's 128 MB, full through a backlog, was most of its RSS.
+_CONSUMERS[ConsumerRole.WORKER_EVENTS] = {**_CONSUMERS[ConsumerRole.SINK],
+                                          "queued.min.messages": 20_000,
+                                          "queued.max.messages.kbytes": 16_384}
 
 
 def connection_config(settings: SdkSettings) -> dict[str, Any]:
