@@ -12,7 +12,6 @@ from ept.processors.worker.logic.alert_state import AlertState
 from ept.processors.worker.logic.records import ScopeState
 from ept.processors.worker.logic.state_table import (
     StateTable,
-    block_key,
     head_key,
     minute_key,
     scope_of,
@@ -42,27 +41,71 @@ def test_a_saved_state_reads_back_equal_after_a_restart() -> None:
     assert stored_scopes(table) == [SCOPE]
 
 
-def test_a_save_writes_the_head_and_the_minutes_touched_only() -> None:
-    table: dict[str, Any] = {}
+class Recording(dict[str, Any]):
+    """A table that records the keys written and deleted, in order."""
+
+    def __init__(self, table: dict[str, Any]) -> None:
+        super().__init__(table)
+        self.written: list[str] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.written.append(key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.written.append(f"-{key}")
+        super().__delitem__(key)
+
+
+def test_a_save_writes_its_head_alone_and_a_minute_once_no_save_touches_it() -> None:
+    table = Recording({})
     states = StateTable(table, RETAIN_S)
     state = state_with({second: {"completed": 1} for second in range(0, 3_600)}, judged_s=0)
     states.save(SCOPE, state, {second // 60 for second in state.seconds})
-    written: list[str] = []
-
-    class Recording(dict[str, Any]):
-        def __setitem__(self, key: str, value: Any) -> None:
-            written.append(key)
-            super().__setitem__(key, value)
-
-    recording = Recording(table)
-    states = StateTable(recording, RETAIN_S)
-    state = states.load(SCOPE)
+    assert table.written == [head_key(SCOPE)]  # all inline: one message
     state.seconds[3_599]["failed"] = 1
+    table.written.clear()
     states.save(SCOPE, state, {59})
-    # of an hour of counters: the head, the minute changed and the block it is in
-    assert sorted(written) == sorted([head_key(SCOPE), minute_key(SCOPE, 59),
-                                      block_key(SCOPE, 0)])
-    assert StateTable(restored(recording), RETAIN_S).load(SCOPE) == state
+    # the 59 minutes no longer touched get parts, before the head that stops holding them
+    assert table.written == [minute_key(SCOPE, minute) for minute in range(59)] + [
+        head_key(SCOPE)]
+    state.seconds[3_598]["failed"] = 1
+    table.written.clear()
+    states.save(SCOPE, state, {59})
+    assert table.written == [head_key(SCOPE)]
+    assert StateTable(restored(table), RETAIN_S).load(SCOPE) == state
+
+
+def test_a_save_cut_short_by_a_kill_leaves_the_state_before_it_or_after_it() -> None:
+    """Whatever prefix of a save's messages reached the changelog, the state read back is
+    the one saved before or the one saved now: never counts without their offsets."""
+    table = Recording({})
+    states = StateTable(table, RETAIN_S)
+    before = state_with({second: {"completed": 1} for second in range(0, 7_200, 7)},
+                        judged_s=3_000)
+    states.save(SCOPE, before, {second // 60 for second in before.seconds})
+    saved_before = restored(table)
+    states = StateTable(table, RETAIN_S)
+    after = states.load(SCOPE)
+    after.applied["render_failed:0"] = 99
+    for second in (4_000, 4_001, 7_000):
+        after.seconds.setdefault(second, {})["failed"] = 1
+    after.judged_s = 3_700  # minutes up to 1 go past the horizon
+    after.seconds = {s: c for s, c in after.seconds.items() if s > after.judged_s - RETAIN_S}
+    table.written.clear()
+    states.save(SCOPE, after, {66, 116})
+    messages = list(table.written)
+    final = restored(table)
+    for cut in range(len(messages) + 1):
+        partial = dict(saved_before)
+        for key in messages[:cut]:
+            if key.startswith("-"):
+                partial.pop(key[1:], None)
+            else:
+                partial[key] = final[key]
+        read = StateTable(partial, RETAIN_S).load(SCOPE)
+        assert read in (before, after), f"cut after {cut} of {messages}"
+    assert StateTable(final, RETAIN_S).load(SCOPE) == after
 
 
 def test_minutes_past_the_horizon_are_deleted_and_a_cut_one_reads_without_them() -> None:
