@@ -129,7 +129,7 @@ class EvaluateStage:
         rates = []
         for scope_key in stored_scopes(list(self._scopes.keys())):
             judge = self.judge_of(scope_partition(scope_key, self._settings.topic_partitions))
-            scope, state = Scope.parse(scope_key), judge.state_of(scope_key)
+            scope, state = Scope.parse(scope_key), judge.saved_state(scope_key)
             last = judge.frontiers.frontier(scope.family) // 1000 - 1
             for scope_rule in self.evaluator.rules_of(scope):
                 rule = scope_rule.for_scope(scope.scope_type, scope.value)

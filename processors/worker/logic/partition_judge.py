@@ -163,11 +163,9 @@ class PartitionJudge:
             if len(state.blocks) != blocks:
                 self._unsaved.setdefault(key, set())
 
-    def state_of(self, key: str) -> ScopeState:
-        """The newest state of ``key`` (judged, perhaps not saved yet), to read: one not in
-        memory is read from the table and not kept."""
-        state = self._decoded.get(key)
-        return state if state is not None else self._states.peek(key)
+    def saved_state(self, key: str) -> ScopeState:
+        """The state of ``key`` as last saved (what a restart would start from), to read."""
+        return self._states.peek(key)
 
     def _state(self, key: str) -> ScopeState:
         state = self._decoded.get(key)
