@@ -66,6 +66,18 @@ def burst_of_api_errors(table: dict[str, Any], alerts: HeldTopic
     return stage, collector, events
 
 
+async def judged_until_told(stage: EvaluateStage, collector: Collector,
+                            events: list[SourceEvent], topic: HeldTopic) -> asyncio.Task[None]:
+    """Hand ``stage`` the burst's signals, then the report that fires it; returns the
+    report's handling, once its notice is sent and held undelivered."""
+    for signal in collector.collect(events, T0 + 12_000):
+        await stage.handle(0, signal.to_json())
+    handling = asyncio.create_task(stage.handle(0, collector.progress(T0 + 22_000).to_json()))
+    while not topic.deliveries:
+        await asyncio.sleep(0)
+    return handling
+
+
 def test_a_state_is_saved_after_its_notice_is_delivered(monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
     monkeypatch.setattr(PublishedAlerts, "_read", lambda self: {})  # an empty alert topic
@@ -102,12 +114,7 @@ def test_the_rates_page_shows_the_saved_state_as_a_restarted_worker_does(
         return [(rate["rule"], rate["value"], rate["status"]) for rate in stage.current_rates()]
 
     async def scenario() -> None:
-        for signal in collector.collect(events, T0 + 12_000):
-            await stage.handle(0, signal.to_json())
-        handling = asyncio.create_task(stage.handle(0, collector.progress(T0 + 22_000)
-                                                    .to_json()))
-        while not topic.deliveries:
-            await asyncio.sleep(0)
+        handling = await judged_until_told(stage, collector, events, topic)
         assert [status for _, _, status in rates(stage)] == ["inactive"]  # not saved yet
         topic.deliveries[0].set_result(None)
         await handling
@@ -144,12 +151,7 @@ def test_an_unreadable_alert_topic_delays_the_notice_and_loses_nothing(
     stage, collector, events = burst_of_api_errors(table, topic)
 
     async def scenario() -> None:
-        for signal in collector.collect(events, T0 + 12_000):
-            await stage.handle(0, signal.to_json())
-        handling = asyncio.create_task(stage.handle(0, collector.progress(T0 + 22_000)
-                                                    .to_json()))
-        while not topic.deliveries:
-            await asyncio.sleep(0)
+        handling = await judged_until_told(stage, collector, events, topic)
         topic.deliveries[0].set_result(None)
         await handling
 
