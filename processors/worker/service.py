@@ -23,8 +23,8 @@ is beyond the last one it applied from that source partition, and a notice is pu
 only if it was decided at a later event time than the last notice of its fingerprint on
 the alert topic — so a killed worker neither repeats nor misses one, re-notifications
 included. Faust consumes the signals through :mod:`ept.processors.worker.faust_kafka`, so no
-offset is committed that an agent was not handed; the event reader commits an event's
-offset only after its signals are acknowledged.
+offset is committed that an agent was not handed and a rebalance drops no signal; the
+event reader commits an event's offset only after its signals are acknowledged.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from ept.processors.web.http import token_middleware
 from ept.processors.worker.broker_wait import wait_for_broker
 from ept.processors.worker.collect_stage import CollectStage
 from ept.processors.worker.evaluate_stage import EvaluateStage
-from ept.processors.worker.faust_kafka import use_transport
+from ept.processors.worker.faust_kafka import use_fixed_consumption
 from ept.processors.worker.logic.event_time import FAMILIES
 from ept.processors.worker.logic.rules import Rule
 from ept.schemas.registry import EVENT_NAMES
@@ -138,7 +138,7 @@ def create_app(settings: Settings, rules: list[Rule],
         producer_max_request_size=SCOPE_STATE_MESSAGE_BYTES,
         consumer_max_fetch_size=SCOPE_STATE_MESSAGE_BYTES,
     )
-    use_transport(app)
+    use_fixed_consumption(app)
     signals = app.topic(settings.topics.worker_signals, partitions=partitions,
                         key_type=bytes, key_serializer="raw", value_serializer="json",
                         internal=True)
