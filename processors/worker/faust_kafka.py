@@ -21,12 +21,13 @@ never evaluated dozens of signals in a row (37, 73, 141...). Four faults, each f
    run that follows the committed offset even when the message *at* that offset was never
    acknowledged (an off-by-one: a gap of one is not seen). :class:`Consumer` commits
    nothing past a missing offset, and reads the partition again from it if it is still
-   missing after :data:`MISSING_GRACE_S`.
+   missing after :data:`MISSING_GRACE_S` (up to :data:`MAX_REREADS` times: then, with an
+   error, it commits past it).
 4. **Skipped messages acknowledged.** A stream that takes a message from its buffer while
    the flow is stopped, or that was fetched in an earlier consumer generation, skips it
-   without handing it to the agent and (the pure-Python stream) acknowledges it. A stream
-   marks each message it hands to an agent as ``tracked`` first; :class:`Consumer` does
-   not count the acknowledgement of an untracked one.
+   without handing it to the agent and (the pure-Python stream) acknowledges it.
+   :class:`Consumer` does not count the acknowledgement of a message that was not handed
+   to an agent (``tracked``) while the flow was stopped or of an older generation.
 
 Reading a message twice is harmless to the worker, which applies each source offset once.
 """
@@ -47,6 +48,7 @@ from mode.utils.queues import FlowControlEvent
 log = logging.getLogger("ept.worker")
 
 MISSING_GRACE_S = 5.0  # a missing offset not read again by then is sought
+MAX_REREADS = 3  # seeks back to a missing offset before it is taken as unreadable
 
 
 class BufferKeepingFlowControl(FlowControlEvent):
@@ -79,16 +81,25 @@ class Consumer(aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = ChangelogReadOffsets(self.app.topics.acks_enabled_for)
-        # partition -> (the committed offset missing from its acknowledgements, since when)
-        self._missing: dict[TP, tuple[int, float]] = {}
-        self._seeking: asyncio.Future[None] | None = None
+        # partition -> (the committed offset missing from its acknowledgements, since when,
+        # seeks back to it so far)
+        self._missing: dict[TP, tuple[int, float, int]] = {}
+        self._reread: asyncio.Future[None] | None = None
 
     def ack(self, message: Message) -> bool:
-        """Count ``message`` towards the committable offset if an agent was handed it."""
-        if message.tracked:
-            return bool(super().ack(message))
-        message.acked = True  # skipped: settled, but not committable
-        return False
+        """Count ``message`` towards the committable offset, unless a stream skipped it
+        (it is read again). A message that could not be decoded counts: read again, it
+        would fail again."""
+        if not message.tracked and self._skipped(message):
+            message.acked = True  # settled, but not committable
+            return False
+        return bool(super().ack(message))
+
+    def _skipped(self, message: Message) -> bool:
+        """What makes a stream skip ``message`` (``faust/streams.py``): the flow stopped,
+        or a message fetched in an earlier consumer generation."""
+        return (not self.app.flow_control.is_active()
+                or message.generation_id != self.app.consumer_generation_id)
 
     def _new_offset(self, tp: TP) -> int | None:
         """The offset to commit for ``tp``: past the acknowledged run that starts at the
@@ -96,23 +107,46 @@ class Consumer(aiokafka.Consumer):
         committed = self._committed_offset[tp]
         acked = self._acked[tp]
         if committed is not None and acked and min(acked) > committed:
-            self._read_again_if_still_missing(tp, committed)
-            return None
-        self._missing.pop(tp, None)
+            if not self._given_up(tp, committed, min(acked)):
+                return None
+        else:
+            self._missing.pop(tp, None)
         return super()._new_offset(tp)
 
-    def _read_again_if_still_missing(self, tp: TP, offset: int) -> None:
-        """Seek ``tp`` back to ``offset`` once it has been missing for MISSING_GRACE_S
-        (a rebalance's own seek reads it again sooner), and again after each grace."""
+    def _given_up(self, tp: TP, offset: int, next_acked: int) -> bool:
+        """Whether the missing ``offset`` of ``tp`` is passed over: read again (sought
+        each MISSING_GRACE_S it stays missing: a rebalance's own seek reads it sooner),
+        and after MAX_REREADS seeks taken as unreadable (removed by retention, say), with
+        an error, so that commits go on. Then the offsets up to ``next_acked`` count as
+        acknowledged."""
         now = time.monotonic()
-        missing, since = self._missing.get(tp, (None, now))
+        missing, since, seeks = self._missing.get(tp, (None, now, 0))
         if missing != offset:
-            self._missing[tp] = (offset, now)
-        elif now - since >= MISSING_GRACE_S:
-            self._missing[tp] = (offset, now)
-            log.warning("%s: offset %d was never handed to the agent; reading the partition "
-                        "again from it", tp, offset)
-            self._seeking = asyncio.ensure_future(self.seek_wait({tp: offset}))
+            self._missing[tp] = (offset, now, 0)
+            return False
+        if now - since < MISSING_GRACE_S:
+            return False
+        if seeks >= MAX_REREADS:
+            log.error("%s: offsets %d to %d were never handed to the agent, though read "
+                      "again %d times; committed past them", tp, offset, next_acked - 1,
+                      seeks)
+            self._missing.pop(tp, None)
+            self._acked[tp].extend(range(offset, next_acked))
+            return True
+        self._missing[tp] = (offset, now, seeks + 1)
+        log.warning("%s: offset %d was never handed to the agent; reading the partition "
+                    "again from it", tp, offset)
+        self._reread = asyncio.ensure_future(self._read_again(tp, offset))
+        return False
+
+    async def _read_again(self, tp: TP, offset: int) -> None:
+        if self.app.rebalancing or tp not in self.assignment():
+            return  # the rebalance seeks it to its committed offset
+        try:
+            await self.seek_wait({tp: offset})
+        except Exception as exc:  # revoked meanwhile: read from the committed offset
+            log.warning("%s: not sought back to %d (%s: %s)", tp, offset,
+                        type(exc).__name__, exc)
 
 
 class Transport(aiokafka.Transport):

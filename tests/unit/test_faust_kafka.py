@@ -15,6 +15,7 @@ from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from ept.processors.worker import faust_kafka
 from ept.processors.worker.faust_kafka import (
+    MAX_REREADS,
     MISSING_GRACE_S,
     BufferKeepingFlowControl,
     ChangelogReadOffsets,
@@ -47,9 +48,11 @@ def consumer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     yield _consumer(request.param, monkeypatch, committed=5)
 
 
-def _ack(consumer: aiokafka.Consumer, offset: int, handed_to_agent: bool) -> None:
+def _ack(consumer: aiokafka.Consumer, offset: int, handed_to_agent: bool,
+         generation: int = -1) -> None:
+    """Ack a message of ``generation`` (by default an older one than the consumer's)."""
     message = ConsumerMessage(PARTITION.topic, PARTITION.partition, offset, 0.0, 0, None,
-                              b"key", b"value", None)
+                              b"key", b"value", None, generation_id=generation)
     message.tracked = handed_to_agent  # what a stream does before it yields a message
     message.ack(consumer)
 
@@ -100,17 +103,25 @@ def test_an_offset_missing_from_the_head_is_not_committed_past(
         assert committable == 8  # Faust's off-by-one: 5 is lost. If this fails, Faust fixed it.
 
 
-def test_an_offset_still_missing_after_the_grace_is_read_again(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    consumer = _consumer(True, monkeypatch, committed=5)
+def _reading_again(consumer: aiokafka.Consumer, monkeypatch: pytest.MonkeyPatch
+                   ) -> tuple[list[dict[TP, int]], list[float]]:
+    """The seeks ``consumer`` asks for, and its clock (monotonic seconds) to move."""
     sought: list[dict[TP, int]] = []
 
     async def seek_wait(partitions: dict[TP, int]) -> None:
         sought.append(partitions)
 
     monkeypatch.setattr(consumer, "seek_wait", seek_wait)
+    monkeypatch.setattr(consumer, "assignment", lambda: {PARTITION})
     now = [100.0]
     monkeypatch.setattr(faust_kafka.time, "monotonic", lambda: now[0])
+    return sought, now
+
+
+def test_an_offset_still_missing_after_the_grace_is_read_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = _consumer(True, monkeypatch, committed=5)
+    sought, now = _reading_again(consumer, monkeypatch)
 
     async def commits() -> None:
         _ack(consumer, 6, handed_to_agent=True)
@@ -127,6 +138,37 @@ def test_an_offset_still_missing_after_the_grace_is_read_again(
         assert consumer._new_offset(PARTITION) == 7
 
     asyncio.run(commits())
+
+
+def test_an_offset_never_read_again_is_committed_past_after_the_last_seek(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Removed by retention, say: commits go on (with an error) after MAX_REREADS seeks."""
+    consumer = _consumer(True, monkeypatch, committed=5)
+    sought, now = _reading_again(consumer, monkeypatch)
+
+    async def commits() -> None:
+        _ack(consumer, 8, handed_to_agent=True)
+        assert consumer._new_offset(PARTITION) is None
+        for seek in range(1, MAX_REREADS + 1):
+            now[0] += MISSING_GRACE_S
+            assert consumer._new_offset(PARTITION) is None
+            await asyncio.sleep(0)
+            assert len(sought) == seek
+        now[0] += MISSING_GRACE_S
+        assert consumer._new_offset(PARTITION) == 9
+        assert len(sought) == MAX_REREADS
+
+    asyncio.run(commits())
+
+
+def test_a_message_that_could_not_be_decoded_is_committed_past(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust acks it untracked, with the flow running: read again, it would fail again."""
+    consumer = _consumer(True, monkeypatch, committed=5)
+    consumer.app.flow_control.resume()
+    _ack(consumer, 5, handed_to_agent=False, generation=consumer.app.consumer_generation_id)
+    _ack(consumer, 6, handed_to_agent=True, generation=consumer.app.consumer_generation_id)
+    assert consumer._new_offset(PARTITION) == 7
 
 
 def test_agents_topics_keep_no_read_offset_changelogs_do() -> None:
