@@ -18,6 +18,10 @@ from ept.processors.worker.logic.event_time import FAMILIES
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+# What the Kafka clients log while a broker or a peer is away, again and again.
+_CLIENT_NOISE = re.compile(r"rdkafka|Unable connect|Unable to update metadata|NodeNotReady|"
+                           r"Failed fetch|Heartbeat|[Cc]oordinator|Connection at|"
+                           r"produce response|KafkaConnectionError")
 _FRONTIER = re.compile(r'^ept_worker_event_time_frontier_seconds\{family="(\w+)",'
                        r'partition="(\d+)"\} (\S+)$', re.MULTILINE)
 
@@ -66,9 +70,7 @@ class Worker:
 
     def metrics(self) -> str:
         """The worker's /metrics page (Prometheus text format)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
-                                    timeout=10) as reply:
-            return str(reply.read().decode())
+        return metrics_page(self.port)
 
     def counter(self, name: str) -> float:
         """The value of an unlabelled metric, e.g. ``ept_worker_late_events_total``."""
@@ -111,3 +113,28 @@ class Worker:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def log_digest(log_path: Path, lines: int = 80) -> str:
+    """The last ``lines`` warnings, errors, notices and restarts of a worker log, without
+    the Kafka clients' retry noise: what a failed test is explained by."""
+    kept = [line for line in log_path.read_text(errors="replace").splitlines()
+            if re.search(r"\[(WARNING|ERROR|CRITICAL)\]|alert |Worker\]: (Starting|Ready)", line)
+            and not _CLIENT_NOISE.search(line)]
+    return "\n".join(kept[-lines:])
+
+
+def metrics_page(port: int) -> str:
+    """The /metrics page of the worker on ``port`` (Prometheus text format)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return str(reply.read().decode())
+
+
+def progress_lines(port: int) -> str:
+    """The event-time and lag lines of a worker's /metrics page, or why there are none."""
+    try:
+        page = metrics_page(port)
+    except OSError as exc:
+        return f"no /metrics page ({exc})"
+    return "\n".join(line for line in page.splitlines()
+                     if line.startswith(("ept_worker_event_time", "ept_worker_consumer_lag")))

@@ -25,7 +25,7 @@ from ept.processors.worker.logic.collector import Collector, SourceEvent
 from ept.processors.worker.logic.event_time import source_of
 from ept.processors.worker.logic.records import Signal, Source
 from ept.processors.worker.logic.scopes import scope_partition
-from ept.processors.worker.recent_events import recent_event_ids
+from ept.processors.worker.recent_events import newest_record_times, recent_event_ids
 from ept.schemas.codec import DecodeError, Decoder
 
 log = logging.getLogger("ept.worker")
@@ -82,6 +82,7 @@ class CollectStage:
         # evaluate would judge past events it has not counted yet.
         self._batch_in_flight = asyncio.Lock()
         self._last_report = 0.0
+        self._clock_readers: set[asyncio.Future[None]] = set()  # of partitions taken over
 
     async def run(self) -> None:
         """Read, collect, send, commit until cancelled; then commit and leave the group.
@@ -99,6 +100,8 @@ class CollectStage:
                 if time.monotonic() - self._last_report >= PROGRESS_INTERVAL_S:
                     await self.report_progress()
         finally:
+            for reader in self._clock_readers:
+                reader.cancel()
             await loop.run_in_executor(thread, self.reader.close)
             thread.shutdown()
 
@@ -129,6 +132,9 @@ class CollectStage:
                                        if source not in self.collector.sources}
                 self.collector.assign(sources, wall_ms())
                 self._assignment |= change.partitions
+                reader = asyncio.ensure_future(self._learn_broker_clock(change.partitions))
+                self._clock_readers.add(reader)
+                reader.add_done_callback(self._clock_readers.discard)
             else:
                 self.collector.revoke(sources)
                 self._assignment -= change.partitions
@@ -179,6 +185,29 @@ class CollectStage:
                 log.error("signals not delivered (%s: %s); again in %.0f s",
                           type(exc).__name__, exc, pause)
                 await asyncio.sleep(pause)
+
+    async def _learn_broker_clock(self, partitions: frozenset[Partition]) -> None:
+        """Start the broker's clock from the newest record of ``partitions``, just taken
+        over (:mod:`~ept.processors.worker.recent_events` says why). A broker that cannot
+        be asked is asked again, backing off up to 30 s, while any of them is still
+        assigned; a record read meanwhile teaches the clock too."""
+        loop = asyncio.get_running_loop()
+        for attempt in itertools.count():
+            try:
+                newest = await loop.run_in_executor(None, newest_record_times,
+                                                    self._settings, sorted(partitions))
+            except Exception as exc:  # the broker away
+                pause = min(30.0, 2.0 ** attempt)
+                log.warning("the broker's clock not read back from the event partitions "
+                            "taken over (%s: %s); again in %.0f s", type(exc).__name__, exc,
+                            pause)
+                await asyncio.sleep(pause)
+                if not partitions & self._assignment:
+                    return
+                continue
+            if newest:
+                self.collector.broker_clock_seen(max(newest.values()))
+            return
 
     async def _remember_first(self, messages: list[Message]) -> None:
         """Read back the recent event ids of each partition taken over whose first

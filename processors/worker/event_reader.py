@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ log = logging.getLogger("ept.worker")
 
 Partition = tuple[str, int]
 """An event topic partition: (topic, partition)."""
+
+START_TIMEOUT_S = 10.0  # each question to the broker of where reading starts
+START_RETRY_S = 2.0  # between such questions while the broker cannot tell
 
 
 def reader_group(settings: Settings) -> str:
@@ -73,6 +77,8 @@ class EventReader:
         self._assignment: set[Partition] = set()
         self._acked: dict[Partition, int] = {}  # next offset acknowledged, to commit
         self._started: dict[Partition, int] = {}  # committed offset when assigned
+        self._unstarted: set[Partition] = set()  # assigned, that offset not known yet
+        self._next_start_retry = 0.0
         self._subscribed = False
 
     # -- the consuming thread -----------------------------------------------------------
@@ -84,6 +90,7 @@ class EventReader:
             self._consumer.subscribe(self._topics, on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_revoke)
             self._subscribed = True
+        self._learn_missing_starts()
         messages = self._consumer.consume(count, timeout=timeout_s)
         if any(message.error() is not None for message in messages):
             for message in messages:
@@ -100,35 +107,67 @@ class EventReader:
         self._consumer.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Where reading starts on each: a partition nothing is read from has been read
-        # to there (its high-water mark may equal it: caught up with nothing to read).
-        try:
-            committed = consumer.committed(partitions, timeout=30)
-        except Exception as exc:  # the broker away: caught up is then not known
-            log.warning("event reader: committed offsets not read (%s)", exc)
-            committed = []
-        started = {}
-        for tp in committed:
-            if tp.offset == OFFSET_INVALID or tp.offset < 0:  # nothing committed: the log start
-                try:
-                    started[(tp.topic, tp.partition)] = consumer.get_watermark_offsets(
-                        tp, timeout=10)[0]
-                except Exception as exc:
-                    log.warning("event reader: %s[%d] not asked (%s)", tp.topic,
-                                tp.partition, exc)
-            else:
-                started[(tp.topic, tp.partition)] = tp.offset
+        assigned = frozenset((tp.topic, tp.partition) for tp in partitions)
+        started = self._read_starts(assigned)
         with self._lock:
             self._started.update(started)
-            assigned = frozenset((tp.topic, tp.partition) for tp in partitions)
+            self._unstarted |= assigned - started.keys()
+            self._next_start_retry = time.monotonic() + START_RETRY_S
             self._assignment |= assigned
             self._changes.append(Change(True, assigned))
+
+    def _read_starts(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """Where reading starts on each of ``partitions``: the committed offset, else the
+        log start (a partition nothing is read from has been read to there: its high-water
+        mark may equal it, caught up with nothing to read). Those the broker could not
+        tell are left out, and logged. Blocks on the broker."""
+        wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+        try:
+            committed = self._consumer.committed(wanted, timeout=START_TIMEOUT_S)
+        except Exception as exc:  # the broker away: asked again before the next fetch
+            log.warning("event reader: committed offsets not read (%s)", exc)
+            return {}
+        started = {}
+        for tp in committed:
+            partition = (tp.topic, tp.partition)
+            if tp.error is not None:
+                log.warning("event reader: %s[%d] committed offset not read (%s)",
+                            *partition, tp.error)
+            elif tp.offset == OFFSET_INVALID or tp.offset < 0:  # nothing committed
+                try:
+                    started[partition] = self._consumer.get_watermark_offsets(
+                        tp, timeout=START_TIMEOUT_S)[0]
+                except Exception as exc:
+                    log.warning("event reader: %s[%d] log start not read (%s)", *partition,
+                                exc)
+            else:
+                started[partition] = tp.offset
+        return started
+
+    def _learn_missing_starts(self) -> None:
+        """Ask again where reading started on the partitions the broker could not tell
+        when they were assigned (each :data:`START_RETRY_S` at most): until it is known,
+        such a partition with nothing new to read would never count as caught up, and
+        the event time of its family would stand. Blocks on the broker."""
+        with self._lock:
+            unstarted = set(self._unstarted)
+        if not unstarted or time.monotonic() < self._next_start_retry:
+            return
+        started = self._read_starts(unstarted)
+        with self._lock:
+            self._started.update(started)
+            self._unstarted -= started.keys()
+            if self._unstarted:
+                self._next_start_retry = time.monotonic() + START_RETRY_S
+            else:
+                log.info("event reader: where reading started is known again")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = frozenset((tp.topic, tp.partition) for tp in partitions)
         self._commit_sync(revoked)
         with self._lock:
             self._assignment -= revoked
+            self._unstarted -= revoked
             for partition in revoked:
                 self._acked.pop(partition, None)
                 self._started.pop(partition, None)
@@ -187,7 +226,8 @@ class EventReader:
 
     def started_at(self, partition: Partition) -> int | None:
         """The offset reading started from when ``partition`` was assigned: the committed
-        one, else the log start (None: the broker could not tell). Never blocks."""
+        one, else the log start (None: the broker could not tell yet; asked again before
+        each fetch). Never blocks."""
         with self._lock:
             return self._started.get(partition)
 

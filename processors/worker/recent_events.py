@@ -1,11 +1,17 @@
-"""The event ids a partition received shortly before a worker took it over.
+"""What a worker taking over event partitions reads back from before it took them over.
 
 A worker that starts (or is assigned a partition in a rebalance) reads on from the
-group's committed offset; the ids of the events just before it are gone with the worker
-that read them. A producer's re-send of one of those events, arriving now at a new
-offset, would be counted twice. So the collect stage reads them back once per assignment
-(:func:`recent_event_ids`) and the collector remembers them
-(:meth:`~ept.processors.worker.logic.collector.Collector.remember`).
+group's committed offset; what the worker before it read is gone with it:
+
+* The ids of the events just before that offset. A producer's re-send of one of those
+  events, arriving now at a new offset, would be counted twice. So the collect stage
+  reads them back once per assignment (:func:`recent_event_ids`) and the collector
+  remembers them (:meth:`~ept.processors.worker.logic.collector.Collector.remember`).
+* The broker's clock. Event time follows it while every source is idle, and the
+  collector learns it from the records it reads: a worker that takes over partitions
+  read to their end would learn nothing until the next event, and firing alerts would
+  never resolve, nor would a rule on renders that stopped ever fire. So it starts from
+  the newest record timestamp of the partitions (:func:`newest_record_times`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,36 @@ def recent_event_ids(settings: Settings, topic: str, partition: int, before_offs
         consumer.assign([TopicPartition(topic, partition, start)])
         return _read(consumer, before_offset, event_of, time.monotonic() + timeout_s,
                      f"{topic}[{partition}]")
+    finally:
+        consumer.close()
+
+
+def newest_record_times(settings: Settings, partitions: list[tuple[str, int]],
+                        timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
+    """The broker timestamp (ms) of the newest record of each of ``partitions`` that has
+    one (an empty partition is left out, as is one not read within about ``timeout_s``).
+
+    Blocks on the broker. Raises KafkaException when the broker cannot be asked at all.
+    """
+    consumer = Consumer(consumer_config(settings, ConsumerRole.TOPIC_READER,
+                                        f"ept-recent-{uuid.uuid4()}"))
+    try:
+        newest = {}
+        for topic, partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=timeout_s)
+            if high > low:
+                newest[(topic, partition)] = high - 1
+        consumer.assign([TopicPartition(topic, partition, offset)
+                         for (topic, partition), offset in newest.items()])
+        times: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(times) < len(newest) and time.monotonic() < deadline:
+            for message in consumer.consume(len(newest), timeout=1.0):
+                if message.error() is None:
+                    read: tuple[str, int] = (message.topic(), message.partition())  # type: ignore[assignment]
+                    times[read] = message.timestamp()[1]
+        return times
     finally:
         consumer.close()
 

@@ -26,6 +26,7 @@ from ept.deploy.broker import LocalBroker
 from tests.components import Component, summary
 from tests.conftest import free_port
 from tests.helpers import end_offsets, read_topics
+from tests.worker_process import log_digest, progress_lines
 
 REPO = Path(__file__).resolve().parents[2]
 SOAK_EVENTS = int(os.environ.get("EPT_SOAK_EVENTS", "20000"))
@@ -130,6 +131,7 @@ def test_chaos_soak_loses_and_duplicates_nothing(settings: Settings, native_brok
         # events/s here (a 1,000,000-event soak on a slow day needed more than 240 s).
         deadline = time.monotonic() + 240 + SOAK_EVENTS / 2000
         alerts: list[dict[str, Any]] = []
+        progress = ""
         while time.monotonic() < deadline:
             sink.ensure_running()
             worker.ensure_running()
@@ -138,6 +140,8 @@ def test_chaos_soak_loses_and_duplicates_nothing(settings: Settings, native_brok
             if alerts and alerts[-1]["status"] == "resolved":
                 break
             time.sleep(3)
+        else:
+            progress = progress_lines(worker_port)  # what the worker judged up to
         stop_heartbeat.set()
         for tracker in trackers:
             assert tracker.flush(120) == 0
@@ -174,10 +178,11 @@ def test_chaos_soak_loses_and_duplicates_nothing(settings: Settings, native_brok
     for alert in alerts:
         if not alert.get("renotify") and not alert.get("ahead"):
             by_fingerprint.setdefault(alert["fingerprint"], []).append(alert["status"])
-    assert by_fingerprint, "the incident raised no alert"
+    explanation = f"{progress}\n{log_digest(tmp_path / 'worker.log')}"
+    assert by_fingerprint, f"the incident raised no alert\n{explanation}"
     for statuses in by_fingerprint.values():
         assert statuses[::2] == ["firing"] * len(statuses[::2]), statuses   # never twice
         assert statuses[1::2] == ["resolved"] * len(statuses[1::2]), statuses
-        assert statuses[-1] == "resolved", statuses
+        assert statuses[-1] == "resolved", f"{statuses}\n{explanation}"
     for name, limit in RSS_LIMITS_MB.items():
         assert peak[name] < limit, f"{name} peaked at {peak[name]:.0f} MB (limit {limit})"

@@ -15,7 +15,7 @@ from ept.core.settings import Settings
 from ept.schemas.registry import EVENT_NAMES
 from tests.events import BASE_MS, EventPublisher, record
 from tests.helpers import read_topics
-from tests.worker_process import Worker
+from tests.worker_process import Worker, log_digest
 
 MIN = 60_000
 
@@ -232,7 +232,7 @@ def test_worker_killed_mid_stream_misses_and_repeats_nothing(worker_settings: Se
         alerts = alerts_of(worker_settings, complete, timeout=120)
     finally:
         running.stop()
-    assert summary(alerts) == expected_summary()
+    assert summary(alerts) == expected_summary(), log_digest(tmp_path / "worker.log")
 
 
 def test_replay_with_different_timing_gives_the_same_alerts(settings: Settings,
@@ -300,6 +300,33 @@ def test_a_resend_after_a_restart_is_counted_once(worker_settings: Settings,
             assert time.monotonic() < deadline, "the re-sends were counted again"
             time.sleep(0.5)
         assert second.counter("ept_worker_duplicate_events_total") == 5
+    finally:
+        second.stop()
+
+
+def test_a_worker_starting_after_the_last_event_moves_event_time(worker_settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    """Traffic stops and the worker restarts (a deploy, a crash): the next one has nothing
+    left to read, yet event time moves on with the broker's clock, learnt from the newest
+    records of the partitions it took over. Without that, no firing alert would ever
+    resolve, nor would a rule on stopped renders fire (the kill test's last worker stood
+    at an event time of 1 s)."""
+    now = int(time.time() * 1000)
+    sent = [("api_request_completed", 0, now + i * 1000,
+             record("api_request_completed", now + i * 1000, endpoint="/api/last"))
+            for i in range(3)]
+    first = Worker(worker_settings, tmp_path / "first.log")
+    try:
+        EventPublisher(worker_settings).publish_to_partitions(sent)
+        first.wait_judged(now + 3_000, worker_settings.topic_partitions)
+    finally:
+        first.stop()
+    second = Worker(worker_settings, tmp_path / "second.log")
+    try:
+        second.wait_judged(now + 3_000, worker_settings.topic_partitions, timeout=90)
+        assert second.counter("ept_worker_duplicate_events_total") == 0
+        assert sum(int(float(line.rsplit(" ", 1)[1])) for line in second.metrics().splitlines()
+                   if line.startswith("ept_worker_events_total{")) == 0  # nothing read again
     finally:
         second.stop()
 

@@ -329,3 +329,23 @@ def test_a_jump_back_of_the_worker_clock_does_not_keep_a_source_busy() -> None:
     back = T0 - 2 * 3600_000  # the clock was stepped back 2 h, then runs on
     idle = [collector.progress(back + i * 1000).sources["api_error:0"].idle for i in range(11)]
     assert idle == [False] * 10 + [True]  # silent for 10 s of the clock's own steps
+
+
+def test_partitions_taken_over_read_to_their_end_move_event_time_on_the_brokers_clock() -> None:
+    """A collector with nothing to read (traffic stopped, then the worker restarted)
+    starts the broker's clock from the newest record of the partitions it took over:
+    once they are idle, event time moves on, so firing alerts resolve and stopped
+    renders are noticed. It never moves the clock back."""
+    frontiers = Frontiers({"api_error": 1}, LATENESS_MS)
+    collector = Collector(SKEW_MS, idle_ms=10_000, dedup_horizon_ms=300_000)
+    collector.assign(["api_error:0"], T0)
+    collector.caught_up("api_error:0", True)
+    for second in range(12):
+        frontiers.update(collector.progress(T0 + second * 1000))
+    assert frontiers.frontier("api") == 1000  # the clock unknown: event time stands
+    collector.broker_clock_seen(T0 - MINUTE_MS)
+    collector.broker_clock_seen(T0 - 2 * MINUTE_MS)  # an older partition's: no step back
+    frontiers.update(collector.progress(T0 + 13_000))  # 2 s of the wall clock on
+    assert frontiers.frontier("api") == T0 - MINUTE_MS + 2000 - LATENESS_MS
+    frontiers.update(collector.progress(T0 + 23_000))
+    assert frontiers.frontier("api") == T0 - MINUTE_MS + 12_000 - LATENESS_MS

@@ -207,6 +207,12 @@ class Collector:
                 columns[2].append(counter)
         return [Signal.from_columns(scope, sources) for scope, sources in by_scope.items()]
 
+    def broker_clock_seen(self, record_ms: int) -> None:
+        """A record timestamp read by someone else (the newest of a partition taken over):
+        the broker's clock is at least there."""
+        if self._broker_ms is None or record_ms > self._broker_ms:
+            self._broker_ms = record_ms
+
     def caught_up(self, source: Source, caught_up: bool | None) -> None:
         """Whether ``source`` has been read to its high-water mark (None: unknown)."""
         self._sources.setdefault(source, _SourceState()).caught_up = caught_up
