@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 
 from ept.core.send_stamp import HEADER, SendStamp, read_stamp
 from ept.core.settings import Settings
@@ -25,7 +25,7 @@ from ept.processors.worker.logic.collector import Collector, SourceEvent
 from ept.processors.worker.logic.event_time import source_of
 from ept.processors.worker.logic.records import Signal, Source
 from ept.processors.worker.logic.scopes import scope_partition
-from ept.processors.worker.recent_events import newest_record_times, recent_event_ids
+from ept.processors.worker.recent_events import newest_records, recent_event_ids
 from ept.schemas.codec import DecodeError, Decoder
 
 log = logging.getLogger("ept.worker")
@@ -83,6 +83,9 @@ class CollectStage:
         self._batch_in_flight = asyncio.Lock()
         self._last_report = 0.0
         self._clock_readers: set[asyncio.Future[None]] = set()  # of partitions taken over
+        # Per partition taken over: its newest record (offset, broker timestamp), which
+        # teaches the broker's clock once read past (see _learn_broker_clock).
+        self._newest_taken_over: dict[Partition, tuple[int, int]] = {}
 
     async def run(self) -> None:
         """Read, collect, send, commit until cancelled; then commit and leave the group.
@@ -100,8 +103,10 @@ class CollectStage:
                 if time.monotonic() - self._last_report >= PROGRESS_INTERVAL_S:
                     await self.report_progress()
         finally:
-            for reader in self._clock_readers:
+            readers = list(self._clock_readers)
+            for reader in readers:
                 reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
             await loop.run_in_executor(thread, self.reader.close)
             thread.shutdown()
 
@@ -118,6 +123,7 @@ class CollectStage:
             self._last_report = time.monotonic()
             for source in self._assignment:
                 self.collector.caught_up(self._source(source), self._caught_up(source))
+            self._clock_from_taken_over()
             progress = self.collector.progress(wall_ms()).to_json()
             for partition in range(self._partitions):
                 await self._signals.send(key=b"progress", partition=partition, value=progress)
@@ -141,6 +147,7 @@ class CollectStage:
                 for partition in change.partitions:
                     self._read_up_to.pop(partition, None)
                     self._unremembered.discard(partition)
+                    self._newest_taken_over.pop(partition, None)
 
     async def _collect(self, messages: list[Message]) -> dict[Partition, int]:
         """Count a batch into signals and deliver them; returns the offsets to commit."""
@@ -187,27 +194,39 @@ class CollectStage:
                 await asyncio.sleep(pause)
 
     async def _learn_broker_clock(self, partitions: frozenset[Partition]) -> None:
-        """Start the broker's clock from the newest record of ``partitions``, just taken
-        over (:mod:`~ept.processors.worker.recent_events` says why). A broker that cannot
-        be asked is asked again, backing off up to 30 s, while any of them is still
-        assigned; a record read meanwhile teaches the clock too."""
+        """Read the newest record of each of ``partitions``, just taken over, to start
+        the broker's clock from (:mod:`~ept.processors.worker.recent_events` says why):
+        applied by :meth:`_clock_from_taken_over`. A broker that cannot be asked is
+        asked again, backing off up to 30 s, while any of them is still assigned."""
         loop = asyncio.get_running_loop()
         for attempt in itertools.count():
             try:
-                newest = await loop.run_in_executor(None, newest_record_times,
-                                                    self._settings, sorted(partitions))
-            except Exception as exc:  # the broker away
+                newest = await loop.run_in_executor(None, newest_records, self._settings,
+                                                    sorted(partitions))
+            except KafkaException as exc:  # the broker away
                 pause = min(30.0, 2.0 ** attempt)
                 log.warning("the broker's clock not read back from the event partitions "
-                            "taken over (%s: %s); again in %.0f s", type(exc).__name__, exc,
-                            pause)
+                            "taken over (%s); again in %.0f s", exc, pause)
                 await asyncio.sleep(pause)
                 if not partitions & self._assignment:
                     return
                 continue
-            if newest:
-                self.collector.broker_clock_seen(max(newest.values()))
+            self._newest_taken_over.update(
+                {partition: record for partition, record in newest.items()
+                 if partition in self._assignment})
             return
+
+    def _clock_from_taken_over(self) -> None:
+        """Teach the collector the broker's clock from the newest record of each
+        partition taken over that has been read past: by its predecessor (a partition
+        read to its end, the case this is for) or since. Not before: a source counted
+        as caught up on a stale high-water mark is settled to the broker's clock, which
+        must not be that of a record of its own not counted yet."""
+        for partition, (offset, record_ms) in list(self._newest_taken_over.items()):
+            position = self._read_up_to.get(partition, self.reader.started_at(partition))
+            if position is not None and position > offset:
+                self.collector.broker_clock_seen(record_ms)
+                del self._newest_taken_over[partition]
 
     async def _remember_first(self, messages: list[Message]) -> None:
         """Read back the recent event ids of each partition taken over whose first

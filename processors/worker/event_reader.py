@@ -45,7 +45,7 @@ log = logging.getLogger("ept.worker")
 Partition = tuple[str, int]
 """An event topic partition: (topic, partition)."""
 
-START_TIMEOUT_S = 10.0  # each question to the broker of where reading starts
+START_TIMEOUT_S = 10.0  # all it takes to ask the broker where reading starts
 START_RETRY_S = 2.0  # between such questions while the broker cannot tell
 
 
@@ -121,6 +121,7 @@ class EventReader:
         log start (a partition nothing is read from has been read to there: its high-water
         mark may equal it, caught up with nothing to read). Those the broker could not
         tell are left out, and logged. Blocks on the broker."""
+        deadline = time.monotonic() + START_TIMEOUT_S
         wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
         try:
             committed = self._consumer.committed(wanted, timeout=START_TIMEOUT_S)
@@ -136,7 +137,7 @@ class EventReader:
             elif tp.offset == OFFSET_INVALID or tp.offset < 0:  # nothing committed
                 try:
                     started[partition] = self._consumer.get_watermark_offsets(
-                        tp, timeout=START_TIMEOUT_S)[0]
+                        tp, timeout=max(0.1, deadline - time.monotonic()))[0]
                 except Exception as exc:
                     log.warning("event reader: %s[%d] log start not read (%s)", *partition,
                                 exc)

@@ -11,7 +11,8 @@ group's committed offset; what the worker before it read is gone with it:
   collector learns it from the records it reads: a worker that takes over partitions
   read to their end would learn nothing until the next event, and firing alerts would
   never resolve, nor would a rule on renders that stopped ever fire. So it starts from
-  the newest record timestamp of the partitions (:func:`newest_record_times`).
+  the newest record timestamp of the partitions (:func:`newest_records`), once
+  it has read past that record (so did its predecessor, for a partition read to its end).
 """
 
 from __future__ import annotations
@@ -60,32 +61,33 @@ def recent_event_ids(settings: Settings, topic: str, partition: int, before_offs
         consumer.close()
 
 
-def newest_record_times(settings: Settings, partitions: list[tuple[str, int]],
-                        timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
-    """The broker timestamp (ms) of the newest record of each of ``partitions`` that has
-    one (an empty partition is left out, as is one not read within about ``timeout_s``).
+def newest_records(settings: Settings, partitions: list[tuple[str, int]],
+                   timeout_s: float = 10.0) -> dict[tuple[str, int], tuple[int, int]]:
+    """The offset and broker timestamp (ms) of the newest record of each of
+    ``partitions`` that has one (an empty partition is left out, as is one not read
+    within ``timeout_s`` of the call, which is all it takes).
 
-    Blocks on the broker. Raises KafkaException when the broker cannot be asked at all.
+    Blocks on the broker. Raises KafkaException when the broker cannot be asked.
     """
+    deadline = time.monotonic() + timeout_s
     consumer = Consumer(consumer_config(settings, ConsumerRole.TOPIC_READER,
                                         f"ept-recent-{uuid.uuid4()}"))
     try:
         newest = {}
         for topic, partition in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=timeout_s)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=max(0.1, deadline - time.monotonic()))
             if high > low:
                 newest[(topic, partition)] = high - 1
         consumer.assign([TopicPartition(topic, partition, offset)
                          for (topic, partition), offset in newest.items()])
-        times: dict[tuple[str, int], int] = {}
-        deadline = time.monotonic() + timeout_s
-        while len(times) < len(newest) and time.monotonic() < deadline:
+        records: dict[tuple[str, int], tuple[int, int]] = {}
+        while len(records) < len(newest) and time.monotonic() < deadline:
             for message in consumer.consume(len(newest), timeout=1.0):
                 if message.error() is None:
                     read: tuple[str, int] = (message.topic(), message.partition())  # type: ignore[assignment]
-                    times[read] = message.timestamp()[1]
-        return times
+                    records[read] = (message.offset(), message.timestamp()[1])  # type: ignore[assignment]
+        return records
     finally:
         consumer.close()
 

@@ -339,10 +339,13 @@ def test_partitions_taken_over_read_to_their_end_move_event_time_on_the_brokers_
     frontiers = Frontiers({"api_error": 1}, LATENESS_MS)
     collector = Collector(SKEW_MS, idle_ms=10_000, dedup_horizon_ms=300_000)
     collector.assign(["api_error:0"], T0)
+    collector.broker_clock_seen(T0 - 3 * MINUTE_MS)
+    frontiers.update(collector.progress(T0))
+    assert frontiers.frontier("api") == 0  # not caught up: the source may hold anything
     collector.caught_up("api_error:0", True)
     for second in range(12):
         frontiers.update(collector.progress(T0 + second * 1000))
-    assert frontiers.frontier("api") == 1000  # the clock unknown: event time stands
+    assert frontiers.frontier("api") == T0 - 3 * MINUTE_MS + 11_000 - LATENESS_MS
     collector.broker_clock_seen(T0 - MINUTE_MS)
     collector.broker_clock_seen(T0 - 2 * MINUTE_MS)  # an older partition's: no step back
     frontiers.update(collector.progress(T0 + 13_000))  # 2 s of the wall clock on
