@@ -3,22 +3,26 @@ and crossing-event-to-notice latency.
 
 Throughput over a backlog of ``EPT_BENCH_EVENTS`` (default 100,000) events on 2 topics
 x 6 partitions, published before each consumer starts and timed from its first event
-counted to the last. Measured in the same run:
+counted to the last, of:
 
 * a Faust agent that only counts the events (Faust's own per-event cost);
 * quixstreams, the engine a user would pick instead: a tumbling 60 s count per key
   (RocksDB state). It runs from ``EPT_BENCH_PEER_PYTHON`` (``make bench-processors``
   builds ``build/peers-venv``): quixstreams pins confluent-kafka below the version ept
   uses, so it cannot share ept's environment;
-* ``ept worker`` with the default rules, one process.
+* ``ept worker`` with the default rules, one process (profiled in the first round).
 
-Then one process and two (``--processes 2``) over a backlog of ``EPT_BENCH_BIG_EVENTS``
-(default 1,000,000), timed from when every process reads (the second joins seconds after
-the first), with the worker's peak RSS (``VmHWM``). Latency: under steady traffic, from
-publishing the event whose count crosses a rule's threshold to its firing notice on the
-alert topic, for count rules (``api_degradation``, and ``template_failures`` with
-its rate condition; many endpoints or templates at once) and a ratio rule
-(``high_error_rate``, a fresh worker per sample: it stays firing).
+Then ``ept worker`` with one process and with two (``--processes 2``) over a backlog of
+``EPT_BENCH_BIG_EVENTS`` (default 1,000,000), timed from when every process reads (the
+second joins seconds after the first), with the worker's peak RSS (``VmHWM``).
+
+Each phase runs ``EPT_BENCH_ROUNDS`` times (default 3), its parts back to back; a ratio
+is taken within a round, and the median of the rounds' is printed.
+
+Latency: under steady traffic, from publishing the event whose count crosses a rule's
+threshold to its firing notice on the alert topic, for count rules (``api_degradation``,
+and ``template_failures`` with its rate condition; many endpoints or templates at once)
+and a ratio rule (``high_error_rate``, a fresh worker per sample: it stays firing).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any
 import psutil
 from confluent_kafka import Consumer
 
-from bench.common import kafka_bootstrap, percentile, print_table
+from bench.common import kafka_bootstrap, median, percentile, print_table
 from ept.core.kafka import ensure_topics
 from ept.core.settings import Settings, load_settings
 from tests.conftest import free_port
@@ -49,6 +53,7 @@ from tests.events import EventPublisher, record
 
 EVENTS = int(os.environ.get("EPT_BENCH_EVENTS", "100000"))
 BIG_EVENTS = int(os.environ.get("EPT_BENCH_BIG_EVENTS", "1000000"))
+ROUNDS = int(os.environ.get("EPT_BENCH_ROUNDS", "3"))
 PEER_PYTHON = os.environ.get("EPT_BENCH_PEER_PYTHON", sys.executable)
 TOPICS = ("render_completed", "api_request_completed")
 PARTITIONS = 6
@@ -114,6 +119,11 @@ app.run()
 
 
 def events_for_load(count: int, now_ms: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Half renders over 186 templates, half API calls over 13 endpoints. Keyed by them
+    (as the SDK publishes), partitions 0-2 of each topic hold 47% of the events and 3-5
+    53%: what the two processes of ``--processes 2`` get. (Until 2026-12-06 a quarter of
+    the events had one endpoint: 27% of all on one partition, and its process held 58%.)
+    """
     for index in range(count):
         kind = index % 4
         at = now_ms + index  # event time moves forward: every minute is a new bucket
@@ -127,8 +137,9 @@ def events_for_load(count: int, now_ms: int) -> Iterator[tuple[str, dict[str, An
         elif kind == 2:
             yield ("render_completed", record("render_completed", at,
                                               template_id=f"tpl{index % 89}"))
-        else:
-            yield ("api_request_completed", record("api_request_completed", at))
+        else:  # not all on one endpoint: keyed by it, they made a hot partition
+            yield ("api_request_completed", record("api_request_completed", at,
+                                                   endpoint=f"/api/{index % 7}"))
 
 
 def publish_load(settings: Settings, count: int) -> None:
@@ -212,6 +223,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 class Throughput:
     events_per_s: float
     rss_mb: list[float]
+
+
+def _mb(run: Throughput) -> str:
+    return " + ".join(f"{mb:.0f}" for mb in run.rss_mb)
 
 
 def run_baseline(settings: Settings, log: Path, peer: bool) -> float:
@@ -481,39 +496,44 @@ def main() -> None:
             return settings
 
         logs = Path(state)
-        faust_rate = run_baseline(fresh("b"), logs / "baseline.log", peer=False)
-        peer_rate = run_baseline(fresh("q"), logs / "peer.log", peer=True)
         profile = logs / "worker1.profile"
-        one = run_worker_load(fresh("w1"), logs / "worker1.log", 1, EVENTS, profile)
-        big = run_worker_load(fresh("big"), logs / "big.log", 1, BIG_EVENTS)
-        # on the large backlog: the second process joins seconds after the first, when
-        # one process may be through most of a small one
-        two = run_worker_load(fresh("w2"), logs / "worker2.log", 2, BIG_EVENTS)
+        # Each phase in rounds, its parts back to back, the ratios taken within a round:
+        # this machine's speed drifts by up to a fifth within minutes (one process
+        # measured 31,000 and 42,000 events/s on the same backlog three minutes apart).
+        small = [(run_baseline(fresh(f"b{r}"), logs / "baseline.log", peer=False),
+                  run_baseline(fresh(f"q{r}"), logs / "peer.log", peer=True),
+                  run_worker_load(fresh(f"w{r}"), logs / "worker1.log", 1, EVENTS,
+                                  profile if r == 0 else None))
+                 for r in range(ROUNDS)]
+        # The large backlog: the second process joins seconds after the first, when one
+        # may be through most of a small one.
+        large = [(run_worker_load(fresh(f"big{r}"), logs / "big.log", 1, BIG_EVENTS),
+                  run_worker_load(fresh(f"two{r}"), logs / "worker2.log", 2, BIG_EVENTS))
+                 for r in range(ROUNDS)]
         samples = profile.read_text() if profile.exists() else ""
         counts = {count.rule: count_latencies(fresh(count.rule[:3]), logs / f"{count.rule}.log",
                                               count) for count in COUNT_RULES}
         rates = [found for sample in range(RATE_SAMPLES)
                  if (found := rate_latency(fresh(f"r{sample}"), logs / "rate.log")) is not None]
     print_table(f"Throughput over a backlog of {EVENTS:,} events (2 topics x {PARTITIONS} "
-                "partitions), one run", ["what", "events/s", "/ Faust", "/ quixstreams",
-                                         "peak RSS MB"],
-                [["Faust agent that only counts", f"{faust_rate:,.0f}", "1.00",
-                  f"{faust_rate / peer_rate:.2f}", "-"],
-                 ["quixstreams: tumbling 60 s count per key", f"{peer_rate:,.0f}",
-                  f"{peer_rate / faust_rate:.2f}", "1.00", "-"],
-                 ["ept worker, default rules, 1 process", f"{one.events_per_s:,.0f}",
-                  f"{one.events_per_s / faust_rate:.2f}", f"{one.events_per_s / peer_rate:.2f}",
-                  " + ".join(f"{mb:.0f}" for mb in one.rss_mb)],
-                 [f"ept worker, 1 process, {BIG_EVENTS:,}-event backlog",
-                  f"{big.events_per_s:,.0f}", f"{big.events_per_s / faust_rate:.2f}",
-                  f"{big.events_per_s / peer_rate:.2f}",
-                  " + ".join(f"{mb:.0f}" for mb in big.rss_mb)],
-                 [f"ept worker, 2 processes, {BIG_EVENTS:,}-event backlog",
-                  f"{two.events_per_s:,.0f}", f"{two.events_per_s / faust_rate:.2f}",
-                  f"{two.events_per_s / peer_rate:.2f}",
-                  " + ".join(f"{mb:.0f}" for mb in two.rss_mb)]])
-    print(f"2 processes / 1 ({BIG_EVENTS:,}-event backlog): "
-          f"{two.events_per_s / big.events_per_s:.2f}")
+                "partitions): Faust's counting agent, quixstreams' tumbling 60 s count per "
+                "key, ept worker (default rules, 1 process)",
+                ["round", "Faust ev/s", "quixstreams ev/s", "worker ev/s", "worker / Faust",
+                 "worker / quixstreams", "worker peak RSS MB"],
+                [[r + 1, f"{faust:,.0f}", f"{peer:,.0f}", f"{one.events_per_s:,.0f}",
+                  f"{one.events_per_s / faust:.2f}", f"{one.events_per_s / peer:.2f}",
+                  _mb(one)] for r, (faust, peer, one) in enumerate(small)])
+    over_faust = median([one.events_per_s / faust for faust, _, one in small])
+    over_peer = median([one.events_per_s / peer for _, peer, one in small])
+    print(f"median: worker / Faust {over_faust:.2f}, worker / quixstreams {over_peer:.2f}")
+    print_table(f"ept worker over a backlog of {BIG_EVENTS:,} events",
+                ["round", "1 process ev/s", "peak RSS MB", "2 processes ev/s", "peak RSS MB",
+                 "2 / 1"],
+                [[r + 1, f"{one.events_per_s:,.0f}", _mb(one), f"{two.events_per_s:,.0f}",
+                  _mb(two), f"{two.events_per_s / one.events_per_s:.2f}"]
+                 for r, (one, two) in enumerate(large)])
+    print(f"median: 2 processes / 1 "
+          f"{median([two.events_per_s / one.events_per_s for one, two in large]):.2f}")
     if samples:
         print_profile(samples)
     print_table("Crossing event -> firing notice on the alert topic, steady traffic",
