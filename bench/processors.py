@@ -14,7 +14,9 @@ counted to the last, of:
 
 Then ``ept worker`` with one process and with two (``--processes 2``) over a backlog of
 ``EPT_BENCH_BIG_EVENTS`` (default 1,000,000), timed from when every process reads (the
-second joins seconds after the first), with the worker's peak RSS (``VmHWM``).
+second joins seconds after the first), with the worker's peak RSS (``VmHWM``): on a load
+whose partitions the two processes can share evenly, then once on the load above, whose
+one hot endpoint puts 58% of the events on one process (see :func:`events_for_load`).
 
 Each phase runs ``EPT_BENCH_ROUNDS`` times (default 3), its parts back to back; a ratio
 is taken within a round, and the median of the rounds' is printed.
@@ -118,12 +120,13 @@ app.run()
 '''
 
 
-def events_for_load(count: int, now_ms: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Half renders over 186 templates, half API calls over 13 endpoints. Keyed by them
-    (as the SDK publishes), partitions 0-2 of each topic hold 47% of the events and 3-5
-    53%: what the two processes of ``--processes 2`` get. (Until 2026-12-06 a quarter of
-    the events had one endpoint: 27% of all on one partition, and its process held 58%.)
-    """
+def events_for_load(count: int, now_ms: int, hot_endpoint: bool
+                    ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Half renders over 186 templates, half API calls, keyed by template and endpoint
+    as the SDK publishes them. With ``hot_endpoint`` (the load #27's targets were set
+    on), half the API calls are to one endpoint: its partition holds 27% of all events,
+    and partitions 0-2 of each topic (one process's of two) 58%. Without, those calls
+    spread over 7 endpoints: 47% and 53%."""
     for index in range(count):
         kind = index % 4
         at = now_ms + index  # event time moves forward: every minute is a new bucket
@@ -137,15 +140,17 @@ def events_for_load(count: int, now_ms: int) -> Iterator[tuple[str, dict[str, An
         elif kind == 2:
             yield ("render_completed", record("render_completed", at,
                                               template_id=f"tpl{index % 89}"))
-        else:  # not all on one endpoint: keyed by it, they made a hot partition
+        else:
+            endpoint = "/api/render" if hot_endpoint else f"/api/{index % 7}"
             yield ("api_request_completed", record("api_request_completed", at,
-                                                   endpoint=f"/api/{index % 7}"))
+                                                   endpoint=endpoint))
 
 
-def publish_load(settings: Settings, count: int) -> None:
+def publish_load(settings: Settings, count: int, hot_endpoint: bool) -> None:
     publisher = EventPublisher(settings)
     chunk: list[tuple[str, dict[str, Any]]] = []
-    for event in events_for_load(count, int(time.time() * 1000) - 3_600_000):
+    for event in events_for_load(count, int(time.time() * 1000) - 3_600_000,
+                                 hot_endpoint):
         chunk.append(event)
         if len(chunk) == 50_000:  # within the producer's queue
             publisher.publish(chunk)
@@ -231,7 +236,7 @@ def _mb(run: Throughput) -> str:
 
 def run_baseline(settings: Settings, log: Path, peer: bool) -> float:
     """The Faust counting agent or the quixstreams peer through the backlog."""
-    publish_load(settings, EVENTS)
+    publish_load(settings, EVENTS, hot_endpoint=True)
     port = free_port()
     app = log.parent / f"{'peer' if peer else 'counter'}_{uuid.uuid4().hex[:6]}.py"
     app.write_text(PEER_APP if peer else COUNTER_APP)
@@ -267,15 +272,16 @@ def worker_progress(settings: Settings, urls: list[str]) -> tuple[int, int, int]
 
 
 def run_worker_load(settings: Settings, log: Path, processes: int, events: int,
-                    profile: Path | None = None) -> Throughput:
+                    hot_endpoint: bool, profile: Path | None = None) -> Throughput:
     """Time ``ept worker --processes N`` through a backlog of ``events``: from the moment
     every process reads event partitions (the events collected before, through the
     group's first rebalances, are left out) until every event is collected and every
-    signal evaluated. With ``profile``, py-spy records the worker meanwhile.
+    signal evaluated. With ``profile``, py-spy records the worker meanwhile;
+    ``hot_endpoint``: see :func:`events_for_load`.
 
     The backlog is published before the worker starts: published while it reads, the
     publisher (in this process, on the same cores) set the pace of two processes."""
-    publish_load(settings, events)
+    publish_load(settings, events, hot_endpoint)
     process, urls = start_worker(settings, log, processes)
     spy = None
     try:
@@ -503,13 +509,16 @@ def main() -> None:
         small = [(run_baseline(fresh(f"b{r}"), logs / "baseline.log", peer=False),
                   run_baseline(fresh(f"q{r}"), logs / "peer.log", peer=True),
                   run_worker_load(fresh(f"w{r}"), logs / "worker1.log", 1, EVENTS,
-                                  profile if r == 0 else None))
+                                  hot_endpoint=True, profile=profile if r == 0 else None))
                  for r in range(ROUNDS)]
-        # The large backlog: the second process joins seconds after the first, when one
-        # may be through most of a small one.
-        large = [(run_worker_load(fresh(f"big{r}"), logs / "big.log", 1, BIG_EVENTS),
-                  run_worker_load(fresh(f"two{r}"), logs / "worker2.log", 2, BIG_EVENTS))
-                 for r in range(ROUNDS)]
+        # The large backlog (the second process joins seconds after the first, when one
+        # may be through most of a small one) without the hot endpoint, whose process
+        # would set the pace of two; then once with it.
+        large = [tuple(run_worker_load(fresh(f"big{r}p{processes}"), logs / "big.log",
+                                       processes, BIG_EVENTS, hot_endpoint=False)
+                       for processes in (1, 2)) for r in range(ROUNDS)]
+        hot = tuple(run_worker_load(fresh(f"hot{processes}"), logs / "big.log", processes,
+                                    BIG_EVENTS, hot_endpoint=True) for processes in (1, 2))
         samples = profile.read_text() if profile.exists() else ""
         counts = {count.rule: count_latencies(fresh(count.rule[:3]), logs / f"{count.rule}.log",
                                               count) for count in COUNT_RULES}
@@ -527,12 +536,14 @@ def main() -> None:
     over_peer = median([one.events_per_s / peer for _, peer, one in small])
     print(f"median: worker / Faust {over_faust:.2f}, worker / quixstreams {over_peer:.2f}")
     print_table(f"ept worker over a backlog of {BIG_EVENTS:,} events",
-                ["round", "1 process ev/s", "peak RSS MB", "2 processes ev/s", "peak RSS MB",
-                 "2 / 1"],
-                [[r + 1, f"{one.events_per_s:,.0f}", _mb(one), f"{two.events_per_s:,.0f}",
+                ["load, round", "1 process ev/s", "peak RSS MB", "2 processes ev/s",
+                 "peak RSS MB", "2 / 1"],
+                [[what, f"{one.events_per_s:,.0f}", _mb(one), f"{two.events_per_s:,.0f}",
                   _mb(two), f"{two.events_per_s / one.events_per_s:.2f}"]
-                 for r, (one, two) in enumerate(large)])
-    print(f"median: 2 processes / 1 "
+                 for what, (one, two) in [
+                     *((f"spread, {r + 1}", pair) for r, pair in enumerate(large)),
+                     ("hot endpoint", hot)]])
+    print(f"median of the spread rounds: 2 processes / 1 "
           f"{median([two.events_per_s / one.events_per_s for one, two in large]):.2f}")
     if samples:
         print_profile(samples)
