@@ -124,6 +124,38 @@ def test_a_failed_post_is_counted_and_retried() -> None:
     assert sample("ept_notifier_alerts_pending", {"alertmanager": AM}) == 0
 
 
+def test_a_storm_is_posted_broadest_first_each_breadth_in_a_post_of_its_own() -> None:
+    """The page for all traffic answered before the templates it inhibits are posted;
+    a failed post leaves the narrower ones for the retry, after it."""
+    posted: list[list[dict[str, Any]]] = []
+    answers: list[DeliveryError | None] = [None, DeliveryError("down"), None, None]
+
+    def post(url: str, alerts: list[dict[str, Any]]) -> None:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        posted.append(alerts)
+
+    page = AlertNotice(**{**notice().to_json(), "rule": "high_error_rate", "labels": {},
+                          "severity": "critical",
+                          "fingerprint": fingerprint("high_error_rate", {})})
+    endpoint = AlertNotice(**{**notice().to_json(), "rule": "api_degradation",
+                              "labels": {"endpoint": "/api/render"},
+                              "fingerprint": fingerprint("api_degradation",
+                                                         {"endpoint": "/api/render"})})
+    notifier = Notifier(load_settings(alertmanager_urls=AM), post=post)
+    for told in (notice(template="b"), endpoint, notice(template="a"), page):
+        notifier.delivery.receive(told)
+    notifier.deliver(NOW_S)
+    notifier.deliver(NOW_S + 1)
+
+    def names(alerts: list[dict[str, Any]]) -> list[str]:
+        return [a["labels"].get("template_id") or a["labels"]["alertname"] for a in alerts]
+
+    assert [sorted(names(alerts)) for alerts in posted] == [
+        ["high_error_rate"], ["api_degradation"], ["a", "b"]]
+
+
 def test_no_alertmanager_configured_is_refused() -> None:
     with pytest.raises(ValueError, match="EPT_ALERTMANAGER_URLS"):
         Notifier(load_settings(alertmanager_urls=""))
