@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from itertools import groupby
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -117,15 +118,8 @@ def by_breadth(notices: list[AlertNotice]) -> list[list[AlertNotice]]:
     inhibitor had read the page. Posted once the page's post is answered, they leave the
     inhibitor a round trip to read it: the race is narrowed, not closed (Alertmanager
     offers no way to ask whether its inhibitor has read an alert)."""
-    runs: list[list[AlertNotice]] = []
-    breadth = None
-    for notice in notices:
-        this = told_first(notice.labels, notice.severity)[0]
-        if this != breadth:
-            runs.append([])
-            breadth = this
-        runs[-1].append(notice)
-    return runs
+    return [list(run) for _, run in groupby(
+        notices, key=lambda notice: told_first(notice.labels, notice.severity)[0])]
 
 
 def _supersedes(known: AlertNotice, notice: AlertNotice) -> bool:
