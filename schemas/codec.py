@@ -269,6 +269,20 @@ class Decoder:
             "(single-object) or 00 (Schema Registry)"
         )
 
+    def decode_record(self, payload: bytes) -> tuple[str, dict[str, Any]]:
+        """:meth:`decode`'s event name and record, without the body: the worker's path,
+        which reads tens of thousands a second. Raises as :meth:`decode` does."""
+        if payload.__class__ is bytes:
+            compiled = self._compiled.get(payload[:_SINGLE_OBJECT_HEADER])
+            if compiled is not None:
+                name, read = compiled
+                try:
+                    return name, read(payload, _SINGLE_OBJECT_HEADER)
+                except MalformedBody as exc:
+                    raise _corrupt(name, payload, _SINGLE_OBJECT_HEADER, exc) from None
+        decoded = self.decode(payload)
+        return decoded.name, decoded.record
+
     def _registry_schema(self, schema_id: int) -> tuple[str, dict[str, Any]]:
         cached = self._by_registry_id.get(schema_id)
         if cached is not None:
