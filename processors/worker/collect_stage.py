@@ -89,20 +89,35 @@ class CollectStage:
 
     async def run(self) -> None:
         """Read, collect, send, commit until cancelled; then commit and leave the group.
-        The consumer blocks in a thread of its own, never the event loop."""
+        The consumer blocks in a thread of its own, never the event loop, reading the
+        next batch while one is collected and delivered."""
         loop = asyncio.get_running_loop()
         thread = ThreadPoolExecutor(1, thread_name_prefix="ept-events")
+
+        def read_next() -> asyncio.Future[list[Message]]:
+            return loop.run_in_executor(thread, self.reader.consume, BATCH_EVENTS,
+                                        BATCH_WAIT_S)
+
+        reading = read_next()
         try:
             while True:
-                messages = await loop.run_in_executor(thread, self.reader.consume,
-                                                      BATCH_EVENTS, BATCH_WAIT_S)
+                messages = await reading
+                # Taken while the reader is idle: the changes that came with ``messages``,
+                # none of the next batch's.
+                changes = self.reader.changes()
+                # The next batch is read while this one is counted and delivered. A
+                # partition revoked meanwhile is committed up to the last acknowledged
+                # batch, not this one (commit skips it): its next owner reads this
+                # batch's part again, which evaluate skips by source offset.
+                reading = read_next()
                 async with self._batch_in_flight:
-                    self._apply(self.reader.changes())
+                    self._apply(changes)
                     if messages:
                         self.reader.commit(await self._collect(messages))
                 if time.monotonic() - self._last_report >= PROGRESS_INTERVAL_S:
                     await self.report_progress()
         finally:
+            reading.cancel()
             readers = list(self._clock_readers)
             for reader in readers:
                 reader.cancel()
@@ -153,7 +168,7 @@ class CollectStage:
         """Count a batch into signals and deliver them; returns the offsets to commit."""
         batch = []
         next_offsets: dict[Partition, int] = {}
-        decode = self._decoder.decode
+        decode = self._decoder.decode_record
         if self._unremembered:
             await self._remember_first(messages)
         for message in messages:
@@ -161,13 +176,12 @@ class CollectStage:
             offset: int = message.offset()  # type: ignore[assignment]
             next_offsets[partition] = offset + 1
             try:
-                decoded = decode(message.value())  # type: ignore[arg-type]
+                name, record = decode(message.value())  # type: ignore[arg-type]
             except DecodeError:
                 self.decode_errors += 1
                 continue
-            batch.append(SourceEvent(decoded.name, partition[1], offset,
-                                     message.timestamp()[1], decoded.record,
-                                     _stamp_of(message.headers())))
+            batch.append(SourceEvent(name, partition[1], offset, message.timestamp()[1],
+                                     record, _stamp_of(message.headers())))
         self._read_up_to.update(next_offsets)
         await self._deliver([part for signal in self.collector.collect(batch, wall_ms())
                              for part in signal.split(SIGNAL_EVENTS)])
@@ -261,7 +275,7 @@ class CollectStage:
 
     def _event_id_of(self, value: bytes) -> tuple[str, int] | None:
         try:
-            record = self._recent_decoder.decode(value).record
+            _, record = self._recent_decoder.decode_record(value)
         except DecodeError:
             return None
         return str(record.get("event_id", "")), int(record["event_time"])
@@ -269,7 +283,8 @@ class CollectStage:
     def _caught_up(self, partition: Partition) -> bool:
         """Whether everything of ``partition`` up to its high-water mark (as of the last
         fetch) was handed to collect. One not fetched yet is behind: it may hold
-        anything."""
+        anything; so is one revoked while the next batch was read (its revocation not
+        applied here yet): its new owner may be reading what came since."""
         highwater = self.reader.highwater(partition)
         if highwater is None:
             return False

@@ -216,8 +216,13 @@ class EventReader:
 
     def highwater(self, partition: Partition) -> int | None:
         """The partition's high-water mark as of the last fetch (None: not fetched yet,
-        or no longer assigned: librdkafka has no cache for it). Never blocks; raises
-        nothing."""
+        or not assigned). Never blocks; raises nothing."""
+        with self._lock:
+            # librdkafka keeps answering with a revoked partition's last mark, which no
+            # fetch updates anymore: read up to it, the partition would stay caught up,
+            # while its new owner has not yet read what came since.
+            if partition not in self._assignment:
+                return None
         try:
             _, high = self._consumer.get_watermark_offsets(TopicPartition(*partition),
                                                             cached=True)
