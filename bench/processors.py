@@ -65,8 +65,8 @@ COUNT_SAMPLES, RATE_SAMPLES = 12, 2
 PY_SPY = os.environ.get("EPT_BENCH_PY_SPY")
 # Inclusive shares of the profile printed for these frames (function name, file part).
 PROFILED = [("_collect", "collect_stage"), ("consume", "event_reader"),
-            ("decode", "codec"), ("collect", "collection"), ("_deliver", "collect_stage"),
-            ("handle", "evaluate_stage"), ("handle", "judging"), ("from_json", "records"),
+            ("decode_record", "codec"), ("collect", "collector"), ("_deliver", "collect_stage"),
+            ("handle", "evaluate_stage"), ("steps", "partition_judge"), ("from_json", "records"),
             ("_publish", "evaluate_stage"), ("report_progress", "collect_stage")]
 REPO = Path(__file__).resolve().parents[1]
 
