@@ -49,6 +49,12 @@ log = logging.getLogger("ept.worker")
 
 MISSING_GRACE_S = 5.0  # a missing offset not read again by then is sought
 MAX_REREADS = 3  # seeks back to a missing offset before it is taken as unreadable
+# How long the broker may hold a fetch of the signals with nothing new (Faust sets 1,500
+# ms). aiokafka sends one fetch per broker at a time, leaving out the partitions that
+# still had records buffered when it was sent: signals sent to those meanwhile waited for
+# that fetch to end, up to 1.5 s (a backlog's last batch was evaluated 1.4 s after it
+# was acknowledged, the worker idle).
+FETCH_MAX_WAIT_MS = 100
 
 
 class BufferKeepingFlowControl(FlowControlEvent):
@@ -77,6 +83,13 @@ class ChangelogReadOffsets(defaultdict[TP, int | None]):
         return super().__getitem__(tp)
 
 
+class ConsumerThread(aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start
+        return consumer
+
+
 class Consumer(aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,6 +98,9 @@ class Consumer(aiokafka.Consumer):
         # seeks back to it so far)
         self._missing: dict[TP, tuple[int, float, int]] = {}
         self._reread: asyncio.Future[None] | None = None
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def ack(self, message: Message) -> bool:
         """Count ``message`` towards the committable offset, unless a stream skipped it
