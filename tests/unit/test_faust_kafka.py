@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import faust
 import pytest
@@ -191,3 +192,18 @@ def test_resuming_a_running_flow_keeps_the_buffers(
     flow.suspend()
     flow.resume()  # from a stop: what was buffered before it is dropped, as Faust does
     assert buffer.qsize() == 0
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["ept", "stock"])
+def test_the_signals_fetch_waits_at_most_100_ms_on_the_broker(fixed: bool) -> None:
+    """Faust builds its consumer with a 1,500 ms fetch wait: late signals waited that long
+    behind aiokafka's one fetch per broker. (Checked on the built consumer: the stock one
+    still says 1,500, so the test can fail.)"""
+    app = _app(fixed)
+
+    async def build() -> Any:  # aiokafka builds its consumer in a running loop only
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    built = asyncio.run(build())
+    assert built._fetch_max_wait_ms == (faust_kafka.FETCH_MAX_WAIT_MS if fixed else 1500)
+    assert faust_kafka.FETCH_MAX_WAIT_MS == 100
